@@ -1,0 +1,108 @@
+//! Leak detection: every connection carries a [`Lease`] that records who holds it and since
+//! when; the maintenance thread scans a service's leases and reports the ones held past the
+//! threshold (once per checkout).
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// Who holds a connection and since when.
+#[derive(Default)]
+pub(crate) struct Lease {
+    holder: Mutex<Option<(Instant, Thread)>>,
+    reported: AtomicBool,
+}
+
+impl Lease {
+    pub(crate) fn begin(&self, now: Instant) {
+        *self.holder.lock() = Some((now, std::thread::current()));
+        self.reported.store(false, Relaxed);
+    }
+
+    pub(crate) fn end(&self) {
+        *self.holder.lock() = None;
+    }
+}
+
+/// A held-too-long connection found by a scan.
+#[derive(Debug)]
+pub(crate) struct Leak {
+    pub thread: String,
+    pub held: Duration,
+}
+
+/// The leases of one pool. Registration happens when a connection is created (rare), never
+/// on checkout.
+#[derive(Default)]
+pub(crate) struct LeaseRegistry {
+    leases: Mutex<Vec<Weak<Lease>>>,
+}
+
+impl LeaseRegistry {
+    pub(crate) fn register(&self) -> Arc<Lease> {
+        let lease = Arc::new(Lease::default());
+        let mut leases = self.leases.lock();
+        if leases.len() >= 64 && leases.len().is_power_of_two() {
+            leases.retain(|w| w.strong_count() > 0);
+        }
+        leases.push(Arc::downgrade(&lease));
+        lease
+    }
+
+    /// Leases held longer than `threshold` and not yet reported.
+    pub(crate) fn scan(&self, threshold: Duration, now: Instant) -> Vec<Leak> {
+        let leases: Vec<Arc<Lease>> = {
+            let mut all = self.leases.lock();
+            all.retain(|w| w.strong_count() > 0);
+            all.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut found = Vec::new();
+        for lease in leases {
+            let holder = lease.holder.lock();
+            if let Some((since, thread)) = holder.as_ref() {
+                let held = now.saturating_duration_since(*since);
+                if held >= threshold && !lease.reported.swap(true, Relaxed) {
+                    found.push(Leak {
+                        thread: thread
+                            .name()
+                            .map_or_else(|| format!("{:?}", thread.id()), str::to_string),
+                        held,
+                    });
+                }
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_a_long_lease_once_with_the_thread_name() {
+        let registry = LeaseRegistry::default();
+        let lease = registry.register();
+        let start = Instant::now();
+        std::thread::Builder::new()
+            .name("holder".into())
+            .spawn({
+                let lease = Arc::clone(&lease);
+                move || lease.begin(start)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let later = start + Duration::from_secs(10);
+        let leaks = registry.scan(Duration::from_secs(5), later);
+        assert_eq!(leaks.len(), 1);
+        assert_eq!(leaks[0].thread, "holder");
+        assert!(registry.scan(Duration::from_secs(5), later).is_empty());
+        lease.end();
+        drop(lease);
+        assert!(registry.scan(Duration::ZERO, later).is_empty());
+    }
+}

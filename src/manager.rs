@@ -1,0 +1,401 @@
+//! [`PoolManager`]: the registry of services, the entry point for checkouts, statistics and
+//! shutdown; and the process-wide handle for hosts such as a Blender add-on.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::config::ManagerConfig;
+use crate::error::{Error, PoolKind};
+use crate::health::HealthSnapshot;
+use crate::http::{HttpClient, HttpPool};
+use crate::maintenance;
+use crate::service::ServiceCore;
+use crate::stats::{ManagerStats, ServiceStats};
+use crate::ws::{WsGuard, WsPool};
+
+/// One service's pools.
+pub(crate) struct Service {
+    pub core: Arc<ServiceCore>,
+    pub http: Option<Arc<HttpPool>>,
+    pub ws: Option<Arc<WsPool>>,
+}
+
+/// State the maintenance thread reaches through a `Weak`.
+pub(crate) struct Shared {
+    pub services: Vec<Service>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+struct Maintenance {
+    stop: Sender<()>,
+    done: Receiver<()>,
+    handle: JoinHandle<()>,
+}
+
+/// Owns every connection to every configured backend.
+///
+/// Create one per process (or use [`global`](crate::global)), share it by reference or in an
+/// `Arc`; all methods take `&self` and are safe from any thread. The manager owns two
+/// background threads whatever the number of services: its maintenance thread and the worker
+/// that creates HTTP pool slots.
+///
+/// ```
+/// # fn main() -> Result<(), backend_pool::Error> {
+/// use std::time::Duration;
+/// use backend_pool::{ManagerConfig, PoolManager, ServiceConfig};
+///
+/// // Nothing listens on port 9: the manager still starts (pools open lazily).
+/// let config = ManagerConfig::empty().with_service(ServiceConfig::new("svc", "http://127.0.0.1:9"));
+/// let manager = PoolManager::new(config)?;
+/// let err = manager.http("svc")?.get("/").call().unwrap_err();
+/// assert_eq!(err.service(), Some("svc"));
+/// assert!(manager.http("nope").unwrap_err().to_string().contains("known: svc"));
+/// manager.shutdown(Duration::from_secs(1))?;
+/// # Ok(()) }
+/// ```
+pub struct PoolManager {
+    shared: Arc<Shared>,
+    maintenance: Mutex<Option<Maintenance>>,
+}
+
+/// What `shutdown` found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ShutdownReport {
+    /// How long the shutdown took.
+    pub elapsed_ms: u64,
+    /// Connections idle at shutdown, closed at once.
+    pub still_in_use: Vec<InUse>,
+    /// False if the maintenance thread did not stop before the deadline.
+    pub maintenance_joined: bool,
+}
+
+/// Connections of one pool still checked out when the shutdown deadline passed; they close
+/// when their guards drop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InUse {
+    /// The service.
+    pub service: String,
+    /// The pool.
+    pub kind: PoolKind,
+    /// How many.
+    pub count: usize,
+}
+
+impl PoolManager {
+    /// Builds every pool and starts the maintenance thread. No connection is opened here:
+    /// a backend that is down does not delay or fail startup.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration (or an unreadable `ca_file`).
+    pub fn new(config: ManagerConfig) -> Result<PoolManager, Error> {
+        config.validate()?;
+        let threads = Arc::new(
+            scheduled_thread_pool::ScheduledThreadPool::builder()
+                .num_threads(1)
+                .thread_name_pattern("backend-pool-r2d2")
+                .build(),
+        );
+        let mut services = Vec::with_capacity(config.service.len());
+        for sc in &config.service {
+            let core = Arc::new(ServiceCore::new(sc)?);
+            let http = sc.http.clone().map(|hc| {
+                Arc::new(HttpPool::new(Arc::clone(&core), hc, Arc::clone(&threads)))
+            });
+            let ws = sc
+                .websocket
+                .clone()
+                .map(|wc| Arc::new(WsPool::new(Arc::clone(&core), wc)));
+            services.push(Service { core, http, ws });
+        }
+        let shared = Arc::new(Shared {
+            services,
+            closed: AtomicBool::new(false),
+        });
+        let (stop_tx, stop_rx) = bounded(1);
+        let (done_tx, done_rx) = bounded(1);
+        let handle = maintenance::spawn(
+            Arc::downgrade(&shared),
+            config.maintenance_interval(),
+            stop_rx,
+            done_tx,
+        )
+        .map_err(|e| {
+            Error::Config(crate::ConfigError::invalid(
+                "(manager)",
+                "maintenance thread",
+                &format!("could not be started: {e}"),
+            ))
+        })?;
+        log::debug!(target: "backend_pool", "pool manager started with {} services", shared.services.len());
+        Ok(PoolManager {
+            shared,
+            maintenance: Mutex::new(Some(Maintenance {
+                stop: stop_tx,
+                done: done_rx,
+                handle,
+            })),
+        })
+    }
+
+    fn service(&self, name: &str) -> Result<&Service, Error> {
+        if self.shared.is_closed() {
+            return Err(Error::ShuttingDown {
+                service: Some(name.to_string()),
+            });
+        }
+        self.shared
+            .services
+            .iter()
+            .find(|s| s.core.name == name)
+            .ok_or_else(|| Error::UnknownService {
+                name: name.to_string(),
+                known: self.service_names().iter().map(|s| s.to_string()).collect(),
+            })
+    }
+
+    /// The HTTP pool of `service`, as a cheap handle for building requests.
+    ///
+    /// # Errors
+    /// [`Error::UnknownService`] (listing the known names), [`Error::NoSuchPool`],
+    /// [`Error::ShuttingDown`].
+    pub fn http(&self, service: &str) -> Result<HttpClient, Error> {
+        let s = self.service(service)?;
+        s.http.clone().map(HttpClient::new).ok_or(Error::NoSuchPool {
+            service: service.to_string(),
+            kind: PoolKind::Http,
+        })
+    }
+
+    /// Checks out a WebSocket of `service`, waiting at most its `wait_timeout_ms`.
+    ///
+    /// # Errors
+    /// As [`PoolManager::http`], plus [`Error::PoolTimeout`], [`Error::ServiceUnavailable`]
+    /// and connect errors.
+    pub fn websocket(&self, service: &str) -> Result<WsGuard, Error> {
+        let pool = self.ws_pool(service)?;
+        pool.checkout(pool.core.timeouts.wait)
+    }
+
+    /// Like [`PoolManager::websocket`] with its own wait timeout.
+    ///
+    /// # Errors
+    /// As [`PoolManager::websocket`].
+    pub fn websocket_timeout(&self, service: &str, wait: Duration) -> Result<WsGuard, Error> {
+        self.ws_pool(service)?.checkout(wait)
+    }
+
+    fn ws_pool(&self, service: &str) -> Result<&Arc<WsPool>, Error> {
+        self.service(service)?
+            .ws
+            .as_ref()
+            .ok_or_else(|| Error::NoSuchPool {
+                service: service.to_string(),
+                kind: PoolKind::WebSocket,
+            })
+    }
+
+    /// The configured service names, in order.
+    pub fn service_names(&self) -> Vec<&str> {
+        self.shared
+            .services
+            .iter()
+            .map(|s| s.core.name.as_str())
+            .collect()
+    }
+
+    /// The health of `service`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownService`].
+    pub fn health(&self, service: &str) -> Result<HealthSnapshot, Error> {
+        self.shared
+            .services
+            .iter()
+            .find(|s| s.core.name == service)
+            .map(|s| s.core.health.snapshot())
+            .ok_or_else(|| Error::UnknownService {
+                name: service.to_string(),
+                known: self.service_names().iter().map(|s| s.to_string()).collect(),
+            })
+    }
+
+    /// A snapshot of every figure; render it with [`ManagerStats::to_json`] or
+    /// [`ManagerStats::to_prometheus`].
+    pub fn stats(&self) -> ManagerStats {
+        ManagerStats::new(
+            self.shared
+                .services
+                .iter()
+                .map(|s| ServiceStats {
+                    name: s.core.name.clone(),
+                    health: s.core.health.snapshot(),
+                    http: s.http.as_ref().map(|p| p.stats()),
+                    websocket: s.ws.as_ref().map(|p| p.stats()),
+                })
+                .collect(),
+        )
+    }
+
+    /// Shuts down gracefully within `deadline`: new checkouts and blocked waiters get
+    /// [`Error::ShuttingDown`], idle connections close now, connections in use close when
+    /// returned, the maintenance thread is joined. Idempotent; dropping the manager does the
+    /// same with a 5 s deadline.
+    ///
+    /// # Errors
+    /// Never for a clean shutdown. The report lists connections still checked out at the
+    /// deadline (they close when their guards drop).
+    pub fn shutdown(&self, deadline: Duration) -> Result<ShutdownReport, Error> {
+        let start = Instant::now();
+        let end = start + deadline;
+        let first = !self.shared.closed.swap(true, Ordering::AcqRel);
+        if first {
+            log::debug!(target: "backend_pool", "pool manager shutting down");
+        }
+        for s in &self.shared.services {
+            if let Some(p) = &s.http {
+                p.close();
+            }
+            if let Some(p) = &s.ws {
+                p.close();
+            }
+        }
+        let mut joined = true;
+        if let Some(m) = self.maintenance.lock().take() {
+            let _ = m.stop.try_send(());
+            let left = end.saturating_duration_since(Instant::now());
+            if m.done.recv_timeout(left).is_ok() {
+                let _ = m.handle.join();
+            } else {
+                joined = false;
+                log::warn!(target: "backend_pool", "maintenance thread still busy at the shutdown deadline");
+            }
+        }
+        // Wait (bounded) for connections in use to come back and close.
+        let mut still = self.in_use();
+        while !still.is_empty() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(2).min(end - Instant::now()));
+            still = self.in_use();
+        }
+        for u in &still {
+            log::warn!(target: "backend_pool",
+                "service '{}': {} {} connection(s) still in use at the shutdown deadline",
+                u.service, u.count, u.kind);
+        }
+        Ok(ShutdownReport {
+            elapsed_ms: start.elapsed().as_millis() as u64,
+            still_in_use: still,
+            maintenance_joined: joined,
+        })
+    }
+
+    fn in_use(&self) -> Vec<InUse> {
+        let mut out = Vec::new();
+        for s in &self.shared.services {
+            let counts = [
+                (PoolKind::Http, s.http.as_ref().map_or(0, |p| p.in_use())),
+                (PoolKind::WebSocket, s.ws.as_ref().map_or(0, |p| p.in_use())),
+            ];
+            for (kind, count) in counts {
+                if count > 0 {
+                    out.push(InUse {
+                        service: s.core.name.clone(),
+                        kind,
+                        count,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs one maintenance pass on the calling thread (what the background thread does each
+    /// tick; useful in tests and for hosts that want to drive it).
+    pub fn run_maintenance(&self) {
+        maintenance::run_cycle(&self.shared, &mut Vec::new(), Instant::now());
+    }
+}
+
+impl fmt::Debug for PoolManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolManager")
+            .field("services", &self.service_names())
+            .field("closed", &self.shared.is_closed())
+            .finish()
+    }
+}
+
+impl Drop for PoolManager {
+    fn drop(&mut self) {
+        let _ = self.shutdown(Duration::from_secs(5));
+    }
+}
+
+/// A process-wide manager for hosts that load and unload the crate's user repeatedly (a
+/// Blender add-on's `register` / `unregister`).
+///
+/// ```
+/// # fn main() -> Result<(), backend_pool::Error> {
+/// use std::time::Duration;
+/// use backend_pool::{global, ManagerConfig};
+///
+/// let first = global::init(ManagerConfig::empty())?;
+/// let again = global::init(ManagerConfig::default())?; // idempotent: the same manager
+/// assert!(std::sync::Arc::ptr_eq(&first, &again));
+/// drop((first, again));
+/// global::shutdown(Duration::from_secs(1))?;
+/// assert!(global::get().is_none());
+/// let _fresh = global::init(ManagerConfig::empty())?; // a new one after shutdown
+/// global::shutdown(Duration::from_secs(1))?;
+/// # Ok(()) }
+/// ```
+pub mod global {
+    use super::*;
+
+    static GLOBAL: Mutex<Option<Arc<PoolManager>>> = parking_lot::const_mutex(None);
+
+    /// Starts the process-wide manager, or returns the running one (its configuration is kept;
+    /// `config` is then ignored).
+    ///
+    /// # Errors
+    /// As [`PoolManager::new`].
+    pub fn init(config: ManagerConfig) -> Result<Arc<PoolManager>, Error> {
+        let mut global = GLOBAL.lock();
+        if let Some(m) = global.as_ref() {
+            return Ok(Arc::clone(m));
+        }
+        let m = Arc::new(PoolManager::new(config)?);
+        *global = Some(Arc::clone(&m));
+        Ok(m)
+    }
+
+    /// The running process-wide manager, if any.
+    pub fn get() -> Option<Arc<PoolManager>> {
+        GLOBAL.lock().clone()
+    }
+
+    /// Shuts the process-wide manager down (see [`PoolManager::shutdown`]); afterwards
+    /// [`init`] starts a new one. `Ok(None)` if none was running.
+    ///
+    /// # Errors
+    /// As [`PoolManager::shutdown`].
+    pub fn shutdown(deadline: Duration) -> Result<Option<ShutdownReport>, Error> {
+        let taken = GLOBAL.lock().take();
+        match taken {
+            Some(m) => m.shutdown(deadline).map(Some),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The capacity state machine both pool kinds share: permits, a LIFO idle stack and a FIFO
+//! queue of waiters, all under one `parking_lot` mutex.
+//!
+//! A permit is the right to hold one connection. `acquire` hands out a permit and, when one is
+//! idle, the newest idle connection (LIFO, so idle eviction can shrink the pool from the old
+//! end); `Ok(None)` means "you hold a permit, open a connection". `release` puts a connection
+//! back and hands the permit straight to the oldest waiter (first come, first served, one
+//! targeted wake-up per release instead of a thundering herd). Nothing here does I/O: callers
+//! connect and close after the guard is dropped.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+/// An idle connection and when it went idle.
+pub(crate) struct Idle<T> {
+    pub item: T,
+    pub since: Instant,
+}
+
+/// Why `acquire` gave up.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AcquireError {
+    /// The deadline passed; occupancy when it did.
+    Timeout(Occupancy),
+    /// `close` was called.
+    Closed,
+}
+
+/// Permits held, idle connections and waiters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Occupancy {
+    pub in_use: usize,
+    pub idle: usize,
+    pub waiting: usize,
+}
+
+struct Waiter {
+    cond: Condvar,
+    /// Set (under the slots lock) when a releaser hands this waiter its permit.
+    granted: AtomicBool,
+}
+
+struct State<T> {
+    idle: Vec<Idle<T>>,
+    in_use: usize,
+    queue: VecDeque<Arc<Waiter>>,
+    closed: bool,
+}
+
+/// Permits + idle stack + FIFO waiters. See the module docs.
+pub(crate) struct Slots<T> {
+    max: usize,
+    state: Mutex<State<T>>,
+}
+
+impl<T> Slots<T> {
+    pub(crate) fn new(max: usize) -> Self {
+        Slots {
+            max,
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                in_use: 0,
+                queue: VecDeque::new(),
+                closed: false,
+            }),
+        }
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Waits until a permit is free (or handed over) or `deadline` passes.
+    ///
+    /// Returns the newest idle connection with the permit, or `None` when the caller must open
+    /// one. Callers are served in arrival order.
+    pub(crate) fn acquire(&self, deadline: Instant) -> Result<Option<T>, AcquireError> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(AcquireError::Closed);
+        }
+        if st.queue.is_empty() && st.in_use < self.max {
+            st.in_use += 1;
+            return Ok(st.idle.pop().map(|i| i.item));
+        }
+        let me = Arc::new(Waiter {
+            cond: Condvar::new(),
+            granted: AtomicBool::new(false),
+        });
+        st.queue.push_back(Arc::clone(&me));
+        loop {
+            if me.granted.load(Ordering::Relaxed) {
+                return Ok(st.idle.pop().map(|i| i.item));
+            }
+            if st.closed {
+                return Err(AcquireError::Closed);
+            }
+            if me.cond.wait_until(&mut st, deadline).timed_out() {
+                if me.granted.load(Ordering::Relaxed) {
+                    return Ok(st.idle.pop().map(|i| i.item));
+                }
+                // Occupancy as this waiter saw it, itself included.
+                let seen = Self::occupancy_of(&st);
+                st.queue.retain(|w| !Arc::ptr_eq(w, &me));
+                return Err(AcquireError::Timeout(seen));
+            }
+        }
+    }
+
+    /// Takes a permit without waiting and without jumping the queue (maintenance work:
+    /// probing idle connections, refilling the minimum). Returns the newest idle connection,
+    /// if any, with the permit.
+    pub(crate) fn try_acquire(&self) -> Option<Option<T>> {
+        let mut st = self.state.lock();
+        if st.closed || !st.queue.is_empty() || st.in_use >= self.max {
+            return None;
+        }
+        st.in_use += 1;
+        Some(st.idle.pop().map(|i| i.item))
+    }
+
+    /// Gives a permit back, with the connection to keep idle (`None`: it was closed).
+    ///
+    /// Returns the connection when the pool is closed, so the caller closes it (off-lock).
+    pub(crate) fn release(&self, item: Option<T>) -> Option<T> {
+        self.put_back(item, Instant::now())
+    }
+
+    /// Gives back a connection borrowed by [`Slots::borrow_idle`], keeping its idle age.
+    pub(crate) fn restore(&self, item: T, since: Instant) -> Option<T> {
+        self.put_back(Some(item), since)
+    }
+
+    fn put_back(&self, item: Option<T>, since: Instant) -> Option<T> {
+        let mut st = self.state.lock();
+        let rejected = match item {
+            Some(item) if !st.closed => {
+                // Keep the stack ordered by idle age: newest on top.
+                let at = st.idle.partition_point(|i| i.since <= since);
+                st.idle.insert(at, Idle { item, since });
+                None
+            }
+            other => other,
+        };
+        match st.queue.pop_front() {
+            Some(waiter) => {
+                waiter.granted.store(true, Ordering::Relaxed);
+                waiter.cond.notify_one();
+            }
+            None => st.in_use -= 1,
+        }
+        rejected
+    }
+
+    /// Removes idle connections for which `expired` holds, oldest first, never taking the
+    /// total (in use + idle) below `keep`. The caller closes what it gets, off-lock.
+    pub(crate) fn evict(&self, keep: usize, mut expired: impl FnMut(&Idle<T>) -> bool) -> Vec<T> {
+        let mut st = self.state.lock();
+        let mut total = st.in_use + st.idle.len();
+        let mut out = Vec::new();
+        let mut i = 0;
+        // The stack's bottom holds the connections idle longest.
+        while i < st.idle.len() && total > keep {
+            if expired(&st.idle[i]) {
+                out.push(st.idle.remove(i).item);
+                total -= 1;
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Borrows idle connections for which `pick` holds (health pings, draining), each with a
+    /// permit so capacity stays exact; give each back with [`Slots::restore`] (or
+    /// [`Slots::release`] with `None` once closed). Borrows only while nobody waits.
+    pub(crate) fn borrow_idle(&self, mut pick: impl FnMut(&Idle<T>) -> bool) -> Vec<Idle<T>> {
+        let mut st = self.state.lock();
+        if st.closed || !st.queue.is_empty() {
+            return Vec::new();
+        }
+        let room = self.max.saturating_sub(st.in_use);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < st.idle.len() && out.len() < room {
+            if pick(&st.idle[i]) {
+                out.push(st.idle.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        st.in_use += out.len();
+        out
+    }
+
+    /// Closes the pool: waiters and later callers get `Closed`; returns the idle connections
+    /// for the caller to close. Idempotent.
+    pub(crate) fn close(&self) -> Vec<T> {
+        let mut st = self.state.lock();
+        st.closed = true;
+        for waiter in st.queue.drain(..) {
+            waiter.cond.notify_one();
+        }
+        st.idle.drain(..).map(|i| i.item).collect()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    pub(crate) fn occupancy(&self) -> Occupancy {
+        Self::occupancy_of(&self.state.lock())
+    }
+
+    fn occupancy_of(st: &State<T>) -> Occupancy {
+        Occupancy {
+            in_use: st.in_use,
+            idle: st.idle.len(),
+            waiting: st.queue.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    fn soon(ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn lifo_reuse_and_permits() {
+        let slots = Slots::new(2);
+        assert_eq!(slots.acquire(soon(10)), Ok(None));
+        assert_eq!(slots.acquire(soon(10)), Ok(None));
+        assert!(matches!(
+            slots.acquire(soon(10)),
+            Err(AcquireError::Timeout(Occupancy {
+                in_use: 2,
+                idle: 0,
+                waiting: 1
+            }))
+        ));
+        slots.release(Some("old"));
+        slots.release(Some("new"));
+        assert_eq!(slots.acquire(soon(10)), Ok(Some("new")));
+        assert_eq!(slots.occupancy().in_use, 1);
+    }
+
+    #[test]
+    fn waiters_are_served_in_arrival_order() {
+        let slots = Arc::new(Slots::new(1));
+        assert_eq!(slots.acquire(soon(10)), Ok(None));
+        let (tx, rx) = mpsc::channel();
+        let mut handles = Vec::new();
+        for id in 0..5 {
+            let shared = Arc::clone(&slots);
+            let tx = tx.clone();
+            handles.push(thread::spawn(move || {
+                let got = shared.acquire(soon(5000)).unwrap();
+                tx.send((id, got)).unwrap();
+                shared.release(Some(id));
+            }));
+            // Let each thread enqueue before the next arrives.
+            while slots.occupancy().waiting < id + 1 {
+                thread::yield_now();
+            }
+        }
+        slots.release(None);
+        let order: Vec<_> = rx.iter().take(5).map(|(id, _)| id).collect();
+        assert_eq!(order, [0, 1, 2, 3, 4]);
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn close_wakes_waiters_and_returns_idle() {
+        let slots = Arc::new(Slots::new(1));
+        slots.acquire(soon(10)).unwrap();
+        let waiter = {
+            let slots = Arc::clone(&slots);
+            thread::spawn(move || slots.acquire(soon(10_000)))
+        };
+        while slots.occupancy().waiting == 0 {
+            thread::yield_now();
+        }
+        assert!(slots.close().is_empty());
+        assert_eq!(waiter.join().unwrap(), Err(AcquireError::Closed));
+        // A connection returned after close comes back to be closed by the caller.
+        assert_eq!(slots.release(Some(7)), Some(7));
+        assert_eq!(slots.acquire(soon(10)), Err(AcquireError::Closed));
+    }
+
+    #[test]
+    fn evict_keeps_the_minimum_and_takes_the_oldest() {
+        let slots = Slots::new(4);
+        for _ in 0..3 {
+            slots.acquire(soon(10)).unwrap();
+        }
+        for i in 0..3 {
+            slots.release(Some(i));
+        }
+        assert_eq!(slots.evict(1, |_| true), vec![0, 1]);
+        assert_eq!(slots.occupancy().idle, 1);
+    }
+
+    #[test]
+    fn borrow_counts_against_capacity() {
+        let slots = Slots::new(2);
+        slots.acquire(soon(10)).unwrap();
+        slots.release(Some(1));
+        let borrowed = slots.borrow_idle(|_| true);
+        assert_eq!(borrowed.len(), 1);
+        assert_eq!(slots.occupancy().in_use, 1);
+        assert_eq!(slots.try_acquire(), Some(None));
+        assert_eq!(slots.try_acquire(), None);
+    }
+}

@@ -1,0 +1,556 @@
+//! Statistics: lock-free counters on the hot path, a bounded latency histogram, and plain
+//! `Serialize` snapshots rendered as JSON or Prometheus text.
+//!
+//! Figures are a snapshot: counters are read one by one while traffic continues, so two
+//! figures read together may differ by the operations that ran in between.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{ErrorClass, PoolKind, PoolState};
+use crate::health::HealthSnapshot;
+
+/// Why a connection was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CloseCause {
+    Idle,
+    Lifetime,
+    Broken,
+    Health,
+    Shutdown,
+}
+
+/// The counters of one pool. All `Relaxed`: they are statistics, not synchronisation.
+#[derive(Default)]
+pub(crate) struct PoolCounters {
+    pub acquisitions: AtomicU64,
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub created: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub closed_total: AtomicU64,
+    closed: [AtomicU64; 5],
+    errors: [AtomicU64; ErrorClass::ALL.len()],
+    pub leaks_detected: AtomicU64,
+    pub acquire_time: Histogram,
+}
+
+impl PoolCounters {
+    pub(crate) fn closed(&self, cause: CloseCause, n: u64) {
+        self.closed[cause as usize].fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn error(&self, class: ErrorClass) {
+        let i = ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(0);
+        self.errors[i].fetch_add(1, Relaxed);
+    }
+
+    /// Reads the counters into a snapshot; `occupancy` comes from the pool.
+    pub(crate) fn snapshot(&self, kind: PoolKind, occ: PoolState) -> PoolStats {
+        let created = self.created.load(Relaxed);
+        let closed_total = self.closed_total.load(Relaxed);
+        let c = |cause: CloseCause| self.closed[cause as usize].load(Relaxed);
+        let by_cause = [
+            c(CloseCause::Idle),
+            c(CloseCause::Lifetime),
+            c(CloseCause::Broken),
+            c(CloseCause::Health),
+            c(CloseCause::Shutdown),
+        ];
+        let errors = ErrorCounts(
+            ErrorClass::ALL
+                .iter()
+                .zip(&self.errors)
+                .map(|(class, n)| (class.name(), n.load(Relaxed)))
+                .collect(),
+        );
+        PoolStats {
+            kind,
+            acquisitions: self.acquisitions.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            connections_created: created,
+            connect_failures: self.connect_failures.load(Relaxed),
+            connections_open: created.saturating_sub(closed_total),
+            closed: ClosedCounts {
+                idle: by_cause[0],
+                lifetime: by_cause[1],
+                broken: by_cause[2],
+                health: by_cause[3],
+                shutdown: by_cause[4],
+                // Closed by the server or dropped by the HTTP client (keep-alive expiry).
+                other: closed_total.saturating_sub(by_cause.iter().sum()),
+            },
+            in_use: occ.in_use,
+            idle: occ.idle,
+            waiting: occ.waiting,
+            max: occ.max,
+            leaks_detected: self.leaks_detected.load(Relaxed),
+            acquire_time: self.acquire_time.snapshot(),
+            errors,
+        }
+    }
+}
+
+/// Sub-buckets per power of two: 4 gives ≤ 19 % relative error on percentiles.
+const SUB: u32 = 4;
+const BUCKETS: usize = 64 * SUB as usize;
+
+/// A log-linear histogram of durations in nanoseconds: fixed memory (256 counters), lock-free.
+pub(crate) struct Histogram {
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+            max_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub(crate) fn record(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(ns, Relaxed);
+        self.max_ns.fetch_max(ns, Relaxed);
+    }
+
+    fn snapshot(&self) -> LatencyStats {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let count: u64 = counts.iter().sum();
+        let max_ns = self.max_ns.load(Relaxed);
+        let quantile = |q: f64| -> f64 {
+            if count == 0 {
+                return 0.0;
+            }
+            let rank = ((count as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, n) in counts.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return (bucket_upper(i).min(max_ns)) as f64 / 1000.0;
+                }
+            }
+            max_ns as f64 / 1000.0
+        };
+        LatencyStats {
+            count,
+            mean_us: if count == 0 {
+                0.0
+            } else {
+                self.sum_ns.load(Relaxed) as f64 / count as f64 / 1000.0
+            },
+            p50_us: quantile(0.50),
+            p99_us: quantile(0.99),
+            max_us: max_ns as f64 / 1000.0,
+        }
+    }
+}
+
+fn bucket_of(ns: u64) -> usize {
+    if ns < SUB as u64 {
+        return ns as usize;
+    }
+    let exp = 63 - ns.leading_zeros(); // ns >= 4 so exp >= 2
+    let sub = (ns >> (exp - 2)) & (SUB as u64 - 1);
+    ((exp - 1) * SUB) as usize + sub as usize
+}
+
+fn bucket_upper(i: usize) -> u64 {
+    if i < SUB as usize {
+        return i as u64;
+    }
+    let exp = (i / SUB as usize) as u32 + 1;
+    let sub = (i % SUB as usize) as u64;
+    // Values in this bucket are [ (4+sub) << (exp-2), (5+sub) << (exp-2) ).
+    let upper = (u128::from(SUB as u64 + sub + 1) << (exp - 2)) - 1;
+    u64::try_from(upper).unwrap_or(u64::MAX)
+}
+
+/// Acquisition-time figures in microseconds (percentiles from the histogram's buckets).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LatencyStats {
+    /// Samples recorded.
+    pub count: u64,
+    /// Mean.
+    pub mean_us: f64,
+    /// Median (bucket upper bound).
+    pub p50_us: f64,
+    /// 99th percentile (bucket upper bound).
+    pub p99_us: f64,
+    /// Largest sample.
+    pub max_us: f64,
+}
+
+/// Connections closed, by cause.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClosedCounts {
+    /// Idle past `idle_timeout_ms` beyond the minimum.
+    pub idle: u64,
+    /// Past `max_lifetime_ms`.
+    pub lifetime: u64,
+    /// Saw an error, a close frame, or a panic while checked out.
+    pub broken: u64,
+    /// Failed a health ping.
+    pub health: u64,
+    /// Closed by shutdown.
+    pub shutdown: u64,
+    /// Closed by the server or by the HTTP client's keep-alive expiry.
+    pub other: u64,
+}
+
+/// Error counts by class (see [`ErrorClass`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErrorCounts(Vec<(&'static str, u64)>);
+
+impl ErrorCounts {
+    /// The count for one class.
+    pub fn get(&self, class: ErrorClass) -> u64 {
+        self.0
+            .iter()
+            .find(|(name, _)| *name == class.name())
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// The sum over all classes.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl Serialize for ErrorCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// One pool's figures (a snapshot).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PoolStats {
+    /// HTTP or WebSocket.
+    pub kind: PoolKind,
+    /// Successful checkouts.
+    pub acquisitions: u64,
+    /// HTTP requests sent (WebSocket: equal to acquisitions).
+    pub requests: u64,
+    /// Idempotent requests retried once on a fresh connection after a stale one failed.
+    pub retries: u64,
+    /// Real connections opened (TCP connects for HTTP, handshakes for WebSocket).
+    pub connections_created: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
+    /// Connections open now (created − closed).
+    pub connections_open: u64,
+    /// Connections closed, by cause.
+    pub closed: ClosedCounts,
+    /// Checked out now.
+    pub in_use: usize,
+    /// Idle now.
+    pub idle: usize,
+    /// Callers waiting now.
+    pub waiting: usize,
+    /// The pool's cap.
+    pub max: usize,
+    /// Connections held past the leak threshold (each counted once).
+    pub leaks_detected: u64,
+    /// Time to check a connection out.
+    pub acquire_time: LatencyStats,
+    /// Errors by class.
+    pub errors: ErrorCounts,
+}
+
+impl PoolStats {
+    /// Share of requests (checkouts for WebSocket) served without opening a connection:
+    /// `1 − connections_created / requests`, 0 when nothing ran.
+    pub fn reuse_rate(&self) -> f64 {
+        if self.requests == 0 {
+            return 0.0;
+        }
+        (1.0 - self.connections_created as f64 / self.requests as f64).max(0.0)
+    }
+
+    /// Errors per request (checkout for WebSocket) attempted.
+    pub fn error_rate(&self) -> f64 {
+        let errors = self.errors.total();
+        let attempts = self.requests.max(self.acquisitions) + errors;
+        if attempts == 0 {
+            0.0
+        } else {
+            errors as f64 / attempts as f64
+        }
+    }
+}
+
+/// One service's figures.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceStats {
+    /// The service name.
+    pub name: String,
+    /// Health state and the last check.
+    pub health: HealthSnapshot,
+    /// The HTTP pool, if the service has one.
+    pub http: Option<PoolStats>,
+    /// The WebSocket pool, if the service has one.
+    pub websocket: Option<PoolStats>,
+}
+
+impl ServiceStats {
+    fn pools(&self) -> impl Iterator<Item = &PoolStats> {
+        self.http.iter().chain(self.websocket.iter())
+    }
+}
+
+/// The manager's figures: every service and totals. A snapshot.
+///
+/// ```
+/// # fn main() -> Result<(), backend_pool::Error> {
+/// use backend_pool::{ManagerConfig, PoolManager, ServiceConfig};
+///
+/// let manager = PoolManager::new(
+///     ManagerConfig::empty().with_service(ServiceConfig::new("svc", "http://127.0.0.1:9")),
+/// )?;
+/// let stats = manager.stats();
+/// assert_eq!(stats.services[0].name, "svc");
+/// assert!(stats.to_json().contains("\"reuse_rate\""));
+/// assert!(stats.to_prometheus().contains("backend_pool_acquisitions_total{service=\"svc\",pool=\"http\"} 0"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ManagerStats {
+    /// Per service, in configuration order.
+    pub services: Vec<ServiceStats>,
+    /// Sums over every pool.
+    pub totals: Totals,
+}
+
+/// Sums over every pool of every service.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Totals {
+    /// Successful checkouts.
+    pub acquisitions: u64,
+    /// HTTP requests plus WebSocket checkouts.
+    pub requests: u64,
+    /// Real connections opened.
+    pub connections_created: u64,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Checked out now.
+    pub in_use: usize,
+    /// Idle now.
+    pub idle: usize,
+    /// Waiting now.
+    pub waiting: usize,
+    /// Errors of every class.
+    pub errors: u64,
+    /// Connections held past their leak threshold.
+    pub leaks_detected: u64,
+    /// `1 − connections_created / requests`.
+    pub reuse_rate: f64,
+}
+
+impl ManagerStats {
+    pub(crate) fn new(services: Vec<ServiceStats>) -> Self {
+        let mut t = Totals::default();
+        for p in services.iter().flat_map(ServiceStats::pools) {
+            t.acquisitions += p.acquisitions;
+            t.requests += p.requests;
+            t.connections_created += p.connections_created;
+            t.connections_open += p.connections_open;
+            t.in_use += p.in_use;
+            t.idle += p.idle;
+            t.waiting += p.waiting;
+            t.errors += p.errors.total();
+            t.leaks_detected += p.leaks_detected;
+        }
+        if t.requests > 0 {
+            t.reuse_rate = (1.0 - t.connections_created as f64 / t.requests as f64).max(0.0);
+        }
+        ManagerStats {
+            services,
+            totals: t,
+        }
+    }
+
+    /// The service named `name`.
+    pub fn service(&self, name: &str) -> Option<&ServiceStats> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// One JSON object, with the derived rates included per pool.
+    pub fn to_json(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        for (service, stats) in self.services.iter().zip(
+            value
+                .get_mut("services")
+                .and_then(|v| v.as_array_mut())
+                .into_iter()
+                .flatten(),
+        ) {
+            for (key, pool) in [("http", &service.http), ("websocket", &service.websocket)] {
+                if let (Some(pool), Some(obj)) =
+                    (pool, stats.get_mut(key).and_then(|v| v.as_object_mut()))
+                {
+                    obj.insert("reuse_rate".into(), pool.reuse_rate().into());
+                    obj.insert("error_rate".into(), pool.error_rate().into());
+                }
+            }
+        }
+        value.to_string()
+    }
+
+    /// Prometheus text exposition (version 0.0.4). Label values are escaped.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        type Getter = fn(&PoolStats) -> f64;
+        let metrics: [(&str, &str, &str, Getter); 16] = [
+            ("acquisitions_total", "counter", "Successful checkouts.", |p| p.acquisitions as f64),
+            ("requests_total", "counter", "HTTP requests sent or WebSocket checkouts.", |p| p.requests as f64),
+            ("retries_total", "counter", "Idempotent requests retried on a fresh connection.", |p| p.retries as f64),
+            ("connections_created_total", "counter", "Real connections opened.", |p| p.connections_created as f64),
+            ("connect_failures_total", "counter", "Failed connection attempts.", |p| p.connect_failures as f64),
+            ("connections_open", "gauge", "Connections open now.", |p| p.connections_open as f64),
+            ("in_use", "gauge", "Connections checked out.", |p| p.in_use as f64),
+            ("idle", "gauge", "Idle connections.", |p| p.idle as f64),
+            ("waiting", "gauge", "Callers waiting for a connection.", |p| p.waiting as f64),
+            ("max_connections", "gauge", "The pool's cap.", |p| p.max as f64),
+            ("leaks_detected_total", "counter", "Connections held past the leak threshold.", |p| p.leaks_detected as f64),
+            ("reuse_ratio", "gauge", "1 - connections created / requests.", PoolStats::reuse_rate),
+            ("error_ratio", "gauge", "Errors per attempt.", PoolStats::error_rate),
+            ("acquire_p50_seconds", "gauge", "Median checkout time.", |p| p.acquire_time.p50_us / 1e6),
+            ("acquire_p99_seconds", "gauge", "99th percentile checkout time.", |p| p.acquire_time.p99_us / 1e6),
+            ("acquire_max_seconds", "gauge", "Longest checkout time.", |p| p.acquire_time.max_us / 1e6),
+        ];
+        for (name, kind, help, get) in metrics {
+            let _ = writeln!(out, "# HELP backend_pool_{name} {help}");
+            let _ = writeln!(out, "# TYPE backend_pool_{name} {kind}");
+            for s in &self.services {
+                for p in s.pools() {
+                    let _ = writeln!(
+                        out,
+                        "backend_pool_{name}{{service=\"{}\",pool=\"{}\"}} {}",
+                        escape(&s.name),
+                        pool_label(p.kind),
+                        get(p)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out, "# HELP backend_pool_connections_closed_total Connections closed, by cause.");
+        let _ = writeln!(out, "# TYPE backend_pool_connections_closed_total counter");
+        for s in &self.services {
+            for p in s.pools() {
+                let c = &p.closed;
+                for (cause, n) in [
+                    ("idle", c.idle),
+                    ("lifetime", c.lifetime),
+                    ("broken", c.broken),
+                    ("health", c.health),
+                    ("shutdown", c.shutdown),
+                    ("other", c.other),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "backend_pool_connections_closed_total{{service=\"{}\",pool=\"{}\",cause=\"{cause}\"}} {n}",
+                        escape(&s.name),
+                        pool_label(p.kind)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out, "# HELP backend_pool_errors_total Errors, by class.");
+        let _ = writeln!(out, "# TYPE backend_pool_errors_total counter");
+        for s in &self.services {
+            for p in s.pools() {
+                for (class, n) in p.errors.iter() {
+                    let _ = writeln!(
+                        out,
+                        "backend_pool_errors_total{{service=\"{}\",pool=\"{}\",class=\"{class}\"}} {n}",
+                        escape(&s.name),
+                        pool_label(p.kind)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out, "# HELP backend_pool_healthy 1 healthy, 0.5 degraded, 0 unhealthy.");
+        let _ = writeln!(out, "# TYPE backend_pool_healthy gauge");
+        for s in &self.services {
+            let _ = writeln!(
+                out,
+                "backend_pool_healthy{{service=\"{}\"}} {}",
+                escape(&s.name),
+                s.health.state.as_gauge()
+            );
+        }
+        out
+    }
+}
+
+fn pool_label(kind: PoolKind) -> &'static str {
+    match kind {
+        PoolKind::Http => "http",
+        PoolKind::WebSocket => "websocket",
+    }
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_bound_their_values() {
+        let mut last = 0;
+        for ns in (0..100_000u64).chain([1 << 40, u64::MAX]) {
+            let b = bucket_of(ns);
+            assert!(b >= last && b < BUCKETS, "{ns}");
+            assert!(bucket_upper(b) >= ns, "{ns} above its bucket's bound");
+            last = b;
+        }
+    }
+
+    #[test]
+    fn percentiles_are_close() {
+        let h = Histogram::default();
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count, 1000);
+        assert!((500.0..=620.0).contains(&s.p50_us), "{}", s.p50_us);
+        assert!((990.0..=1000.0).contains(&s.p99_us), "{}", s.p99_us);
+        assert_eq!(s.max_us, 1000.0);
+        assert!((s.mean_us - 500.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn prometheus_escapes_labels() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

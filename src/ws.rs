@@ -1,0 +1,637 @@
+//! WebSocket pools: tungstenite sockets in a [`Slots`] (parking_lot Mutex + Condvar, LIFO
+//! idle stack, FIFO waiters), checked out as a [`WsGuard`].
+//!
+//! Connect, ping, drain and close all run with no lock held. A socket that saw an error or a
+//! close frame, or whose guard dropped during a panic, is closed instead of returned. The
+//! maintenance thread pings idle sockets (a read timeout bounds the wait for the pong, so a
+//! dead peer cannot stall it) and drains the messages servers push at idle sockets (ComfyUI
+//! broadcasts `status` to every socket), so idle buffers stay empty.
+
+use std::fmt;
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::ops::Deref;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+use crate::config::WsPoolConfig;
+use crate::error::{Error, ErrorClass, Phase, PoolKind, PoolState};
+use crate::lease::{Lease, LeaseRegistry};
+use crate::service::{jittered, random_u64, ServiceCore};
+use crate::slots::{AcquireError, Slots};
+use crate::stats::{CloseCause, PoolCounters, PoolStats};
+
+/// The socket type the pool holds.
+pub type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+pub(crate) struct WsConn {
+    socket: Socket,
+    client_id: Option<String>,
+    lease: Arc<Lease>,
+    expires: Instant,
+    last_ping: Instant,
+}
+
+/// A service's WebSocket pool.
+pub(crate) struct WsPool {
+    pub(crate) core: Arc<ServiceCore>,
+    pub(crate) config: WsPoolConfig,
+    slots: Slots<WsConn>,
+    counters: PoolCounters,
+    leases: LeaseRegistry,
+    ws_config: WebSocketConfig,
+}
+
+impl WsPool {
+    pub(crate) fn new(core: Arc<ServiceCore>, config: WsPoolConfig) -> WsPool {
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(config.read_buffer_bytes)
+            .write_buffer_size(config.write_buffer_bytes)
+            .max_message_size(Some(config.max_message_bytes))
+            .max_frame_size(Some(config.max_frame_bytes));
+        WsPool {
+            slots: Slots::new(config.max_connections as usize),
+            counters: PoolCounters::default(),
+            leases: LeaseRegistry::default(),
+            ws_config,
+            core,
+            config,
+        }
+    }
+
+    pub(crate) fn state(&self) -> PoolState {
+        let occ = self.slots.occupancy();
+        PoolState {
+            in_use: occ.in_use,
+            idle: occ.idle,
+            waiting: occ.waiting,
+            max: self.slots.max(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        self.counters.snapshot(PoolKind::WebSocket, self.state())
+    }
+
+    /// Checks out a socket: health gate, a permit in arrival order, then the newest idle
+    /// socket or a new connection (opened off-lock).
+    pub(crate) fn checkout(self: &Arc<Self>, wait: Duration) -> Result<WsGuard, Error> {
+        let start = Instant::now();
+        let result = self.checkout_inner(start, wait);
+        match &result {
+            Ok(guard) => {
+                self.counters.acquisitions.fetch_add(1, Relaxed);
+                self.counters.requests.fetch_add(1, Relaxed);
+                self.counters.acquire_time.record(start.elapsed());
+                if let Some(conn) = &guard.conn {
+                    conn.lease.begin(start);
+                }
+            }
+            Err(e) => self.counters.error(e.class()),
+        }
+        result
+    }
+
+    fn checkout_inner(self: &Arc<Self>, start: Instant, wait: Duration) -> Result<WsGuard, Error> {
+        self.core.health.gate()?;
+        let idle = match self.slots.acquire(start + wait) {
+            Ok(idle) => idle,
+            Err(AcquireError::Closed) => {
+                return Err(Error::ShuttingDown {
+                    service: Some(self.core.name.clone()),
+                })
+            }
+            Err(AcquireError::Timeout(occ)) => {
+                return Err(Error::PoolTimeout {
+                    service: self.core.name.clone(),
+                    kind: PoolKind::WebSocket,
+                    waited: start.elapsed(),
+                    state: PoolState {
+                        in_use: occ.in_use,
+                        idle: occ.idle,
+                        waiting: occ.waiting,
+                        max: self.slots.max(),
+                    },
+                    last_error: self.core.last_connect_error(),
+                })
+            }
+        };
+        let conn = match idle {
+            Some(conn) => conn,
+            None => match self.connect() {
+                Ok(conn) => conn,
+                Err(e) => {
+                    self.slots.release(None);
+                    return Err(e);
+                }
+            },
+        };
+        Ok(WsGuard {
+            conn: Some(conn),
+            pool: Arc::clone(self),
+            broken: false,
+        })
+    }
+
+    /// Opens a socket: TCP connect, TLS and handshake, each bounded by `connect_timeout_ms`.
+    fn connect(&self) -> Result<WsConn, Error> {
+        let result = self.connect_inner();
+        match &result {
+            Ok(_) => {
+                self.counters.created.fetch_add(1, Relaxed);
+                self.core.health.success();
+            }
+            Err(e) => {
+                self.counters.connect_failures.fetch_add(1, Relaxed);
+                self.core
+                    .connection_failed(ErrorClass::Connect, crate::http::error_chain(e));
+            }
+        }
+        result
+    }
+
+    fn connect_inner(&self) -> Result<WsConn, Error> {
+        let core = &self.core;
+        let t = core.timeouts;
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Transport {
+            service: core.name.clone(),
+            phase: Phase::Connect,
+            source,
+        };
+        let client_id = self
+            .config
+            .client_id_param
+            .as_ref()
+            .map(|_| format!("bp-{:016x}", random_u64()));
+        let mut url = core.endpoint.ws_url(&self.config.path);
+        if let (Some(param), Some(id)) = (&self.config.client_id_param, &client_id) {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&format!("{param}={id}"));
+        }
+        let mut request = url.as_str().into_client_request().map_err(|e| fail(e.into()))?;
+        for h in &core.headers {
+            let name = tungstenite::http::HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|e| fail(e.into()))?;
+            let value = tungstenite::http::HeaderValue::from_str(&h.value)
+                .map_err(|_| fail(format!("header '{}' has an invalid value", h.name).into()))?;
+            request.headers_mut().insert(name, value);
+        }
+        let host = core.endpoint.host.trim_start_matches('[').trim_end_matches(']');
+        let addrs = (host, core.endpoint.port)
+            .to_socket_addrs()
+            .map_err(|e| fail(e.into()))?;
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address resolved");
+        let mut stream = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, t.connect) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let stream = match stream {
+            Some(s) => s,
+            None if last.kind() == io::ErrorKind::TimedOut => {
+                return Err(Error::Timeout {
+                    service: core.name.clone(),
+                    phase: Phase::Connect,
+                    after: t.connect,
+                })
+            }
+            None => return Err(fail(last.into())),
+        };
+        let _ = stream.set_nodelay(true);
+        stream
+            .set_read_timeout(Some(t.connect))
+            .and_then(|()| stream.set_write_timeout(Some(t.connect)))
+            .map_err(|e| fail(e.into()))?;
+        let connector = core
+            .tls
+            .as_ref()
+            .map(|tls| tungstenite::Connector::Rustls(Arc::clone(&tls.rustls)));
+        let (socket, _response) = tungstenite::client_tls_with_config(
+            request,
+            stream,
+            Some(self.ws_config),
+            connector,
+        )
+        .map_err(|e| match e {
+            tungstenite::HandshakeError::Interrupted(_) => Error::Timeout {
+                service: core.name.clone(),
+                phase: Phase::Connect,
+                after: t.connect,
+            },
+            tungstenite::HandshakeError::Failure(e) => fail(e.into()),
+        })?;
+        let tcp = tcp_of(&socket);
+        tcp.set_read_timeout(Some(t.read_idle))
+            .and_then(|()| tcp.set_write_timeout(Some(t.request)))
+            .map_err(|e| fail(e.into()))?;
+        let now = Instant::now();
+        log::debug!(target: "backend_pool", "service '{}': WebSocket opened", core.name);
+        Ok(WsConn {
+            socket,
+            client_id,
+            lease: self.leases.register(),
+            expires: now + jittered(t.lifetime),
+            last_ping: now,
+        })
+    }
+
+    /// Closes a socket (close frame, bounded by a short write timeout), off-lock.
+    fn close_conn(&self, mut conn: WsConn, cause: CloseCause) {
+        self.counters.closed(cause, 1);
+        self.counters.closed_total.fetch_add(1, Relaxed);
+        if cause != CloseCause::Broken {
+            let _ = tcp_of(&conn.socket).set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = conn.socket.close(None);
+            let _ = conn.socket.flush();
+        }
+        let _ = tcp_of(&conn.socket).shutdown(std::net::Shutdown::Both);
+        log::debug!(target: "backend_pool", "service '{}': WebSocket closed ({cause:?})", self.core.name);
+    }
+
+    /// Returns a guard's socket: idle again, or closed if it is broken, expired or the pool is
+    /// shut down.
+    fn give_back(&self, conn: WsConn, broken: bool) {
+        conn.lease.end();
+        let cause = if broken || !conn.socket.can_write() {
+            Some(CloseCause::Broken)
+        } else if conn.expires <= Instant::now() {
+            Some(CloseCause::Lifetime)
+        } else {
+            None
+        };
+        match cause {
+            Some(cause) => {
+                self.slots.release(None);
+                self.close_conn(conn, cause);
+            }
+            None => {
+                if let Some(conn) = self.slots.release(Some(conn)) {
+                    self.close_conn(conn, CloseCause::Shutdown);
+                }
+            }
+        }
+    }
+
+    /// Maintenance: evict idle and expired sockets, drain pushed messages from idle ones,
+    /// ping those due (a failed pong closes the socket and counts against health), refill the
+    /// minimum, report leaks.
+    pub(crate) fn maintain(self: &Arc<Self>, now: Instant, probe_due: bool) {
+        let t = self.core.timeouts;
+        let min = self.config.min_connections as usize;
+        for conn in self.slots.evict(min, |i| now.saturating_duration_since(i.since) >= t.idle) {
+            self.close_conn(conn, CloseCause::Idle);
+        }
+        for conn in self.slots.evict(0, |i| i.item.expires <= now) {
+            self.close_conn(conn, CloseCause::Lifetime);
+        }
+        let mut failures = Vec::new();
+        let mut pinged = false;
+        for idle in self.slots.borrow_idle(|_| true) {
+            let mut conn = idle.item;
+            let ping = probe_due || now.saturating_duration_since(conn.last_ping) >= t.health_interval;
+            match self.tend(&mut conn, ping) {
+                Ok(()) => {
+                    pinged |= ping;
+                    if let Some(conn) = self.slots.restore(conn, idle.since) {
+                        self.close_conn(conn, CloseCause::Shutdown);
+                    }
+                }
+                Err(why) => {
+                    self.slots.release(None);
+                    failures.push(why);
+                    self.close_conn(conn, CloseCause::Health);
+                }
+            }
+        }
+        if let Some(why) = failures.pop() {
+            log::warn!(target: "backend_pool", "service '{}': WebSocket health check failed: {why}", self.core.name);
+            self.core.health.probed(Err(why));
+        } else if pinged {
+            self.core.health.probed(Ok(()));
+        }
+        self.refill(min);
+        for leak in self.leases.scan(t.leak, now) {
+            self.counters.leaks_detected.fetch_add(1, Relaxed);
+            log::warn!(target: "backend_pool",
+                "service '{}': WebSocket held for {:?} by thread '{}' (leak threshold {:?})",
+                self.core.name, leak.held, leak.thread, t.leak);
+        }
+    }
+
+    /// Drains what the server pushed at an idle socket; with `ping`, also waits for a pong
+    /// within `pong_timeout_ms`.
+    fn tend(&self, conn: &mut WsConn, ping: bool) -> Result<(), String> {
+        let tcp = tcp_of(&conn.socket).try_clone().map_err(|e| e.to_string())?;
+        let pong_deadline = Instant::now() + Duration::from_millis(self.config.pong_timeout_ms);
+        if ping {
+            conn.socket
+                .send(Message::Ping(Default::default()))
+                .map_err(|e| format!("ping failed: {e}"))?;
+            conn.last_ping = Instant::now();
+        }
+        let result = loop {
+            let wait = if ping {
+                pong_deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if ping && wait.is_zero() {
+                break Err(format!("no pong within {} ms", self.config.pong_timeout_ms));
+            }
+            // Zero means "drain what is there": a non-blocking read.
+            let set = if wait.is_zero() {
+                tcp.set_nonblocking(true)
+            } else {
+                tcp.set_read_timeout(Some(wait))
+            };
+            if let Err(e) = set {
+                break Err(e.to_string());
+            }
+            match conn.socket.read() {
+                Ok(Message::Pong(_)) if ping => break Ok(()),
+                Ok(Message::Close(_)) => break Err("the server closed the socket".into()),
+                Ok(_) => continue, // pushed message: dropped to keep the buffer empty
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                {
+                    if ping {
+                        break Err(format!("no pong within {} ms", self.config.pong_timeout_ms));
+                    }
+                    break Ok(());
+                }
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        let _ = tcp.set_nonblocking(false);
+        let _ = tcp.set_read_timeout(Some(self.core.timeouts.read_idle));
+        result
+    }
+
+    /// Opens sockets up to the minimum, one permit at a time, never ahead of waiting callers.
+    fn refill(&self, min: usize) {
+        while self.core.health.gate().is_ok() {
+            let occ = self.slots.occupancy();
+            if occ.in_use + occ.idle >= min {
+                return;
+            }
+            match self.slots.try_acquire() {
+                Some(None) => {}
+                Some(Some(conn)) => {
+                    // Raced with a return: that socket already counts toward the minimum.
+                    self.slots.release(Some(conn));
+                    continue;
+                }
+                None => return,
+            }
+            match self.connect() {
+                Ok(conn) => {
+                    if let Some(conn) = self.slots.release(Some(conn)) {
+                        self.close_conn(conn, CloseCause::Shutdown);
+                    }
+                }
+                Err(e) => {
+                    self.slots.release(None);
+                    log::debug!(target: "backend_pool", "service '{}': refill failed: {e}", self.core.name);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        for conn in self.slots.close() {
+            self.close_conn(conn, CloseCause::Shutdown);
+        }
+    }
+
+    pub(crate) fn in_use(&self) -> usize {
+        self.slots.occupancy().in_use
+    }
+}
+
+fn tcp_of(socket: &Socket) -> &TcpStream {
+    match socket.get_ref() {
+        MaybeTlsStream::Plain(s) => s,
+        MaybeTlsStream::Rustls(s) => s.get_ref(),
+        _ => unreachable!("only plain and rustls streams are opened"),
+    }
+}
+
+/// A WebSocket checked out of a pool. Dereferences to the tungstenite socket for inspection;
+/// send and read through the guard so errors are seen: a socket that failed or was closed
+/// is not returned to the pool.
+///
+/// ```no_run
+/// # fn main() -> Result<(), backend_pool::Error> {
+/// use backend_pool::{ManagerConfig, PoolManager};
+///
+/// let manager = PoolManager::new(ManagerConfig::default())?;
+/// let mut ws = manager.websocket("comfyui")?;
+/// let client_id = ws.client_id().unwrap_or_default().to_string();
+/// // POST /prompt with this client_id, then read progress events:
+/// let event: serde_json::Value = ws.read_json()?;
+/// # Ok(()) }
+/// ```
+#[must_use = "the socket returns to the pool when dropped"]
+pub struct WsGuard {
+    conn: Option<WsConn>,
+    pool: Arc<WsPool>,
+    broken: bool,
+}
+
+impl WsGuard {
+    fn conn(&mut self) -> &mut WsConn {
+        self.conn.as_mut().expect("socket present until drop")
+    }
+
+    /// The client id this socket was opened with (`clientId` for ComfyUI), if the pool sets
+    /// one.
+    pub fn client_id(&self) -> Option<&str> {
+        self.conn.as_ref().and_then(|c| c.client_id.as_deref())
+    }
+
+    /// Sends a message.
+    ///
+    /// # Errors
+    /// [`Error::Transport`] / [`Error::ConnectionClosed`] (the socket is then discarded).
+    pub fn send(&mut self, message: Message) -> Result<(), Error> {
+        let result = self.conn().socket.send(message);
+        result.map_err(|e| self.failed(e, Phase::Send))
+    }
+
+    /// Sends a text message.
+    ///
+    /// # Errors
+    /// As [`WsGuard::send`].
+    pub fn send_text(&mut self, text: &str) -> Result<(), Error> {
+        self.send(Message::text(text))
+    }
+
+    /// Sends `value` as a JSON text message.
+    ///
+    /// # Errors
+    /// As [`WsGuard::send`], plus [`Error::Json`].
+    pub fn send_json(&mut self, value: &impl Serialize) -> Result<(), Error> {
+        let text = serde_json::to_string(value).map_err(|source| Error::Json {
+            service: self.pool.core.name.clone(),
+            source,
+        })?;
+        self.send_text(&text)
+    }
+
+    /// Reads the next text or binary message (pings are answered, pongs skipped), waiting at
+    /// most the service's `read_idle_timeout_ms`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] (the socket stays usable), [`Error::WebSocketClosed`],
+    /// [`Error::TooLarge`], transport errors (the socket is then discarded).
+    pub fn read(&mut self) -> Result<Message, Error> {
+        let wait = self.pool.core.timeouts.read_idle;
+        self.read_timeout(wait)
+    }
+
+    /// Like [`WsGuard::read`] with its own timeout.
+    ///
+    /// # Errors
+    /// As [`WsGuard::read`].
+    pub fn read_timeout(&mut self, wait: Duration) -> Result<Message, Error> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.timed_out(wait));
+            }
+            let conn = self.conn();
+            if let Err(e) = tcp_of(&conn.socket).set_read_timeout(Some(left)) {
+                return Err(self.failed(e.into(), Phase::Read));
+            }
+            match conn.socket.read() {
+                Ok(m @ (Message::Text(_) | Message::Binary(_))) => return Ok(m),
+                Ok(Message::Close(_)) => {
+                    self.broken = true;
+                    self.pool.counters.error(ErrorClass::Closed);
+                    return Err(Error::WebSocketClosed {
+                        service: self.pool.core.name.clone(),
+                    });
+                }
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                {
+                    return Err(self.timed_out(wait))
+                }
+                Err(e) => return Err(self.failed(e, Phase::Read)),
+            }
+        }
+    }
+
+    /// Reads the next text message and decodes it as JSON (binary messages are skipped).
+    ///
+    /// # Errors
+    /// As [`WsGuard::read`], plus [`Error::Json`].
+    pub fn read_json<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
+        loop {
+            if let Message::Text(text) = self.read()? {
+                return serde_json::from_str(&text).map_err(|source| Error::Json {
+                    service: self.pool.core.name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+
+    /// Closes the socket instead of returning it.
+    pub fn discard(mut self) {
+        self.broken = true;
+    }
+
+    fn timed_out(&self, after: Duration) -> Error {
+        self.pool.counters.error(ErrorClass::Timeout);
+        Error::Timeout {
+            service: self.pool.core.name.clone(),
+            phase: Phase::Read,
+            after,
+        }
+    }
+
+    fn failed(&mut self, e: tungstenite::Error, phase: Phase) -> Error {
+        self.broken = true;
+        let service = self.pool.core.name.clone();
+        let err = match e {
+            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+                Error::WebSocketClosed { service }
+            }
+            tungstenite::Error::Capacity(c) => Error::TooLarge {
+                service,
+                what: "WebSocket message",
+                limit: match c {
+                    tungstenite::error::CapacityError::MessageTooLong { max_size, .. } => {
+                        max_size as u64
+                    }
+                    _ => self.pool.config.max_message_bytes as u64,
+                },
+            },
+            tungstenite::Error::Io(io)
+                if matches!(
+                    io.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                Error::ConnectionClosed {
+                    service,
+                    phase,
+                    source: io,
+                }
+            }
+            e => Error::Transport {
+                service,
+                phase,
+                source: Box::new(e),
+            },
+        };
+        self.pool.counters.error(err.class());
+        err
+    }
+}
+
+impl Deref for WsGuard {
+    type Target = Socket;
+
+    fn deref(&self) -> &Socket {
+        &self.conn.as_ref().expect("socket present until drop").socket
+    }
+}
+
+impl fmt::Debug for WsGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsGuard")
+            .field("service", &self.pool.core.name)
+            .field("client_id", &self.client_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for WsGuard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let broken = self.broken || std::thread::panicking();
+            self.pool.give_back(conn, broken);
+        }
+    }
+}

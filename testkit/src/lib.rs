@@ -1,0 +1,35 @@
+//! Test support for `backend-pool`: loopback mock servers and process counters.
+//!
+//! - [`TestServer`]: one port speaking HTTP/1.1 keep-alive and WebSocket (like
+//!   ComfyUI's aiohttp server), with connection accounting, a request log and
+//!   injectable [`Fault`]s. Built with [`TestServer::builder`].
+//! - [`backends`]: ready-made mocks of ComfyUI, LiteLLM, Gradio (Wan2GP), RVC and a
+//!   generic fifth service.
+//! - [`fd_count`], [`thread_count`], [`rss_kib`]: leak checks from `/proc/self`.
+//!
+//! Everything binds `127.0.0.1:0` and uses plain threads (no async runtime).
+//!
+//! ```
+//! use backend_pool_testkit::{Response, TestServer};
+//! use std::io::{Read, Write};
+//!
+//! let server = TestServer::builder()
+//!     .http(|req| Response::text(200, &format!("you asked for {}", req.path)))
+//!     .build()
+//!     .unwrap();
+//! let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+//! s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+//! let mut reply = String::new();
+//! s.read_to_string(&mut reply).unwrap();
+//! assert!(reply.ends_with("you asked for /x"));
+//! server.stop();
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backends;
+pub mod proc_stats;
+mod server;
+
+pub use proc_stats::{fd_count, rss_kib, thread_count};
+pub use server::{Fault, Request, Response, ServerBuilder, TaskCtx, TestServer, WsHandle};
