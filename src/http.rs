@@ -225,7 +225,9 @@ impl HttpPool {
         });
         let r2d2 = r2d2::Pool::builder()
             .max_size(config.max_connections)
-            .min_idle(Some(config.min_connections))
+            // No proactive creation: r2d2 would push fresh (socketless) items above the
+            // warm ones on its LIFO stack and defeat reuse. Items are created on demand.
+            .min_idle(Some(0))
             .test_on_check_out(false)
             .idle_timeout(None)
             .max_lifetime(None)
@@ -246,11 +248,14 @@ impl HttpPool {
         &self.shared.counters
     }
 
+    /// Occupancy in TCP connections: `idle` counts open sockets not checked out (pool items
+    /// without a socket are free to create and not counted).
     pub(crate) fn state(&self) -> PoolState {
         let occ = self.slots.occupancy();
+        let open = self.counters().open();
         PoolState {
             in_use: occ.in_use,
-            idle: self.r2d2.state().idle_connections as usize,
+            idle: open.saturating_sub(occ.in_use),
             waiting: occ.waiting,
             max: self.slots.max(),
         }
@@ -296,7 +301,11 @@ impl HttpPool {
         match self.slots.acquire(deadline) {
             Ok(_) => {}
             Err(AcquireError::Closed) => return Err(self.shutting_down()),
-            Err(AcquireError::Timeout(_)) => return Err(self.timeout(start)),
+            Err(AcquireError::Timeout(seen)) => {
+                let mut state = self.state();
+                state.waiting = seen.waiting;
+                return Err(self.timeout(start, state));
+            }
         }
         // Holding a permit, r2d2 has an idle item or room for one: this wait is short.
         let remaining = deadline
@@ -309,7 +318,7 @@ impl HttpPool {
             }),
             Err(_) => {
                 self.slots.release(None);
-                Err(self.timeout(start))
+                Err(self.timeout(start, self.state()))
             }
         }
     }
@@ -326,12 +335,12 @@ impl HttpPool {
         }
     }
 
-    fn timeout(&self, start: Instant) -> Error {
+    fn timeout(&self, start: Instant, state: PoolState) -> Error {
         Error::PoolTimeout {
             service: self.core.name.clone(),
             kind: PoolKind::Http,
             waited: start.elapsed(),
-            state: self.state(),
+            state,
             last_error: self.core.last_connect_error(),
         }
     }

@@ -43,6 +43,12 @@ impl PoolCounters {
         self.closed[cause as usize].fetch_add(n, Relaxed);
     }
 
+    /// Connections open now (created − closed).
+    pub(crate) fn open(&self) -> usize {
+        let created = self.created.load(Relaxed);
+        created.saturating_sub(self.closed_total.load(Relaxed)) as usize
+    }
+
     pub(crate) fn error(&self, class: ErrorClass) {
         let i = ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(0);
         self.errors[i].fetch_add(1, Relaxed);
