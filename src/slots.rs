@@ -123,6 +123,20 @@ impl<T> Slots<T> {
         Some(st.idle.pop().map(|i| i.item))
     }
 
+    /// Takes a permit to open one more connection while the total (in use + idle) is below
+    /// `min`: the maintenance refill. Never ahead of waiting callers.
+    pub(crate) fn reserve_below(&self, min: usize) -> bool {
+        let mut st = self.state.lock();
+        let ok = !st.closed
+            && st.queue.is_empty()
+            && st.in_use < self.max
+            && st.in_use + st.idle.len() < min;
+        if ok {
+            st.in_use += 1;
+        }
+        ok
+    }
+
     /// Gives a permit back, with the connection to keep idle (`None`: it was closed).
     ///
     /// Returns the connection when the pool is closed, so the caller closes it (off-lock).

@@ -382,20 +382,7 @@ impl WsPool {
 
     /// Opens sockets up to the minimum, one permit at a time, never ahead of waiting callers.
     fn refill(&self, min: usize) {
-        while self.core.health.gate().is_ok() {
-            let occ = self.slots.occupancy();
-            if occ.in_use + occ.idle >= min {
-                return;
-            }
-            match self.slots.try_acquire() {
-                Some(None) => {}
-                Some(Some(conn)) => {
-                    // Raced with a return: that socket already counts toward the minimum.
-                    self.slots.release(Some(conn));
-                    continue;
-                }
-                None => return,
-            }
+        while self.core.health.gate().is_ok() && self.slots.reserve_below(min) {
             match self.connect() {
                 Ok(conn) => {
                     if let Some(conn) = self.slots.release(Some(conn)) {
