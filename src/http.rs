@@ -390,7 +390,8 @@ impl HttpPool {
                 drop(old);
             }
         }
-        for item in borrowed {
+        // Return in reverse so r2d2's LIFO stack keeps its order (warm sockets on top).
+        for item in borrowed.into_iter().rev() {
             drop(item);
             self.slots.release(None);
         }
