@@ -46,6 +46,7 @@ mod manager;
 mod service;
 mod slots;
 mod stats;
+mod sync;
 mod ws;
 
 pub use config::{HttpPoolConfig, ManagerConfig, Secret, ServiceConfig, WsPoolConfig};

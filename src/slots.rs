@@ -9,11 +9,10 @@
 //! connect and close after the guard is dropped.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{lock, wait_until, Arc, AtomicBool, Condvar, Mutex};
 
 /// An idle connection and when it went idle.
 pub(crate) struct Idle<T> {
@@ -79,7 +78,7 @@ impl<T> Slots<T> {
     /// Returns the newest idle connection with the permit, or `None` when the caller must open
     /// one. Callers are served in arrival order.
     pub(crate) fn acquire(&self, deadline: Instant) -> Result<Option<T>, AcquireError> {
-        let mut st = self.state.lock();
+        let mut st = lock(&self.state);
         if st.closed {
             return Err(AcquireError::Closed);
         }
@@ -93,16 +92,16 @@ impl<T> Slots<T> {
         });
         st.queue.push_back(Arc::clone(&me));
         loop {
+            // `granted` is written under the lock by the releaser that hands over its permit.
             if me.granted.load(Ordering::Relaxed) {
                 return Ok(st.idle.pop().map(|i| i.item));
             }
             if st.closed {
                 return Err(AcquireError::Closed);
             }
-            if me.cond.wait_until(&mut st, deadline).timed_out() {
-                if me.granted.load(Ordering::Relaxed) {
-                    return Ok(st.idle.pop().map(|i| i.item));
-                }
+            let (guard, timed_out) = wait_until(&me.cond, &self.state, st, deadline);
+            st = guard;
+            if timed_out && !me.granted.load(Ordering::Relaxed) && !st.closed {
                 // Occupancy as this waiter saw it, itself included.
                 let seen = Self::occupancy_of(&st);
                 st.queue.retain(|w| !Arc::ptr_eq(w, &me));
@@ -115,7 +114,7 @@ impl<T> Slots<T> {
     /// probing idle connections, refilling the minimum). Returns the newest idle connection,
     /// if any, with the permit.
     pub(crate) fn try_acquire(&self) -> Option<Option<T>> {
-        let mut st = self.state.lock();
+        let mut st = lock(&self.state);
         if st.closed || !st.queue.is_empty() || st.in_use >= self.max {
             return None;
         }
@@ -126,7 +125,7 @@ impl<T> Slots<T> {
     /// Takes a permit to open one more connection while the total (in use + idle) is below
     /// `min`: the maintenance refill. Never ahead of waiting callers.
     pub(crate) fn reserve_below(&self, min: usize) -> bool {
-        let mut st = self.state.lock();
+        let mut st = lock(&self.state);
         let ok = !st.closed
             && st.queue.is_empty()
             && st.in_use < self.max
@@ -150,7 +149,7 @@ impl<T> Slots<T> {
     }
 
     fn put_back(&self, item: Option<T>, since: Instant) -> Option<T> {
-        let mut st = self.state.lock();
+        let mut st = lock(&self.state);
         let rejected = match item {
             Some(item) if !st.closed => {
                 // Keep the stack ordered by idle age: newest on top.
@@ -173,7 +172,7 @@ impl<T> Slots<T> {
     /// Removes idle connections for which `expired` holds, oldest first, never taking the
     /// total (in use + idle) below `keep`. The caller closes what it gets, off-lock.
     pub(crate) fn evict(&self, keep: usize, mut expired: impl FnMut(&Idle<T>) -> bool) -> Vec<T> {
-        let mut st = self.state.lock();
+        let mut st = lock(&self.state);
         let mut total = st.in_use + st.idle.len();
         let mut out = Vec::new();
         let mut i = 0;
@@ -193,7 +192,7 @@ impl<T> Slots<T> {
     /// permit so capacity stays exact; give each back with [`Slots::restore`] (or
     /// [`Slots::release`] with `None` once closed). Borrows only while nobody waits.
     pub(crate) fn borrow_idle(&self, mut pick: impl FnMut(&Idle<T>) -> bool) -> Vec<Idle<T>> {
-        let mut st = self.state.lock();
+        let mut st = lock(&self.state);
         if st.closed || !st.queue.is_empty() {
             return Vec::new();
         }
@@ -214,7 +213,7 @@ impl<T> Slots<T> {
     /// Closes the pool: waiters and later callers get `Closed`; returns the idle connections
     /// for the caller to close. Idempotent.
     pub(crate) fn close(&self) -> Vec<T> {
-        let mut st = self.state.lock();
+        let mut st = lock(&self.state);
         st.closed = true;
         for waiter in st.queue.drain(..) {
             waiter.cond.notify_one();
@@ -223,11 +222,40 @@ impl<T> Slots<T> {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.state.lock().closed
+        lock(&self.state).closed
     }
 
     pub(crate) fn occupancy(&self) -> Occupancy {
-        Self::occupancy_of(&self.state.lock())
+        Self::occupancy_of(&lock(&self.state))
+    }
+
+    /// The state machine's invariants; `Err` names the first one broken.
+    #[cfg(any(test, backend_pool_loom))]
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let st = lock(&self.state);
+        if st.in_use + st.idle.len() > self.max {
+            return Err(format!(
+                "{} in use + {} idle exceed max {}",
+                st.in_use,
+                st.idle.len(),
+                self.max
+            ));
+        }
+        if !st.queue.is_empty() && st.in_use < self.max {
+            return Err(format!(
+                "{} waiting while only {} of {} permits are out (lost wake-up)",
+                st.queue.len(),
+                st.in_use,
+                self.max
+            ));
+        }
+        if st.closed && !(st.queue.is_empty() && st.idle.is_empty()) {
+            return Err("closed with waiters or idle connections left".into());
+        }
+        if st.idle.windows(2).any(|w| w[0].since > w[1].since) {
+            return Err("idle stack out of age order".into());
+        }
+        Ok(())
     }
 
     fn occupancy_of(st: &State<T>) -> Occupancy {
@@ -239,7 +267,7 @@ impl<T> Slots<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(backend_pool_loom)))]
 mod tests {
     use super::*;
     use std::sync::mpsc;
@@ -337,5 +365,113 @@ mod tests {
         assert_eq!(slots.occupancy().in_use, 1);
         assert_eq!(slots.try_acquire(), Some(None));
         assert_eq!(slots.try_acquire(), None);
+    }
+}
+
+/// Model checking with loom: `RUSTFLAGS="--cfg backend_pool_loom" cargo test --lib slots::loom_tests`.
+/// Every interleaving of three threads over two slots, with acquire, release, discard,
+/// timeout and shutdown: no deadlock (loom reports one), no lost wake-up and no slot counted
+/// twice (`Slots::check` after every run, and the permits all come back).
+#[cfg(all(test, backend_pool_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+    use std::time::Duration;
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    fn past() -> Instant {
+        Instant::now() - Duration::from_millis(1)
+    }
+
+    #[test]
+    fn acquire_release_and_discard() {
+        loom::model(|| {
+            let slots = Arc::new(Slots::new(2));
+            let threads: Vec<_> = (0..3)
+                .map(|i| {
+                    let slots = Arc::clone(&slots);
+                    thread::spawn(move || {
+                        let got = slots.acquire(far()).expect("no timeout, no close");
+                        // Thread 2 discards its connection; the others return one.
+                        let back = if i == 2 { None } else { Some(got.unwrap_or(i)) };
+                        assert!(slots.release(back).is_none());
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            slots.check().unwrap();
+            assert_eq!(slots.occupancy().in_use, 0);
+            assert!(slots.occupancy().idle <= 2);
+        });
+    }
+
+    #[test]
+    fn a_timeout_racing_a_release() {
+        loom::model(|| {
+            let slots = Arc::new(Slots::<usize>::new(2));
+            // Two permits out, held by the holder threads.
+            let holders: Vec<_> = (0..2)
+                .map(|i| {
+                    slots.acquire(far()).unwrap();
+                    let slots = Arc::clone(&slots);
+                    thread::spawn(move || {
+                        slots.release(Some(i));
+                    })
+                })
+                .collect();
+            let waiter = {
+                let slots = Arc::clone(&slots);
+                thread::spawn(move || match slots.acquire(past()) {
+                    Ok(item) => {
+                        slots.release(item);
+                        true
+                    }
+                    Err(AcquireError::Timeout(_)) => false,
+                    Err(AcquireError::Closed) => panic!("never closed"),
+                })
+            };
+            for h in holders {
+                h.join().unwrap();
+            }
+            let _served = waiter.join().unwrap();
+            slots.check().unwrap();
+            assert_eq!(slots.occupancy().in_use, 0, "a permit was lost");
+            assert_eq!(slots.occupancy().waiting, 0);
+        });
+    }
+
+    #[test]
+    fn shutdown_wakes_every_waiter() {
+        loom::model(|| {
+            let slots = Arc::new(Slots::<usize>::new(2));
+            slots.acquire(far()).unwrap();
+            slots.acquire(far()).unwrap();
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let slots = Arc::clone(&slots);
+                    thread::spawn(move || slots.acquire(far()))
+                })
+                .collect();
+            let closer = {
+                let slots = Arc::clone(&slots);
+                thread::spawn(move || {
+                    slots.close();
+                })
+            };
+            closer.join().unwrap();
+            for w in waiters {
+                assert_eq!(w.join().unwrap(), Err(AcquireError::Closed));
+            }
+            // Connections returned after close come back to be closed by their holder.
+            assert_eq!(slots.release(Some(1)), Some(1));
+            assert_eq!(slots.release(None), None);
+            slots.check().unwrap();
+            assert_eq!(slots.occupancy().in_use, 0);
+        });
     }
 }
