@@ -1,0 +1,99 @@
+//! Unit tests of the slots state machine.
+
+use super::*;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+fn soon(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms)
+}
+
+#[test]
+fn lifo_reuse_and_permits() {
+    let slots = Slots::new(2);
+    assert_eq!(slots.acquire(soon(10)), Ok(None));
+    assert_eq!(slots.acquire(soon(10)), Ok(None));
+    assert!(matches!(
+        slots.acquire(soon(10)),
+        Err(AcquireError::Timeout(Occupancy {
+            in_use: 2,
+            idle: 0,
+            waiting: 1
+        }))
+    ));
+    slots.release(Some("old"));
+    slots.release(Some("new"));
+    assert_eq!(slots.acquire(soon(10)), Ok(Some("new")));
+    assert_eq!(slots.occupancy().in_use, 1);
+}
+
+#[test]
+fn waiters_are_served_in_arrival_order() {
+    let slots = Arc::new(Slots::new(1));
+    assert_eq!(slots.acquire(soon(10)), Ok(None));
+    let (tx, rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for id in 0..5 {
+        let shared = Arc::clone(&slots);
+        let tx = tx.clone();
+        handles.push(thread::spawn(move || {
+            let got = shared.acquire(soon(5000)).unwrap();
+            tx.send((id, got)).unwrap();
+            shared.release(Some(id));
+        }));
+        // Let each thread enqueue before the next arrives.
+        while slots.occupancy().waiting < id + 1 {
+            thread::yield_now();
+        }
+    }
+    slots.release(None);
+    let order: Vec<_> = rx.iter().take(5).map(|(id, _)| id).collect();
+    assert_eq!(order, [0, 1, 2, 3, 4]);
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn close_wakes_waiters_and_returns_idle() {
+    let slots = Arc::new(Slots::new(1));
+    slots.acquire(soon(10)).unwrap();
+    let waiter = {
+        let slots = Arc::clone(&slots);
+        thread::spawn(move || slots.acquire(soon(10_000)))
+    };
+    while slots.occupancy().waiting == 0 {
+        thread::yield_now();
+    }
+    assert!(slots.close().is_empty());
+    assert_eq!(waiter.join().unwrap(), Err(AcquireError::Closed));
+    // A connection returned after close comes back to be closed by the caller.
+    assert_eq!(slots.release(Some(7)), Some(7));
+    assert_eq!(slots.acquire(soon(10)), Err(AcquireError::Closed));
+}
+
+#[test]
+fn evict_keeps_the_minimum_and_takes_the_oldest() {
+    let slots = Slots::new(4);
+    for _ in 0..3 {
+        slots.acquire(soon(10)).unwrap();
+    }
+    for i in 0..3 {
+        slots.release(Some(i));
+    }
+    assert_eq!(slots.evict(1, |_| true), vec![0, 1]);
+    assert_eq!(slots.occupancy().idle, 1);
+}
+
+#[test]
+fn borrow_counts_against_capacity() {
+    let slots = Slots::new(2);
+    slots.acquire(soon(10)).unwrap();
+    slots.release(Some(1));
+    let borrowed = slots.borrow_idle(|_| true);
+    assert_eq!(borrowed.len(), 1);
+    assert_eq!(slots.occupancy().in_use, 1);
+    assert_eq!(slots.try_acquire(), Some(None));
+    assert_eq!(slots.try_acquire(), None);
+}
