@@ -390,7 +390,10 @@ impl ServiceConfig {
         }
         Endpoint::parse(&self.url).map_err(|why| ConfigError::invalid(name, "url", &why))?;
         if self.http.is_none() && self.websocket.is_none() {
-            return invalid("http", "a service needs an HTTP pool, a WebSocket pool or both");
+            return invalid(
+                "http",
+                "a service needs an HTTP pool, a WebSocket pool or both",
+            );
         }
         if let Some(http) = &self.http {
             check_sizes(name, "http", http.max_connections, http.min_connections)?;
@@ -445,7 +448,10 @@ impl ServiceConfig {
     pub(crate) fn resolved_bearer(&self) -> Option<Secret> {
         self.bearer_token.clone().or_else(|| {
             let var = self.bearer_token_env.as_deref()?;
-            std::env::var(var).ok().filter(|v| !v.is_empty()).map(Secret)
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(Secret)
         })
     }
 }
@@ -589,7 +595,10 @@ impl Endpoint {
     /// `ws(s)://host:port` followed by the prefix and `path`.
     pub(crate) fn ws_url(&self, path: &str) -> String {
         let scheme = if self.tls { "wss" } else { "ws" };
-        format!("{scheme}://{}:{}{}{path}", self.host, self.port, self.prefix)
+        format!(
+            "{scheme}://{}:{}{}{path}",
+            self.host, self.port, self.prefix
+        )
     }
 }
 

@@ -361,7 +361,10 @@ impl fmt::Display for Error {
                 "service '{service}': {what} exceeds the limit of {limit} bytes"
             ),
             Error::WebSocketClosed { service } => {
-                write!(f, "service '{service}': the WebSocket was closed by the peer")
+                write!(
+                    f,
+                    "service '{service}': the WebSocket was closed by the peer"
+                )
             }
             Error::Json { service, .. } => write!(f, "service '{service}': invalid JSON"),
             Error::Config(_) => f.write_str("invalid configuration"),
@@ -463,7 +466,11 @@ mod tests {
     #[test]
     fn error_stays_small() {
         // The largest variant is PoolTimeout (name, state, last error): keep it there.
-        assert!(std::mem::size_of::<Error>() <= 112, "{}", std::mem::size_of::<Error>());
+        assert!(
+            std::mem::size_of::<Error>() <= 112,
+            "{}",
+            std::mem::size_of::<Error>()
+        );
     }
 
     #[test]

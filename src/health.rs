@@ -158,7 +158,10 @@ mod tests {
         h.probed(Err("refused again".into()));
         assert_eq!(h.state(), HealthState::Unhealthy);
         let err = h.gate().unwrap_err().to_string();
-        assert!(err.contains("refused again") && err.contains("'svc'"), "{err}");
+        assert!(
+            err.contains("refused again") && err.contains("'svc'"),
+            "{err}"
+        );
         h.probed(Ok(()));
         assert_eq!(h.state(), HealthState::Healthy);
         assert!(h.snapshot().last_check_unix_ms.is_some());

@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::io::{self, BufRead, Read};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,11 +32,24 @@ use crate::slots::{AcquireError, Slots};
 use crate::stats::{CloseCause, PoolCounters, PoolStats};
 use crate::HttpPoolConfig;
 
+/// What an agent's connector and its transports share with the pool item.
+#[derive(Default)]
+struct Wire {
+    /// Open TCP connections of this agent (0 or 1).
+    sockets: AtomicUsize,
+    /// Set while a dropped stream drains its tail: reads then wait at most `DRAIN_WAIT`.
+    draining: AtomicBool,
+}
+
+/// How long a dropped stream waits for the rest of its body before the socket is closed.
+const DRAIN_WAIT: Duration = Duration::from_millis(20);
+/// How much of a dropped stream's body is read to save its connection.
+const DRAIN_BYTES: u64 = 64 * 1024;
+
 /// One pooled item: an agent that holds at most one keep-alive connection.
 pub(crate) struct HttpConn {
     agent: ureq::Agent,
-    /// Open TCP connections of this agent (0 or 1).
-    sockets: Arc<AtomicUsize>,
+    wire: Arc<Wire>,
     lease: Arc<Lease>,
     expires: Instant,
     last_used: Instant,
@@ -47,7 +60,7 @@ pub(crate) struct HttpConn {
 impl fmt::Debug for HttpConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpConn")
-            .field("sockets", &self.sockets.load(Relaxed))
+            .field("sockets", &self.wire.sockets.load(Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -61,10 +74,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn new_agent(&self, sockets: &Arc<AtomicUsize>) -> ureq::Agent {
+    fn new_agent(&self, wire: &Arc<Wire>) -> ureq::Agent {
         let connector = DefaultConnector::default().chain(CountingConnector {
             counters: Arc::clone(&self.counters),
-            sockets: Arc::clone(sockets),
+            wire: Arc::clone(wire),
         });
         ureq::Agent::with_parts(
             self.agent_config.clone(),
@@ -83,11 +96,11 @@ impl r2d2::ManageConnection for Manager {
     /// Creating an item does no I/O: the agent connects on first use. So this never fails
     /// and a backend that is down cannot make r2d2 retry in a loop.
     fn connect(&self) -> Result<HttpConn, io::Error> {
-        let sockets = Arc::new(AtomicUsize::new(0));
+        let wire = Arc::new(Wire::default());
         let now = Instant::now();
         Ok(HttpConn {
-            agent: self.0.new_agent(&sockets),
-            sockets,
+            agent: self.0.new_agent(&wire),
+            wire,
             lease: self.0.leases.register(),
             expires: now + jittered(self.0.lifetime),
             last_used: now,
@@ -104,7 +117,7 @@ impl r2d2::ManageConnection for Manager {
             Some(cause) => {
                 self.0
                     .counters
-                    .closed(cause, conn.sockets.load(Relaxed) as u64);
+                    .closed(cause, conn.wire.sockets.load(Relaxed) as u64);
                 true
             }
             None => false,
@@ -115,7 +128,7 @@ impl r2d2::ManageConnection for Manager {
 /// Counts real TCP connects; the transport it wraps counts the close.
 struct CountingConnector {
     counters: Arc<PoolCounters>,
-    sockets: Arc<AtomicUsize>,
+    wire: Arc<Wire>,
 }
 
 impl fmt::Debug for CountingConnector {
@@ -134,11 +147,11 @@ impl Connector<Box<dyn Transport>> for CountingConnector {
     ) -> Result<Option<CountedTransport>, ureq::Error> {
         Ok(chained.map(|inner| {
             self.counters.created.fetch_add(1, Relaxed);
-            self.sockets.fetch_add(1, Relaxed);
+            self.wire.sockets.fetch_add(1, Relaxed);
             CountedTransport {
                 inner,
                 counters: Arc::clone(&self.counters),
-                sockets: Arc::clone(&self.sockets),
+                wire: Arc::clone(&self.wire),
             }
         }))
     }
@@ -147,7 +160,7 @@ impl Connector<Box<dyn Transport>> for CountingConnector {
 struct CountedTransport {
     inner: Box<dyn Transport>,
     counters: Arc<PoolCounters>,
-    sockets: Arc<AtomicUsize>,
+    wire: Arc<Wire>,
 }
 
 impl fmt::Debug for CountedTransport {
@@ -158,7 +171,7 @@ impl fmt::Debug for CountedTransport {
 
 impl Drop for CountedTransport {
     fn drop(&mut self) {
-        self.sockets.fetch_sub(1, Relaxed);
+        self.wire.sockets.fetch_sub(1, Relaxed);
         self.counters.closed_total.fetch_add(1, Relaxed);
     }
 }
@@ -170,7 +183,11 @@ impl Transport for CountedTransport {
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         self.inner.transmit_output(amount, timeout)
     }
-    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+    fn await_input(&mut self, mut timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        if self.wire.draining.load(Relaxed) {
+            timeout.after = DRAIN_WAIT.into();
+            timeout.per_read = Some(DRAIN_WAIT.into());
+        }
         self.inner.await_input(timeout)
     }
     fn is_open(&mut self) -> bool {
@@ -379,14 +396,14 @@ impl HttpPool {
             } else if idle_for >= self.core.timeouts.idle && total > min {
                 item.close = Some(CloseCause::Idle);
                 total -= 1;
-            } else if idle_for >= keepalive && item.sockets.load(Relaxed) > 0 {
+            } else if idle_for >= keepalive && item.wire.sockets.load(Relaxed) > 0 {
                 // The server may already have closed it; release the socket now rather
                 // than at the next use. The item stays.
-                let sockets = Arc::new(AtomicUsize::new(0));
-                let old = std::mem::replace(&mut item.agent, self.shared.new_agent(&sockets));
-                let old_sockets = std::mem::replace(&mut item.sockets, sockets);
+                let wire = Arc::new(Wire::default());
+                let old = std::mem::replace(&mut item.agent, self.shared.new_agent(&wire));
+                let old_wire = std::mem::replace(&mut item.wire, wire);
                 self.counters()
-                    .closed(CloseCause::Idle, old_sockets.load(Relaxed) as u64);
+                    .closed(CloseCause::Idle, old_wire.sockets.load(Relaxed) as u64);
                 drop(old);
             }
         }
@@ -701,9 +718,9 @@ impl RequestBuilder {
         let counters = pool.counters();
         let mut retried = false;
         loop {
-            counters.requests.fetch_add(1, Relaxed);
             match self.send_once(&conn, body) {
                 Ok(response) => {
+                    counters.requests.fetch_add(1, Relaxed);
                     if !self.probe {
                         pool.core.health.success();
                     }
@@ -823,13 +840,18 @@ fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
         ureq::Error::Io(io) => {
             use io::ErrorKind as K;
             match io.kind() {
-                K::ConnectionRefused | K::AddrNotAvailable | K::HostUnreachable
+                K::ConnectionRefused
+                | K::AddrNotAvailable
+                | K::HostUnreachable
                 | K::NetworkUnreachable => Error::Transport {
                     service,
                     phase: Phase::Connect,
                     source: Box::new(io),
                 },
-                K::ConnectionReset | K::ConnectionAborted | K::UnexpectedEof | K::BrokenPipe
+                K::ConnectionReset
+                | K::ConnectionAborted
+                | K::UnexpectedEof
+                | K::BrokenPipe
                 | K::NotConnected => Error::ConnectionClosed {
                     service,
                     phase: Phase::Receive,
@@ -998,6 +1020,18 @@ impl fmt::Debug for StreamingResponse {
             .field("service", &self.service)
             .field("status", &self.status)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for StreamingResponse {
+    /// A stream dropped just after its last event usually has a few bytes left (the chunked
+    /// terminator). Read them, waiting at most `DRAIN_WAIT` per read, so the connection can
+    /// be reused; a stream with more than that left is closed.
+    fn drop(&mut self) {
+        let wire = Arc::clone(&self._conn.item().wire);
+        wire.draining.store(true, Relaxed);
+        let _ = io::copy(&mut (&mut self.reader).take(DRAIN_BYTES), &mut io::sink());
+        wire.draining.store(false, Relaxed);
     }
 }
 

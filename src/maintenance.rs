@@ -74,10 +74,7 @@ fn maintain_service(service: &Service, now: Instant, probe_due: bool) {
     if let Some(ws) = &service.ws {
         // Pings idle sockets when due; with none idle, an unhealthy service gets a TCP probe.
         ws.maintain(now, probe_due);
-        if probe_due
-            && service.http.is_none()
-            && core.health.state() == HealthState::Unhealthy
-        {
+        if probe_due && service.http.is_none() && core.health.state() == HealthState::Unhealthy {
             core.health.probed(tcp_probe(service));
         }
     }
@@ -93,7 +90,13 @@ fn tcp_probe(service: &Service) -> Result<(), String> {
     let mut last = String::from("no address");
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, service.core.timeouts.health) {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                // A real connection the server saw: count it, and its close, in a pool.
+                if let Some(counters) = service.counters() {
+                    counters.probe_connection();
+                }
+                return Ok(());
+            }
             Err(err) => last = format!("connect to {addr}: {err}"),
         }
     }

@@ -27,6 +27,17 @@ pub(crate) struct Service {
     pub ws: Option<Arc<WsPool>>,
 }
 
+impl Service {
+    /// The counters of the service's first pool (HTTP, else WebSocket).
+    pub(crate) fn counters(&self) -> Option<&crate::stats::PoolCounters> {
+        match (&self.http, &self.ws) {
+            (Some(http), _) => Some(http.counters()),
+            (None, Some(ws)) => Some(ws.counters()),
+            (None, None) => None,
+        }
+    }
+}
+
 /// State the maintenance thread reaches through a `Weak`.
 pub(crate) struct Shared {
     pub services: Vec<Service>,
@@ -111,9 +122,10 @@ impl PoolManager {
         let mut services = Vec::with_capacity(config.service.len());
         for sc in &config.service {
             let core = Arc::new(ServiceCore::new(sc)?);
-            let http = sc.http.clone().map(|hc| {
-                Arc::new(HttpPool::new(Arc::clone(&core), hc, Arc::clone(&threads)))
-            });
+            let http = sc
+                .http
+                .clone()
+                .map(|hc| Arc::new(HttpPool::new(Arc::clone(&core), hc, Arc::clone(&threads))));
             let ws = sc
                 .websocket
                 .clone()
@@ -173,10 +185,13 @@ impl PoolManager {
     /// [`Error::ShuttingDown`].
     pub fn http(&self, service: &str) -> Result<HttpClient, Error> {
         let s = self.service(service)?;
-        s.http.clone().map(HttpClient::new).ok_or(Error::NoSuchPool {
-            service: service.to_string(),
-            kind: PoolKind::Http,
-        })
+        s.http
+            .clone()
+            .map(HttpClient::new)
+            .ok_or(Error::NoSuchPool {
+                service: service.to_string(),
+                kind: PoolKind::Http,
+            })
     }
 
     /// Checks out a WebSocket of `service`, waiting at most its `wait_timeout_ms`.

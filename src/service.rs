@@ -52,8 +52,8 @@ impl ServiceCore {
     pub(crate) fn new(config: &ServiceConfig) -> Result<ServiceCore, ConfigError> {
         config.validate()?;
         let name = config.name.clone();
-        let endpoint = Endpoint::parse(&config.url)
-            .map_err(|why| ConfigError::invalid(&name, "url", &why))?;
+        let endpoint =
+            Endpoint::parse(&config.url).map_err(|why| ConfigError::invalid(&name, "url", &why))?;
         let ms = Duration::from_millis;
         let timeouts = Timeouts {
             wait: ms(config.wait_timeout_ms),

@@ -43,6 +43,13 @@ impl PoolCounters {
         self.closed[cause as usize].fetch_add(n, Relaxed);
     }
 
+    /// A health probe's TCP connection: opened and closed at once.
+    pub(crate) fn probe_connection(&self) {
+        self.created.fetch_add(1, Relaxed);
+        self.closed(CloseCause::Health, 1);
+        self.closed_total.fetch_add(1, Relaxed);
+    }
+
     /// Connections open now (created − closed).
     pub(crate) fn open(&self) -> usize {
         let created = self.created.load(Relaxed);
@@ -50,7 +57,10 @@ impl PoolCounters {
     }
 
     pub(crate) fn error(&self, class: ErrorClass) {
-        let i = ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(0);
+        let i = ErrorClass::ALL
+            .iter()
+            .position(|c| *c == class)
+            .unwrap_or(0);
         self.errors[i].fetch_add(1, Relaxed);
     }
 
@@ -143,11 +153,15 @@ impl Histogram {
             }
             let rank = ((count as f64) * q).ceil().max(1.0) as u64;
             let mut seen = 0;
-            for (i, n) in counts.iter().enumerate() {
-                seen += n;
-                if seen >= rank {
-                    return (bucket_upper(i).min(max_ns)) as f64 / 1000.0;
+            for (i, &n) in counts.iter().enumerate() {
+                if seen + n >= rank {
+                    // Interpolate linearly inside the bucket.
+                    let lower = if i == 0 { 0 } else { bucket_upper(i - 1) + 1 };
+                    let upper = bucket_upper(i).min(max_ns).max(lower);
+                    let within = (rank - seen) as f64 / n as f64;
+                    return (lower as f64 + (upper - lower) as f64 * within) / 1000.0;
                 }
+                seen += n;
             }
             max_ns as f64 / 1000.0
         };
@@ -192,9 +206,9 @@ pub struct LatencyStats {
     pub count: u64,
     /// Mean.
     pub mean_us: f64,
-    /// Median (bucket upper bound).
+    /// Median (interpolated inside its histogram bucket: within 19 %).
     pub p50_us: f64,
-    /// 99th percentile (bucket upper bound).
+    /// 99th percentile (interpolated inside its histogram bucket).
     pub p99_us: f64,
     /// Largest sample.
     pub max_us: f64,
@@ -258,7 +272,7 @@ pub struct PoolStats {
     pub kind: PoolKind,
     /// Successful checkouts.
     pub acquisitions: u64,
-    /// HTTP requests sent (WebSocket: equal to acquisitions).
+    /// HTTP requests answered (a response head arrived; WebSocket: checkouts).
     pub requests: u64,
     /// Idempotent requests retried once on a fresh connection after a stale one failed.
     pub retries: u64,
@@ -430,22 +444,88 @@ impl ManagerStats {
         let mut out = String::new();
         type Getter = fn(&PoolStats) -> f64;
         let metrics: [(&str, &str, &str, Getter); 16] = [
-            ("acquisitions_total", "counter", "Successful checkouts.", |p| p.acquisitions as f64),
-            ("requests_total", "counter", "HTTP requests sent or WebSocket checkouts.", |p| p.requests as f64),
-            ("retries_total", "counter", "Idempotent requests retried on a fresh connection.", |p| p.retries as f64),
-            ("connections_created_total", "counter", "Real connections opened.", |p| p.connections_created as f64),
-            ("connect_failures_total", "counter", "Failed connection attempts.", |p| p.connect_failures as f64),
-            ("connections_open", "gauge", "Connections open now.", |p| p.connections_open as f64),
-            ("in_use", "gauge", "Connections checked out.", |p| p.in_use as f64),
+            (
+                "acquisitions_total",
+                "counter",
+                "Successful checkouts.",
+                |p| p.acquisitions as f64,
+            ),
+            (
+                "requests_total",
+                "counter",
+                "HTTP requests sent or WebSocket checkouts.",
+                |p| p.requests as f64,
+            ),
+            (
+                "retries_total",
+                "counter",
+                "Idempotent requests retried on a fresh connection.",
+                |p| p.retries as f64,
+            ),
+            (
+                "connections_created_total",
+                "counter",
+                "Real connections opened.",
+                |p| p.connections_created as f64,
+            ),
+            (
+                "connect_failures_total",
+                "counter",
+                "Failed connection attempts.",
+                |p| p.connect_failures as f64,
+            ),
+            ("connections_open", "gauge", "Connections open now.", |p| {
+                p.connections_open as f64
+            }),
+            ("in_use", "gauge", "Connections checked out.", |p| {
+                p.in_use as f64
+            }),
             ("idle", "gauge", "Idle connections.", |p| p.idle as f64),
-            ("waiting", "gauge", "Callers waiting for a connection.", |p| p.waiting as f64),
-            ("max_connections", "gauge", "The pool's cap.", |p| p.max as f64),
-            ("leaks_detected_total", "counter", "Connections held past the leak threshold.", |p| p.leaks_detected as f64),
-            ("reuse_ratio", "gauge", "1 - connections created / requests.", PoolStats::reuse_rate),
-            ("error_ratio", "gauge", "Errors per attempt.", PoolStats::error_rate),
-            ("acquire_p50_seconds", "gauge", "Median checkout time.", |p| p.acquire_time.p50_us / 1e6),
-            ("acquire_p99_seconds", "gauge", "99th percentile checkout time.", |p| p.acquire_time.p99_us / 1e6),
-            ("acquire_max_seconds", "gauge", "Longest checkout time.", |p| p.acquire_time.max_us / 1e6),
+            (
+                "waiting",
+                "gauge",
+                "Callers waiting for a connection.",
+                |p| p.waiting as f64,
+            ),
+            ("max_connections", "gauge", "The pool's cap.", |p| {
+                p.max as f64
+            }),
+            (
+                "leaks_detected_total",
+                "counter",
+                "Connections held past the leak threshold.",
+                |p| p.leaks_detected as f64,
+            ),
+            (
+                "reuse_ratio",
+                "gauge",
+                "1 - connections created / requests.",
+                PoolStats::reuse_rate,
+            ),
+            (
+                "error_ratio",
+                "gauge",
+                "Errors per attempt.",
+                PoolStats::error_rate,
+            ),
+            (
+                "acquire_p50_seconds",
+                "gauge",
+                "Median checkout time.",
+                |p| p.acquire_time.p50_us / 1e6,
+            ),
+            (
+                "acquire_p99_seconds",
+                "gauge",
+                "99th percentile checkout time.",
+                |p| p.acquire_time.p99_us / 1e6,
+            ),
+            (
+                "acquire_max_seconds",
+                "gauge",
+                "Longest checkout time.",
+                |p| p.acquire_time.max_us / 1e6,
+            ),
         ];
         for (name, kind, help, get) in metrics {
             let _ = writeln!(out, "# HELP backend_pool_{name} {help}");
@@ -462,7 +542,10 @@ impl ManagerStats {
                 }
             }
         }
-        let _ = writeln!(out, "# HELP backend_pool_connections_closed_total Connections closed, by cause.");
+        let _ = writeln!(
+            out,
+            "# HELP backend_pool_connections_closed_total Connections closed, by cause."
+        );
         let _ = writeln!(out, "# TYPE backend_pool_connections_closed_total counter");
         for s in &self.services {
             for p in s.pools() {
@@ -498,7 +581,10 @@ impl ManagerStats {
                 }
             }
         }
-        let _ = writeln!(out, "# HELP backend_pool_healthy 1 healthy, 0.5 degraded, 0 unhealthy.");
+        let _ = writeln!(
+            out,
+            "# HELP backend_pool_healthy 1 healthy, 0.5 degraded, 0 unhealthy."
+        );
         let _ = writeln!(out, "# TYPE backend_pool_healthy gauge");
         for s in &self.services {
             let _ = writeln!(
@@ -549,8 +635,8 @@ mod tests {
         }
         let s = h.snapshot();
         assert_eq!(s.count, 1000);
-        assert!((500.0..=620.0).contains(&s.p50_us), "{}", s.p50_us);
-        assert!((990.0..=1000.0).contains(&s.p99_us), "{}", s.p99_us);
+        assert!((450.0..=550.0).contains(&s.p50_us), "{}", s.p50_us);
+        assert!((940.0..=1000.0).contains(&s.p99_us), "{}", s.p99_us);
         assert_eq!(s.max_us, 1000.0);
         assert!((s.mean_us - 500.5).abs() < 0.01);
     }

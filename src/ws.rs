@@ -81,6 +81,10 @@ impl WsPool {
         self.counters.snapshot(PoolKind::WebSocket, self.state())
     }
 
+    pub(crate) fn counters(&self) -> &PoolCounters {
+        &self.counters
+    }
+
     /// Checks out a socket: health gate, a permit in arrival order, then the newest idle
     /// socket or a new connection (opened off-lock).
     pub(crate) fn checkout(self: &Arc<Self>, wait: Duration) -> Result<WsGuard, Error> {
@@ -145,10 +149,7 @@ impl WsPool {
     fn connect(&self) -> Result<WsConn, Error> {
         let result = self.connect_inner();
         match &result {
-            Ok(_) => {
-                self.counters.created.fetch_add(1, Relaxed);
-                self.core.health.success();
-            }
+            Ok(_) => self.core.health.success(),
             Err(e) => {
                 self.counters.connect_failures.fetch_add(1, Relaxed);
                 self.core
@@ -176,7 +177,10 @@ impl WsPool {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(&format!("{param}={id}"));
         }
-        let mut request = url.as_str().into_client_request().map_err(|e| fail(e.into()))?;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| fail(e.into()))?;
         for h in &core.headers {
             let name = tungstenite::http::HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|e| fail(e.into()))?;
@@ -184,7 +188,11 @@ impl WsPool {
                 .map_err(|_| fail(format!("header '{}' has an invalid value", h.name).into()))?;
             request.headers_mut().insert(name, value);
         }
-        let host = core.endpoint.host.trim_start_matches('[').trim_end_matches(']');
+        let host = core
+            .endpoint
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let addrs = (host, core.endpoint.port)
             .to_socket_addrs()
             .map_err(|e| fail(e.into()))?;
@@ -210,6 +218,9 @@ impl WsPool {
             }
             None => return Err(fail(last.into())),
         };
+        // The TCP connection exists from here: count it, and its close if the handshake fails.
+        self.counters.created.fetch_add(1, Relaxed);
+        let opened = Opened(&self.counters);
         let _ = stream.set_nodelay(true);
         stream
             .set_read_timeout(Some(t.connect))
@@ -219,24 +230,21 @@ impl WsPool {
             .tls
             .as_ref()
             .map(|tls| tungstenite::Connector::Rustls(Arc::clone(&tls.rustls)));
-        let (socket, _response) = tungstenite::client_tls_with_config(
-            request,
-            stream,
-            Some(self.ws_config),
-            connector,
-        )
-        .map_err(|e| match e {
-            tungstenite::HandshakeError::Interrupted(_) => Error::Timeout {
-                service: core.name.clone(),
-                phase: Phase::Connect,
-                after: t.connect,
-            },
-            tungstenite::HandshakeError::Failure(e) => fail(e.into()),
-        })?;
+        let (socket, _response) =
+            tungstenite::client_tls_with_config(request, stream, Some(self.ws_config), connector)
+                .map_err(|e| match e {
+                tungstenite::HandshakeError::Interrupted(_) => Error::Timeout {
+                    service: core.name.clone(),
+                    phase: Phase::Connect,
+                    after: t.connect,
+                },
+                tungstenite::HandshakeError::Failure(e) => fail(e.into()),
+            })?;
         let tcp = tcp_of(&socket);
         tcp.set_read_timeout(Some(t.read_idle))
             .and_then(|()| tcp.set_write_timeout(Some(t.request)))
             .map_err(|e| fail(e.into()))?;
+        std::mem::forget(opened);
         let now = Instant::now();
         log::debug!(target: "backend_pool", "service '{}': WebSocket opened", core.name);
         Ok(WsConn {
@@ -291,7 +299,10 @@ impl WsPool {
     pub(crate) fn maintain(self: &Arc<Self>, now: Instant, probe_due: bool) {
         let t = self.core.timeouts;
         let min = self.config.min_connections as usize;
-        for conn in self.slots.evict(min, |i| now.saturating_duration_since(i.since) >= t.idle) {
+        for conn in self
+            .slots
+            .evict(min, |i| now.saturating_duration_since(i.since) >= t.idle)
+        {
             self.close_conn(conn, CloseCause::Idle);
         }
         for conn in self.slots.evict(0, |i| i.item.expires <= now) {
@@ -301,7 +312,8 @@ impl WsPool {
         let mut pinged = false;
         for idle in self.slots.borrow_idle(|_| true) {
             let mut conn = idle.item;
-            let ping = probe_due || now.saturating_duration_since(conn.last_ping) >= t.health_interval;
+            let ping =
+                probe_due || now.saturating_duration_since(conn.last_ping) >= t.health_interval;
             match self.tend(&mut conn, ping) {
                 Ok(()) => {
                     pinged |= ping;
@@ -334,7 +346,9 @@ impl WsPool {
     /// Drains what the server pushed at an idle socket; with `ping`, also waits for a pong
     /// within `pong_timeout_ms`.
     fn tend(&self, conn: &mut WsConn, ping: bool) -> Result<(), String> {
-        let tcp = tcp_of(&conn.socket).try_clone().map_err(|e| e.to_string())?;
+        let tcp = tcp_of(&conn.socket)
+            .try_clone()
+            .map_err(|e| e.to_string())?;
         let pong_deadline = Instant::now() + Duration::from_millis(self.config.pong_timeout_ms);
         if ping {
             conn.socket
@@ -365,7 +379,10 @@ impl WsPool {
                 Ok(Message::Close(_)) => break Err("the server closed the socket".into()),
                 Ok(_) => continue, // pushed message: dropped to keep the buffer empty
                 Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
                 {
                     if ping {
                         break Err(format!("no pong within {} ms", self.config.pong_timeout_ms));
@@ -406,6 +423,16 @@ impl WsPool {
 
     pub(crate) fn in_use(&self) -> usize {
         self.slots.occupancy().in_use
+    }
+}
+
+/// Counts the close of a TCP connection whose handshake failed (dropped unless disarmed).
+struct Opened<'a>(&'a PoolCounters);
+
+impl Drop for Opened<'_> {
+    fn drop(&mut self) {
+        self.0.closed(CloseCause::Broken, 1);
+        self.0.closed_total.fetch_add(1, Relaxed);
     }
 }
 
@@ -516,7 +543,10 @@ impl WsGuard {
                 }
                 Ok(_) => continue,
                 Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
                 {
                     return Err(self.timed_out(wait))
                 }
@@ -558,9 +588,11 @@ impl WsGuard {
         self.broken = true;
         let service = self.pool.core.name.clone();
         let err = match e {
-            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-                Error::WebSocketClosed { service }
-            }
+            tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed
+            | tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => Error::WebSocketClosed { service },
             tungstenite::Error::Capacity(c) => Error::TooLarge {
                 service,
                 what: "WebSocket message",
@@ -593,6 +625,12 @@ impl WsGuard {
             },
         };
         self.pool.counters.error(err.class());
+        if err.class() == ErrorClass::Closed {
+            // The peer went away: counts against health like a failed connect.
+            self.pool
+                .core
+                .connection_failed(ErrorClass::Closed, crate::http::error_chain(&err));
+        }
         err
     }
 }
@@ -601,7 +639,11 @@ impl Deref for WsGuard {
     type Target = Socket;
 
     fn deref(&self) -> &Socket {
-        &self.conn.as_ref().expect("socket present until drop").socket
+        &self
+            .conn
+            .as_ref()
+            .expect("socket present until drop")
+            .socket
     }
 }
 

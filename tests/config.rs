@@ -25,7 +25,8 @@ fn the_shipped_example_config_is_valid() {
 fn unknown_keys_are_rejected_with_key_and_line() {
     let e = err("[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nmax_conections = 3\n");
     assert!(e.contains("max_conections") && e.contains("line 4"), "{e}");
-    let e = err("[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n[service.http]\nmin = 1\n");
+    let e =
+        err("[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n[service.http]\nmin = 1\n");
     assert!(e.contains("`min`") && e.contains("line 5"), "{e}");
 }
 
@@ -33,16 +34,37 @@ fn unknown_keys_are_rejected_with_key_and_line() {
 fn sizes_urls_schemes_and_names_are_checked() {
     let base = "[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n";
     let cases = [
-        (format!("{base}[service.http]\nmax_connections = 0\n"), "http.max_connections"),
-        (format!("{base}[service.http]\nmax_connections = 2\nmin_connections = 3\n"), "above max_connections"),
-        (format!("{base}[service.websocket]\nmax_connections = 1\nmin_connections = 2\n"), "websocket.min_connections"),
-        ("[[service]]\nname = \"a\"\nurl = \"ws://127.0.0.1:1\"\n".to_string(), "http://"),
-        ("[[service]]\nname = \"a\"\nurl = \"http://:80\"\n".to_string(), "url"),
-        ("[[service]]\nname = \"a b\"\nurl = \"http://h\"\n".to_string(), "name"),
+        (
+            format!("{base}[service.http]\nmax_connections = 0\n"),
+            "http.max_connections",
+        ),
+        (
+            format!("{base}[service.http]\nmax_connections = 2\nmin_connections = 3\n"),
+            "above max_connections",
+        ),
+        (
+            format!("{base}[service.websocket]\nmax_connections = 1\nmin_connections = 2\n"),
+            "websocket.min_connections",
+        ),
+        (
+            "[[service]]\nname = \"a\"\nurl = \"ws://127.0.0.1:1\"\n".to_string(),
+            "http://",
+        ),
+        (
+            "[[service]]\nname = \"a\"\nurl = \"http://:80\"\n".to_string(),
+            "url",
+        ),
+        (
+            "[[service]]\nname = \"a b\"\nurl = \"http://h\"\n".to_string(),
+            "name",
+        ),
         (format!("{base}{base}"), "more than once"),
         (format!("{base}wait_timeout_ms = 0\n"), "wait_timeout_ms"),
         (format!("{base}health_path = \"health\"\n"), "health_path"),
-        ("[[service]]\nname = \"a\"\nurl = \"http://h\"\nhttp = false\n".to_string(), "invalid"),
+        (
+            "[[service]]\nname = \"a\"\nurl = \"http://h\"\nhttp = false\n".to_string(),
+            "invalid",
+        ),
     ];
     for (toml, needle) in cases {
         let e = err(&toml);
@@ -52,7 +74,9 @@ fn sizes_urls_schemes_and_names_are_checked() {
 
 #[test]
 fn negative_sizes_are_parse_errors_not_panics() {
-    let e = err("[[service]]\nname = \"a\"\nurl = \"http://h\"\n[service.http]\nmax_connections = -1\n");
+    let e = err(
+        "[[service]]\nname = \"a\"\nurl = \"http://h\"\n[service.http]\nmax_connections = -1\n",
+    );
     assert!(e.contains("max_connections") || e.contains("line 5"), "{e}");
 }
 
@@ -63,10 +87,12 @@ fn json_works_and_reports_position() {
     )
     .unwrap();
     assert!(ok.service[0].websocket.is_some());
-    let e = ManagerConfig::from_json_str(r#"{"service": [{"name": "a", "nope": 1}]}"#)
-        .unwrap_err();
+    let e = ManagerConfig::from_json_str(r#"{"service": [{"name": "a", "nope": 1}]}"#).unwrap_err();
     assert!(matches!(e, ConfigError::Parse { .. }));
-    assert!(e.to_string().contains("nope") && e.to_string().contains("line 1"), "{e}");
+    assert!(
+        e.to_string().contains("nope") && e.to_string().contains("line 1"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -82,5 +108,8 @@ fn a_bad_ca_file_is_a_config_error() {
     let e = PoolManager::new(ManagerConfig::empty().with_service(c)).unwrap_err();
     assert!(e.to_string().contains("invalid configuration"));
     let source = std::error::Error::source(&e).unwrap().to_string();
-    assert!(source.contains("ca_file") && source.contains("/nonexistent/ca.pem"), "{source}");
+    assert!(
+        source.contains("ca_file") && source.contains("/nonexistent/ca.pem"),
+        "{source}"
+    );
 }

@@ -27,7 +27,10 @@ fn a_connection_the_server_killed_is_cleaned_up_by_maintenance() {
         .unwrap()
         .connections_open
         == 0));
-    assert_eq!(m.http("svc").unwrap().get("/").call().unwrap().status(), 200);
+    assert_eq!(
+        m.http("svc").unwrap().get("/").call().unwrap().status(),
+        200
+    );
     assert_eq!(server.accepted(), 2);
 }
 
@@ -58,13 +61,19 @@ fn an_unreachable_service_fails_fast_then_recovers() {
         == HealthState::Unhealthy));
     let started = Instant::now();
     let err = m.http("svc").unwrap().get("/work").call().unwrap_err();
-    assert!(started.elapsed() < Duration::from_millis(100), "did not fail fast");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "did not fail fast"
+    );
     match &err {
         Error::ServiceUnavailable { last_error, .. } => assert!(!last_error.is_empty()),
         other => panic!("expected ServiceUnavailable, got {other:?}"),
     }
     let prom = m.stats().to_prometheus();
-    assert!(prom.contains("backend_pool_healthy{service=\"svc\"} 0"), "{prom}");
+    assert!(
+        prom.contains("backend_pool_healthy{service=\"svc\"} 0"),
+        "{prom}"
+    );
 
     server.set_fault(Fault::None);
     assert!(eventually(Duration::from_secs(5), || m
@@ -72,7 +81,10 @@ fn an_unreachable_service_fails_fast_then_recovers() {
         .unwrap()
         .state
         == HealthState::Healthy));
-    assert_eq!(m.http("svc").unwrap().get("/work").call().unwrap().text(), "alive");
+    assert_eq!(
+        m.http("svc").unwrap().get("/work").call().unwrap().text(),
+        "alive"
+    );
     // The probe used the configured path, never anything else.
     assert!(server
         .request_log()

@@ -28,7 +28,11 @@ fn sequential_requests_reuse_one_connection() {
         assert_eq!(r.status(), 200);
         assert_eq!(r.text(), format!("GET /n/{i}"));
     }
-    assert_eq!(server.accepted(), 1, "the server saw more than one connection");
+    assert_eq!(
+        server.accepted(),
+        1,
+        "the server saw more than one connection"
+    );
     let stats = m.stats();
     let pool = stats.service("svc").unwrap().http.as_ref().unwrap();
     assert_eq!(pool.connections_created, server.accepted() as u64);
@@ -66,7 +70,11 @@ fn concurrency_never_exceeds_the_cap_200_threads_x_50_requests() {
         t.join().unwrap();
     }
     assert_eq!(errors.load(Ordering::Relaxed), 0);
-    assert!(server.accepted() <= 10, "server accepted {}", server.accepted());
+    assert!(
+        server.accepted() <= 10,
+        "server accepted {}",
+        server.accepted()
+    );
     assert_eq!(server.requests(), 10_000);
     let stats = m.stats();
     let pool = stats.service("svc").unwrap().http.as_ref().unwrap();
@@ -196,7 +204,10 @@ fn a_body_over_the_limit_is_a_classified_error_and_the_connection_is_dropped() {
     let m = manager(cfg);
     let http = m.http("svc").unwrap();
     let err = http.get("/big").call().unwrap_err();
-    assert!(matches!(err, Error::TooLarge { limit: 1024, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::TooLarge { limit: 1024, .. }),
+        "{err:?}"
+    );
     // The connection with unread bytes was not reused: the next request opens another.
     let _ = http.get("/big").call();
     assert_eq!(server.accepted(), 2);
@@ -216,13 +227,14 @@ fn a_body_over_the_limit_is_a_classified_error_and_the_connection_is_dropped() {
 fn streaming_reads_server_sent_events_and_returns_the_connection() {
     use std::io::BufRead;
     let server = TestServer::builder()
-        .http(|_| {
+        .http(|req| {
+            let gap = if req.path == "/slow" { 200 } else { 5 };
             Response::sse(
                 (0..5)
                     .map(|i| ("generating".to_string(), format!("[{i}]")))
                     .chain([("complete".to_string(), "[\"done\"]".to_string())])
                     .collect(),
-                Duration::from_millis(20),
+                Duration::from_millis(gap),
             )
         })
         .build()
@@ -235,7 +247,22 @@ fn streaming_reads_server_sent_events_and_returns_the_connection() {
         let lines: Vec<String> = stream.lines().map(|l| l.unwrap()).collect();
         assert!(lines.iter().any(|l| l == "event: complete"), "{lines:?}");
     }
+    // A stream dropped right after its last event (its terminator still unread) keeps its
+    // connection too.
+    for _ in 0..3 {
+        let mut stream = http.get("/gradio_api/call/generate/1").stream(b"").unwrap();
+        let mut line = String::new();
+        while stream.read_line(&mut line).unwrap() > 0 && !line.contains("complete") {}
+        drop(stream);
+    }
     assert_eq!(server.accepted(), 1);
+    // One dropped in the middle is closed, not returned with unread bytes.
+    let mut stream = http.get("/slow").stream(b"").unwrap();
+    let mut line = String::new();
+    stream.read_line(&mut line).unwrap();
+    drop(stream);
+    assert_eq!(http.get("/next").call().unwrap().status(), 200);
+    assert_eq!(server.accepted(), 2);
 }
 
 #[test]
@@ -251,7 +278,14 @@ fn a_refused_connection_is_a_connect_error_and_startup_does_not_need_the_backend
     assert_eq!(err.class(), ErrorClass::Connect, "{err:?}");
     assert_eq!(err.phase(), Some(Phase::Connect));
     let pool_stats = m.stats();
-    assert_eq!(pool_stats.services[0].http.as_ref().unwrap().connect_failures, 1);
+    assert_eq!(
+        pool_stats.services[0]
+            .http
+            .as_ref()
+            .unwrap()
+            .connect_failures,
+        1
+    );
 }
 
 #[test]

@@ -87,7 +87,10 @@ fn the_global_handle_survives_enable_disable_cycles() {
         let m = global::init(cfg.clone()).unwrap();
         let again = global::init(ManagerConfig::empty()).unwrap();
         assert!(Arc::ptr_eq(&m, &again));
-        assert_eq!(m.http("svc").unwrap().get("/g").call().unwrap().text(), "/g");
+        assert_eq!(
+            m.http("svc").unwrap().get("/g").call().unwrap().text(),
+            "/g"
+        );
         drop((m, again));
         let report = global::shutdown(Duration::from_secs(1)).unwrap().unwrap();
         assert!(report.still_in_use.is_empty());
@@ -118,7 +121,10 @@ fn a_connection_held_past_the_threshold_is_reported_with_its_thread() {
     let stats = m.stats();
     assert_eq!(stats.services[0].http.as_ref().unwrap().leaks_detected, 1);
     let text = logs.lock().unwrap().join("\n");
-    assert!(text.contains("slow-worker") && text.contains("'svc'"), "{text}");
+    assert!(
+        text.contains("slow-worker") && text.contains("'svc'"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -143,7 +149,10 @@ fn secrets_never_reach_debug_errors_stats_or_logs() {
     let http = m.http("llm").unwrap();
     assert_eq!(http.get("/v1/models").call().unwrap().status(), 200);
     server.set_fault(backend_pool_testkit::Fault::CloseBeforeResponse);
-    let err = http.post("/v1/chat/completions").send_bytes(b"{}").unwrap_err();
+    let err = http
+        .post("/v1/chat/completions")
+        .send_bytes(b"{}")
+        .unwrap_err();
     server.set_fault(backend_pool_testkit::Fault::None);
     m.run_maintenance();
     let stats = m.stats();
@@ -159,9 +168,15 @@ fn secrets_never_reach_debug_errors_stats_or_logs() {
     ];
     for text in &texts {
         assert!(!text.contains(KEY), "the bearer key leaked: {text}");
-        assert!(!text.contains("hdr-secret-987"), "a secret header leaked: {text}");
+        assert!(
+            !text.contains("hdr-secret-987"),
+            "a secret header leaked: {text}"
+        );
     }
-    assert!(!logs.lock().unwrap().is_empty(), "nothing was logged: the check proves nothing");
+    assert!(
+        !logs.lock().unwrap().is_empty(),
+        "nothing was logged: the check proves nothing"
+    );
 }
 
 /// Installs (once) a logger that records every record at every level.

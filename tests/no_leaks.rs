@@ -36,7 +36,8 @@ fn fds_and_threads_return_to_baseline_after_shutdown_cycles() {
         run_cycle(&config, &server);
     }
     assert!(
-        eventually(Duration::from_secs(3), || fd_count() == fds && thread_count() == threads),
+        eventually(Duration::from_secs(3), || fd_count() == fds
+            && thread_count() == threads),
         "fds {fds} -> {}, threads {threads} -> {}",
         fd_count(),
         thread_count()

@@ -173,7 +173,11 @@ fn broadcasts_to_idle_sockets_are_drained() {
     thread::sleep(Duration::from_millis(300));
     let mut ws = m.websocket("ws").unwrap();
     ws.send_text("mine").unwrap();
-    assert_eq!(text(ws.read().unwrap()), "mine", "a stale broadcast was left in the socket");
+    assert_eq!(
+        text(ws.read().unwrap()),
+        "mine",
+        "a stale broadcast was left in the socket"
+    );
 }
 
 #[test]
@@ -204,7 +208,9 @@ fn connecting_happens_without_the_pool_lock() {
     thread::sleep(Duration::from_millis(100)); // the second caller is mid-handshake
     drop(_hold);
     let started = Instant::now();
-    let quick = m.websocket_timeout("ws", Duration::from_millis(200)).unwrap();
+    let quick = m
+        .websocket_timeout("ws", Duration::from_millis(200))
+        .unwrap();
     assert!(started.elapsed() < Duration::from_millis(200));
     drop(quick);
     connecting.join().unwrap().unwrap();
@@ -225,8 +231,19 @@ fn a_message_over_the_limit_is_classified_and_the_socket_dropped() {
     let m = manager(cfg);
     let mut ws = m.websocket("ws").unwrap();
     let err = ws.read().unwrap_err();
-    assert!(matches!(err, Error::TooLarge { limit: 1024, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::TooLarge { limit: 1024, .. }),
+        "{err:?}"
+    );
     assert_eq!(err.class(), ErrorClass::TooLarge);
     drop(ws);
-    assert_eq!(m.stats().services[0].websocket.as_ref().unwrap().closed.broken, 1);
+    assert_eq!(
+        m.stats().services[0]
+            .websocket
+            .as_ref()
+            .unwrap()
+            .closed
+            .broken,
+        1
+    );
 }

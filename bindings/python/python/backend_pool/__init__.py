@@ -1,0 +1,65 @@
+"""Pooled HTTP and WebSocket connections to AI backends, for Blender add-ons.
+
+A native (Rust) module: every call that waits on the network releases the GIL, so Blender's
+UI and other Python threads keep running while requests are in flight.
+
+    import backend_pool
+
+    manager = backend_pool.PoolManager({"service": [{"name": "llm", "url": "http://127.0.0.1:4000"}]})
+    reply = manager.request("llm", "POST", "/v1/chat/completions", json={...}, timeout=30)
+    print(reply.status, reply.json())
+    manager.shutdown(1.0)
+
+For an add-on, use the process-wide manager: ``init(config)`` in ``register()``,
+``get()`` anywhere, ``shutdown(timeout)`` in ``unregister()``.
+"""
+
+from __future__ import annotations
+
+from ._native import (
+    PoolManager,
+    Response,
+    StreamingResponse,
+    WebSocket,
+    __version__,
+    get,
+    init,
+    shutdown,
+)
+from .errors import (
+    BackendConnectionError,
+    BackendPoolError,
+    ConfigError,
+    HTTPStatusError,
+    JsonError,
+    PoolTimeout,
+    ServiceUnavailable,
+    ShuttingDown,
+    Timeout,
+    TooLarge,
+    UnknownService,
+    WebSocketClosed,
+)
+
+__all__ = [
+    "PoolManager",
+    "Response",
+    "StreamingResponse",
+    "WebSocket",
+    "init",
+    "get",
+    "shutdown",
+    "BackendPoolError",
+    "ConfigError",
+    "UnknownService",
+    "ShuttingDown",
+    "ServiceUnavailable",
+    "Timeout",
+    "PoolTimeout",
+    "BackendConnectionError",
+    "WebSocketClosed",
+    "HTTPStatusError",
+    "TooLarge",
+    "JsonError",
+    "__version__",
+]

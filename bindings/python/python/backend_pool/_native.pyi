@@ -1,0 +1,180 @@
+"""Type stubs for the native module ``backend_pool._native`` (re-exported by ``backend_pool``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypedDict
+
+__version__: str
+
+Headers = Mapping[str, str] | Sequence[tuple[str, str]]
+Config = str | os.PathLike[str] | Mapping[str, Any] | None
+
+class ServerSentEvent(TypedDict):
+    event: str
+    data: str
+    id: str | None
+
+class Health(TypedDict):
+    state: str  # "healthy" | "degraded" | "unhealthy"
+    consecutive_failures: int
+    last_check_unix_ms: int | None
+    last_error: str | None
+
+class InUse(TypedDict):
+    service: str
+    kind: str  # "http" | "web_socket"
+    count: int
+
+class ShutdownReport(TypedDict):
+    elapsed_ms: int
+    still_in_use: list[InUse]
+    maintenance_joined: bool
+
+class PoolManager:
+    """Every connection to every configured backend.
+
+    ``config`` is a dict (the TOML / JSON schema), a TOML string, a path to a ``.toml`` or
+    ``.json`` file, or None for ComfyUI, LiteLLM, Wan2GP and RVC on their default ports.
+    Raises ``ConfigError`` for an invalid configuration. No connection opens until first use.
+    """
+
+    def __init__(self, config: Config = None) -> None: ...
+    def request(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | bytearray | memoryview | str | None = None,
+        headers: Headers | None = None,
+        timeout: float | None = None,
+        wait_timeout: float | None = None,
+    ) -> Response:
+        """Sends a request and reads the whole response (the GIL is released meanwhile).
+
+        ``timeout`` bounds the whole request in seconds; ``wait_timeout`` the wait for a pooled
+        connection. Non-2xx statuses are responses (see ``Response.raise_for_status``).
+        Raises ``PoolTimeout``, ``ServiceUnavailable``, ``ShuttingDown``, ``Timeout``,
+        ``BackendConnectionError``, ``TooLarge``, ``UnknownService``.
+        """
+    def stream(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | bytearray | memoryview | str | None = None,
+        headers: Headers | None = None,
+        timeout: float | None = None,
+        wait_timeout: float | None = None,
+    ) -> StreamingResponse:
+        """Like ``request`` with the body unread: for server-sent events and downloads."""
+    def websocket(self, service: str, *, timeout: float | None = None) -> WebSocket:
+        """Checks out a pooled WebSocket, waiting at most ``timeout`` seconds."""
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of every figure (after shutdown: the final one)."""
+    def prometheus(self) -> str:
+        """The statistics in Prometheus text format."""
+    def health(self, service: str | None = None) -> Any:
+        """``Health`` of one service, or ``{name: Health}`` for all."""
+    @property
+    def services(self) -> list[str]: ...
+    @property
+    def closed(self) -> bool: ...
+    def shutdown(self, timeout: float = 5.0) -> ShutdownReport | None:
+        """Shuts down within ``timeout`` seconds; None if already shut down."""
+    def __enter__(self) -> PoolManager: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+class Response:
+    @property
+    def status(self) -> int: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def headers(self) -> dict[str, str]:
+        """Lowercase names; repeated headers joined with ", "."""
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    def header(self, name: str, default: str | None = None) -> str | None: ...
+    def json(self) -> Any:
+        """The body decoded as JSON; raises ``JsonError``."""
+    def raise_for_status(self) -> Response:
+        """Raises ``HTTPStatusError`` for 4xx / 5xx."""
+
+class StreamingResponse(Iterator[bytes]):
+    @property
+    def status(self) -> int: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def headers(self) -> dict[str, str]:
+        """The common headers (content-type, content-length, ...); use ``header()`` for others."""
+    @property
+    def service(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def header(self, name: str, default: str | None = None) -> str | None: ...
+    def read(self, size: int = -1) -> bytes: ...
+    def readline(self) -> bytes: ...
+    def __iter__(self) -> StreamingResponse: ...
+    def __next__(self) -> bytes: ...
+    def iter_lines(self) -> Iterator[str]: ...
+    def iter_chunks(self, chunk_size: int = 65536) -> Iterator[bytes]: ...
+    def iter_events(self) -> Iterator[ServerSentEvent]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> StreamingResponse: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+class WebSocket:
+    @property
+    def client_id(self) -> str | None: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def send(self, data: str | bytes | bytearray) -> None: ...
+    def send_json(self, value: Any) -> None: ...
+    def recv(self, timeout: float | None = None) -> str | bytes:
+        """The next text or binary message; raises ``Timeout`` (the socket stays usable)."""
+    def recv_json(self, timeout: float | None = None) -> Any:
+        """The next text message decoded as JSON (binary messages skipped)."""
+    def close(self) -> None:
+        """Returns the socket to its pool."""
+    def discard(self) -> None:
+        """Closes the socket instead of returning it."""
+    def __enter__(self) -> WebSocket: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+def init(config: Config = None) -> PoolManager:
+    """Starts the process-wide manager, or returns the running one (``config`` then ignored)."""
+
+def get() -> PoolManager | None:
+    """The process-wide manager, or None."""
+
+def shutdown(timeout: float = 5.0) -> ShutdownReport | None:
+    """Shuts the process-wide manager down; None if none was running."""

@@ -1,0 +1,93 @@
+"""Exception classes raised by :mod:`backend_pool`.
+
+Every exception carries ``service`` (the service name, or ``None``), ``phase`` (``"wait"``,
+``"connect"``, ``"send"``, ``"receive"``, ``"read"`` or ``None``) and ``error_class`` (the
+class the statistics count it under, e.g. ``"pool_timeout"``) as attributes; the message
+names the service and the phase.
+
+Hierarchy::
+
+    BackendPoolError(Exception)
+    ├── ConfigError(ValueError)
+    ├── UnknownService(LookupError)      unknown service, or no pool of that kind
+    ├── ShuttingDown                     the manager is shutting down or shut down
+    ├── ServiceUnavailable               unhealthy service: fails fast
+    ├── Timeout(TimeoutError)            connect / send / receive / read ran past its deadline
+    │   └── PoolTimeout                  no pooled connection became free in time
+    ├── BackendConnectionError(ConnectionError)   refused, reset, closed, protocol failure
+    │   └── WebSocketClosed              the peer closed the WebSocket
+    ├── HTTPStatusError                  raise_for_status() on a 4xx / 5xx response
+    ├── TooLarge                         a body or message over its configured limit
+    └── JsonError(ValueError)            a body that is not valid JSON
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendPoolError",
+    "ConfigError",
+    "UnknownService",
+    "ShuttingDown",
+    "ServiceUnavailable",
+    "Timeout",
+    "PoolTimeout",
+    "BackendConnectionError",
+    "WebSocketClosed",
+    "HTTPStatusError",
+    "TooLarge",
+    "JsonError",
+]
+
+
+class BackendPoolError(Exception):
+    """Base class of every error raised by backend_pool."""
+
+    service: str | None = None
+    phase: str | None = None
+    error_class: str | None = None
+
+
+class ConfigError(BackendPoolError, ValueError):
+    """The configuration is invalid (syntax, unknown key, bad value, unreadable file)."""
+
+
+class UnknownService(BackendPoolError, LookupError):
+    """No service has this name, or the service has no pool of the requested kind."""
+
+
+class ShuttingDown(BackendPoolError):
+    """The pool manager is shutting down or has shut down."""
+
+
+class ServiceUnavailable(BackendPoolError):
+    """The service is unhealthy; acquisitions fail fast until a health probe succeeds."""
+
+
+class Timeout(BackendPoolError, TimeoutError):
+    """A phase (connect, send, receive, read) ran past its deadline."""
+
+
+class PoolTimeout(Timeout):
+    """No pooled connection became free before the wait timeout."""
+
+
+class BackendConnectionError(BackendPoolError, ConnectionError):
+    """Connecting failed, or the connection closed, reset or broke the protocol."""
+
+
+class WebSocketClosed(BackendConnectionError):
+    """The WebSocket peer closed the connection."""
+
+
+class HTTPStatusError(BackendPoolError):
+    """A 4xx or 5xx response, raised by ``Response.raise_for_status()``; ``status`` holds the code."""
+
+    status: int = 0
+
+
+class TooLarge(BackendPoolError):
+    """A response body or WebSocket message exceeded its configured limit."""
+
+
+class JsonError(BackendPoolError, ValueError):
+    """A body or message could not be encoded or decoded as JSON."""

@@ -1,0 +1,147 @@
+//! Rust errors to Python exceptions (the classes live in `backend_pool/errors.py`).
+
+use std::io;
+
+use backend_pool::{ConfigError, Error, Phase};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyModule;
+
+static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+/// What a Python exception is made of.
+pub(crate) struct Raised<'a> {
+    pub class: &'a str,
+    pub message: String,
+    pub service: Option<&'a str>,
+    pub phase: Option<&'static str>,
+    pub error_class: &'a str,
+}
+
+impl Raised<'_> {
+    /// Builds the exception instance (attaching to the interpreter if needed).
+    pub(crate) fn into_pyerr(self) -> PyErr {
+        Python::attach(|py| match self.build(py) {
+            Ok(err) => err,
+            Err(e) => PyRuntimeError::new_err(format!("{} ({e})", self.message)),
+        })
+    }
+
+    fn build(&self, py: Python<'_>) -> PyResult<PyErr> {
+        let module = ERRORS.get_or_try_init(py, || {
+            PyResult::Ok(py.import("backend_pool.errors")?.unbind())
+        })?;
+        let class = module.bind(py).getattr(self.class)?;
+        let value = class.call1((self.message.as_str(),))?;
+        value.setattr("service", self.service)?;
+        value.setattr("phase", self.phase)?;
+        value.setattr("error_class", self.error_class)?;
+        Ok(PyErr::from_value(value))
+    }
+}
+
+/// The snake_case name of a phase (`wait`, `connect`, ...), as in the statistics.
+pub(crate) fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Wait => "wait",
+        Phase::Connect => "connect",
+        Phase::Send => "send",
+        Phase::Receive => "receive",
+        Phase::Read => "read",
+        _ => "other",
+    }
+}
+
+/// Maps a pool error to its Python exception. The message is the whole cause chain, with the
+/// phase spelled out when the error's own words do not already say it.
+pub(crate) fn to_py(err: Error) -> PyErr {
+    let class = match &err {
+        Error::UnknownService { .. } | Error::NoSuchPool { .. } => "UnknownService",
+        Error::PoolTimeout { .. } => "PoolTimeout",
+        Error::ServiceUnavailable { .. } => "ServiceUnavailable",
+        Error::ShuttingDown { .. } => "ShuttingDown",
+        Error::Timeout { .. } => "Timeout",
+        Error::ConnectionClosed { .. } | Error::Transport { .. } => "BackendConnectionError",
+        Error::WebSocketClosed { .. } => "WebSocketClosed",
+        Error::TooLarge { .. } => "TooLarge",
+        Error::Json { .. } => "JsonError",
+        Error::Config(_) => "ConfigError",
+        _ => "BackendPoolError",
+    };
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    if let Some(phase) = err.phase() {
+        let words = phase.to_string();
+        if !message.contains(&words) {
+            message.push_str(&format!(" (while {words})"));
+        }
+    }
+    Raised {
+        class,
+        message,
+        service: err.service(),
+        phase: err.phase().map(phase_name),
+        error_class: err.class().name(),
+    }
+    .into_pyerr()
+}
+
+/// Maps a configuration error.
+pub(crate) fn config_to_py(err: ConfigError) -> PyErr {
+    to_py(Error::Config(err))
+}
+
+/// Maps an I/O error while reading a streamed body of `service`.
+pub(crate) fn stream_io(service: &str, err: io::Error) -> PyErr {
+    let timeout = is_timeout(&err);
+    let mut message = format!("service '{service}': reading the response body failed: {err}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    Raised {
+        class: if timeout {
+            "Timeout"
+        } else {
+            "BackendConnectionError"
+        },
+        message,
+        service: Some(service),
+        phase: Some("read"),
+        error_class: if timeout { "timeout" } else { "closed" },
+    }
+    .into_pyerr()
+}
+
+/// True if `err` or anything it wraps is a timeout (ureq wraps its own `Error::Timeout` in an
+/// `io::Error` of kind `Other`).
+fn is_timeout(err: &io::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if matches!(
+                io.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) {
+                return true;
+            }
+            if let Some(inner) = io.get_ref() {
+                current = Some(inner);
+                continue;
+            }
+        }
+        if let Some(ureq::Error::Timeout(_)) = e.downcast_ref::<ureq::Error>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}

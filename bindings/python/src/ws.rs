@@ -1,0 +1,184 @@
+//! `WebSocket`: a pooled socket as a context manager.
+
+use std::time::{Duration, Instant};
+
+use backend_pool::{Error, Message, WsGuard};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+
+use crate::errors::to_py;
+use crate::{json_dumps, json_loads, seconds};
+
+/// A WebSocket checked out of a service's pool. Use it as a context manager: leaving the
+/// block returns the socket to the pool (a socket that failed or was closed by the peer is
+/// closed instead).
+#[pyclass(frozen, name = "WebSocket", module = "backend_pool")]
+pub(crate) struct PyWebSocket {
+    service: String,
+    client_id: Option<String>,
+    inner: Mutex<Option<WsGuard>>,
+}
+
+enum Received {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl PyWebSocket {
+    pub(crate) fn new(service: &str, guard: WsGuard) -> Self {
+        PyWebSocket {
+            service: service.to_string(),
+            client_id: guard.client_id().map(str::to_string),
+            inner: Mutex::new(Some(guard)),
+        }
+    }
+
+    /// Runs `f` on the checked-out socket with the interpreter detached.
+    fn with_guard<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut WsGuard) -> Result<T, Error> + Send,
+    ) -> PyResult<T> {
+        match py.detach(|| self.inner.lock().as_mut().map(f)) {
+            None => Err(PyValueError::new_err(format!(
+                "the WebSocket of service '{}' was already returned to its pool",
+                self.service
+            ))),
+            Some(r) => r.map_err(to_py),
+        }
+    }
+
+    fn receive(&self, py: Python<'_>, timeout: Option<f64>, text_only: bool) -> PyResult<Received> {
+        let wait = timeout.map(|t| seconds(t, "timeout")).transpose()?;
+        self.with_guard(py, move |g| {
+            let deadline = wait.map(|w| Instant::now() + w);
+            loop {
+                let msg = match deadline {
+                    // Zero left still reports a timeout through the guard (counted, named).
+                    Some(d) => g.read_timeout(d.saturating_duration_since(Instant::now()))?,
+                    None => g.read()?,
+                };
+                match msg {
+                    Message::Text(t) => return Ok(Received::Text(t.as_str().to_string())),
+                    Message::Binary(b) if !text_only => return Ok(Received::Binary(b.to_vec())),
+                    _ => continue,
+                }
+            }
+        })
+    }
+}
+
+#[pymethods]
+impl PyWebSocket {
+    /// The client id the socket was opened with (ComfyUI's `clientId`), or None.
+    #[getter]
+    fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// The service.
+    #[getter]
+    fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// True once returned to the pool or discarded.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.lock().is_none()
+    }
+
+    /// Sends a text (`str`) or binary (`bytes`, `bytearray`) message.
+    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let message = if let Ok(s) = data.cast::<PyString>() {
+            Message::text(s.to_str()?.to_string())
+        } else if let Ok(b) = data.cast::<PyBytes>() {
+            Message::binary(b.as_bytes().to_vec())
+        } else if let Ok(b) = data.extract::<Vec<u8>>() {
+            Message::binary(b)
+        } else {
+            return Err(PyTypeError::new_err("send() takes str or bytes"));
+        };
+        self.with_guard(py, move |g| g.send(message))
+    }
+
+    /// Sends `value` encoded as JSON in a text message.
+    fn send_json(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let text = json_dumps(py, value)?;
+        self.with_guard(py, move |g| g.send_text(&text))
+    }
+
+    /// The next text (`str`) or binary (`bytes`) message. Pings are answered and skipped.
+    /// Waits at most `timeout` seconds (the service's `read_idle_timeout_ms` by default) and
+    /// raises `Timeout` after it; the socket stays usable after a timeout.
+    #[pyo3(signature = (timeout=None))]
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        Ok(match self.receive(py, timeout, false)? {
+            Received::Text(t) => PyString::new(py, &t).into_any().unbind(),
+            Received::Binary(b) => PyBytes::new(py, &b).into_any().unbind(),
+        })
+    }
+
+    /// The next text message decoded as JSON (binary messages are skipped). Raises `Timeout`
+    /// as `recv`.
+    #[pyo3(signature = (timeout=None))]
+    fn recv_json<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        match self.receive(py, timeout, true)? {
+            Received::Text(t) => json_loads(py, PyString::new(py, &t).as_any(), &self.service),
+            Received::Binary(_) => unreachable!("binary messages are skipped"),
+        }
+    }
+
+    /// Returns the socket to its pool. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| drop(self.inner.lock().take()));
+    }
+
+    /// Closes the socket instead of returning it to the pool (after a protocol mix-up, or to
+    /// force a fresh connection).
+    fn discard(&self, py: Python<'_>) {
+        py.detach(|| {
+            if let Some(g) = self.inner.lock().take() {
+                g.discard();
+            }
+        });
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) {
+        self.close(py);
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<WebSocket service='{}' client_id={:?}{}>",
+            self.service,
+            self.client_id.as_deref().unwrap_or(""),
+            if self.inner.lock().is_none() {
+                " closed"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+impl Drop for PyWebSocket {
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().take();
+        if inner.is_some() {
+            Python::attach(|py| py.detach(|| drop(inner)));
+        }
+    }
+}
+
+/// Used by `PoolManager.websocket`: the wait for a free socket.
+pub(crate) fn wait(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    timeout.map(|t| seconds(t, "timeout")).transpose()
+}

@@ -1,0 +1,303 @@
+"""Loopback test backends, standard library only: an HTTP/1.1 keep-alive server and a minimal
+WebSocket server shaped like ComfyUI's (``/ws?clientId=``, a ``status`` message first, then an
+echo of every message).
+
+Used in-process by the pytest suite and as a subprocess by the Blender test:
+
+    python3 servers.py --port-file PATH     # writes "HTTP_PORT WS_PORT", serves until killed
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import socket
+import socketserver
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Head and body go out in separate writes: without this, Nagle + delayed ACK cost 40 ms
+    # per keep-alive request.
+    disable_nagle_algorithm = True
+    server: "HttpServer"
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet
+        pass
+
+    def _reply(self, status, body=b"", content_type="application/json", extra=()):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _route(self):
+        url = urlparse(self.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        body = self._body()
+        with self.server.lock:
+            self.server.requests += 1
+        p = url.path
+        if p in ("/", "/ok", "/health"):
+            return self._reply(200, {"ok": True, "path": p})
+        if p in ("/health/liveliness", "/health/liveness"):  # LiteLLM's probe
+            return self._reply(200, b'"I\'m alive!"')
+        if p == "/slow":
+            time.sleep(float(q.get("ms", "500")) / 1000)
+            return self._reply(200, {"slept_ms": float(q.get("ms", "500"))})
+        if p == "/echo":
+            return self._reply(
+                200,
+                {
+                    "method": self.command,
+                    "body": body.decode("utf-8", "replace"),
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                },
+                extra=[("X-Echo", "1"), ("X-Multi", "a"), ("X-Multi", "b")],
+            )
+        if p.startswith("/status/"):
+            return self._reply(int(p.rsplit("/", 1)[1]), {"status": p})
+        if p == "/text":
+            return self._reply(200, "héllo wörld".encode(), "text/plain; charset=utf-8")
+        if p == "/bad-json":
+            return self._reply(200, b"{not json", "application/json")
+        if p == "/sse":
+            # Gradio / LiteLLM style: a comment, heartbeats, multi-line data, [DONE].
+            n = int(q.get("n", "3"))
+            gap = float(q.get("gap_ms", "0")) / 1000
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+
+            def chunk(data: bytes):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
+            chunk(b": keep-alive comment\n\n")
+            for i in range(n):
+                if gap:
+                    time.sleep(gap)
+                chunk(b"event: generating\nid: %d\ndata: {\"i\": %d}\n\n" % (i, i))
+            chunk(b"event: heartbeat\ndata: null\n\n")
+            chunk(b"data: line one\ndata: line two\n\n")
+            chunk(b"data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            return None
+        if p == "/download":
+            n = int(q.get("n", "1048576"))
+            data = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
+            return self._reply(200, data, "application/octet-stream")
+        if p == "/stall":
+            # Headers, then silence: a read that must time out.
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(float(q.get("ms", "3000")) / 1000)
+            return None
+        return self._reply(404, {"error": "not found", "path": p})
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _route
+
+
+class HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = True
+
+    def __init__(self, addr=("127.0.0.1", 0)):
+        super().__init__(addr, Handler)
+        self.lock = threading.Lock()
+        self.requests = 0
+
+
+# --- WebSocket -----------------------------------------------------------------------------
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _recv_exact(sock, n):
+    buf = b""
+    while len(buf) < n:
+        part = sock.recv(n - len(buf))
+        if not part:
+            raise ConnectionError("eof")
+        buf += part
+    return buf
+
+
+def _read_frame(sock):
+    b1, b2 = _recv_exact(sock, 2)
+    opcode = b1 & 0x0F
+    n = b2 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", _recv_exact(sock, 2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", _recv_exact(sock, 8))[0]
+    mask = _recv_exact(sock, 4) if b2 & 0x80 else b"\0\0\0\0"
+    data = bytearray(_recv_exact(sock, n))
+    for i in range(n):
+        data[i] ^= mask[i % 4]
+    return opcode, bytes(data)
+
+
+def _frame(opcode, data: bytes) -> bytes:
+    n = len(data)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, n)
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return head + data
+
+
+class WsHandler(socketserver.BaseRequestHandler):
+    server: "WsServer"
+
+    def handle(self):
+        sock = self.request
+        head = b""
+        while b"\r\n\r\n" not in head:
+            part = sock.recv(4096)
+            if not part:
+                return
+            head += part
+        lines = head.split(b"\r\n")
+        target = lines[0].split()[1].decode()
+        headers = {}
+        for line in lines[1:]:
+            if b":" in line:
+                k, v = line.split(b":", 1)
+                headers[k.strip().lower().decode()] = v.strip().decode()
+        key = headers.get("sec-websocket-key")
+        if key is None:
+            # A plain HTTP request (ComfyUI's health probe GET /prompt): answer and close.
+            body = json.dumps({"exec_info": {"queue_remaining": 0}}).encode()
+            sock.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            return
+        accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+        sock.sendall(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            ).encode()
+        )
+        with self.server.lock:
+            self.server.handshakes += 1
+        q = parse_qs(urlparse(target).query)
+        sid = q.get("clientId", [""])[0]
+        status = {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": sid}}
+        sock.sendall(_frame(1, json.dumps(status).encode()))
+        try:
+            while True:
+                opcode, data = _read_frame(sock)
+                if opcode == 8:  # close
+                    sock.sendall(_frame(8, data[:2]))
+                    return
+                if opcode == 9:  # ping
+                    sock.sendall(_frame(10, data))
+                elif opcode == 1:
+                    text = data.decode()
+                    if text == "binary-please":
+                        sock.sendall(_frame(2, struct.pack("!II", 1, 2) + b"\x89PNG"))
+                    elif text == "close-please":
+                        sock.sendall(_frame(8, struct.pack("!H", 1000)))
+                        return
+                    else:
+                        sock.sendall(_frame(1, data))
+                elif opcode == 2:
+                    sock.sendall(_frame(2, data))
+        except (ConnectionError, OSError):
+            return
+
+
+class WsServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(self, addr=("127.0.0.1", 0)):
+        super().__init__(addr, WsHandler)
+        self.lock = threading.Lock()
+        self.handshakes = 0
+
+
+class Backends:
+    """Both servers on 127.0.0.1, each on its own thread."""
+
+    def __init__(self):
+        self.http = HttpServer()
+        self.ws = WsServer()
+        self.threads = [
+            threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+            for s in (self.http, self.ws)
+        ]
+        for t in self.threads:
+            t.start()
+
+    @property
+    def http_url(self):
+        return f"http://127.0.0.1:{self.http.server_address[1]}"
+
+    @property
+    def ws_url(self):
+        return f"http://127.0.0.1:{self.ws.server_address[1]}"
+
+    def close(self):
+        for s in (self.http, self.ws):
+            s.shutdown()
+            s.server_close()
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port-file", required=True)
+    args = ap.parse_args()
+    b = Backends()
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{b.http.server_address[1]} {b.ws.server_address[1]}\n")
+    os.replace(tmp, args.port_file)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

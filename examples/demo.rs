@@ -1,0 +1,615 @@
+//! Load demo: one `PoolManager`, five services, 120 caller threads.
+//!
+//! ```text
+//! cargo run --release --example demo                      # mock backends on loopback
+//! cargo run --release --example demo -- --threads 200 --seconds 10
+//! cargo run --release --example demo -- --json            # final stats as one JSON object
+//! cargo run --release --example demo -- --config examples/services.toml   # real backends
+//! ```
+//!
+//! Without `--config` it starts the testkit's mock ComfyUI, LiteLLM (with a master key),
+//! Gradio (standing in for Wan2GP), RVC and a generic fifth service ("upscaler") on
+//! 127.0.0.1 ephemeral ports. Each caller thread drives one service, the real protocol of
+//! each: chat completions (every third one streamed to `[DONE]`), Gradio's call API and its
+//! SSE result, RVC `/convert` with a small WAV, a ComfyUI prompt followed on a pooled
+//! WebSocket until `executing` with `node: null`, and `GET /echo` on the fifth service.
+//! Progress goes to stderr once a second, the report to stdout. The exit status is 1 when
+//! any operation failed.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, Read};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use backend_pool::{ManagerConfig, ManagerStats, PoolManager, PoolStats, Secret, ServiceConfig};
+use backend_pool_testkit::{backends, TestServer};
+use serde_json::{json, Value};
+
+const USAGE: &str = "usage: demo [--threads N] [--seconds S] [--json] [--config FILE]";
+const LITELLM_KEY: &str = "sk-demo-master-key";
+
+struct Args {
+    threads: usize,
+    seconds: f64,
+    json: bool,
+    config: Option<String>,
+}
+
+/// What a caller thread does with its service.
+#[derive(Clone, Debug)]
+enum Workload {
+    ComfyPrompt,
+    ChatCompletion,
+    GradioCall,
+    RvcConvert,
+    Echo,
+    /// Any other service from a config file: `GET` its health path.
+    Get(String),
+}
+
+/// One service under load and what the callers observed.
+struct Target {
+    service: String,
+    workload: Workload,
+    ops: AtomicU64,
+    failed: AtomicU64,
+    /// Error message → count (messages carry no ids, so they group).
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+type Op = Result<(), String>;
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match run(&args) {
+        Ok(0) => {}
+        Ok(failed) => {
+            eprintln!("{failed} operation(s) failed");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("demo: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        threads: 120,
+        seconds: 5.0,
+        json: false,
+        config: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--threads" => {
+                args.threads = value("--threads")?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or("--threads takes a positive integer")?
+            }
+            "--seconds" => {
+                args.seconds = value("--seconds")?
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                    .ok_or("--seconds takes a positive number")?
+            }
+            "--json" => args.json = true,
+            "--config" => args.config = Some(value("--config")?),
+            "-h" | "--help" => return Err("load demo for backend-pool".into()),
+            other => return Err(format!("unknown argument '{other}'")),
+        }
+    }
+    Ok(args)
+}
+
+/// Returns the number of failed operations.
+fn run(args: &Args) -> Result<u64, String> {
+    let (config, mocks) = match &args.config {
+        Some(path) => (
+            ManagerConfig::from_file(path).map_err(|e| error_chain(&e))?,
+            Vec::new(),
+        ),
+        None => start_mocks(),
+    };
+    let targets = pick_targets(&config, args.config.as_deref());
+    if targets.is_empty() {
+        return Err("no service to drive".into());
+    }
+    let manager = PoolManager::new(config).map_err(|e| error_chain(&e))?;
+    eprintln!(
+        "driving {} service(s) with {} caller threads for {} s",
+        targets.len(),
+        args.threads,
+        args.seconds
+    );
+    drive(
+        &manager,
+        &targets,
+        args.threads,
+        Duration::from_secs_f64(args.seconds),
+    );
+
+    let stats = manager.stats();
+    if args.json {
+        println!("{}", stats.to_json());
+    } else {
+        print_table(&stats, &targets, &mocks);
+        print_errors(&targets);
+    }
+    match manager.shutdown(Duration::from_secs(5)) {
+        Ok(report) => eprintln!(
+            "shutdown: {} ms, maintenance thread joined: {}, still in use: {:?}",
+            report.elapsed_ms, report.maintenance_joined, report.still_in_use
+        ),
+        Err(e) => eprintln!("shutdown failed: {}", error_chain(&e)),
+    }
+    drop(mocks); // stops the servers after the pools have closed their connections
+    Ok(targets.iter().map(|t| t.failed.load(Relaxed)).sum())
+}
+
+/// Starts the five mock servers and a config pointing the presets at them.
+fn start_mocks() -> (ManagerConfig, Vec<(String, TestServer)>) {
+    let mocks = vec![
+        ("comfyui".to_string(), backends::comfyui()),
+        ("litellm".to_string(), backends::litellm(LITELLM_KEY)),
+        ("wan2gp".to_string(), backends::gradio()),
+        ("rvc".to_string(), backends::rvc()),
+        ("upscaler".to_string(), backends::generic()),
+    ];
+    let url = |name: &str| {
+        mocks
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.http_url())
+            .unwrap_or_default()
+    };
+    let config = ManagerConfig::empty()
+        .with_service(ServiceConfig {
+            url: url("comfyui"),
+            ..ServiceConfig::comfyui()
+        })
+        .with_service(ServiceConfig {
+            url: url("litellm"),
+            bearer_token: Some(Secret::new(LITELLM_KEY)),
+            ..ServiceConfig::litellm()
+        })
+        .with_service(ServiceConfig {
+            url: url("wan2gp"),
+            ..ServiceConfig::wan2gp()
+        })
+        .with_service(ServiceConfig {
+            url: url("rvc"),
+            ..ServiceConfig::rvc()
+        })
+        .with_service(ServiceConfig {
+            health_path: Some("/health".into()),
+            ..ServiceConfig::new("upscaler", url("upscaler"))
+        });
+    (config, mocks)
+}
+
+/// One target per configured service; the five demo services missing from a file are noted.
+fn pick_targets(config: &ManagerConfig, file: Option<&str>) -> Vec<Target> {
+    if let Some(file) = file {
+        for name in ["comfyui", "litellm", "wan2gp", "rvc", "upscaler"] {
+            if !config.service.iter().any(|s| s.name == name) {
+                eprintln!("note: service '{name}' is not in {file}: skipped");
+            }
+        }
+    }
+    let mut targets = Vec::new();
+    for s in &config.service {
+        let probe = || Workload::Get(s.health_path.clone().unwrap_or_else(|| "/".into()));
+        let workload = match s.name.as_str() {
+            _ if s.http.is_none() => {
+                eprintln!("note: service '{}' has no HTTP pool: skipped", s.name);
+                continue;
+            }
+            "comfyui" if s.websocket.is_some() => Workload::ComfyPrompt,
+            "litellm" => Workload::ChatCompletion,
+            "wan2gp" => Workload::GradioCall,
+            "rvc" => Workload::RvcConvert,
+            "upscaler" => Workload::Echo,
+            _ => probe(),
+        };
+        targets.push(Target {
+            service: s.name.clone(),
+            workload,
+            ops: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            errors: Mutex::new(BTreeMap::new()),
+        });
+    }
+    targets
+}
+
+/// Runs `threads` callers (thread i drives target i mod n) until `duration` has passed,
+/// printing one progress line a second.
+fn drive(manager: &PoolManager, targets: &[Target], threads: usize, duration: Duration) {
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for i in 0..threads {
+            let target = &targets[i % targets.len()];
+            let stop = &stop;
+            let spawned = std::thread::Builder::new()
+                .name(format!("caller-{i}"))
+                .stack_size(256 * 1024)
+                .spawn_scoped(scope, move || caller(manager, target, i as u64, stop));
+            if let Err(e) = spawned {
+                eprintln!("could not start caller thread {i}: {e}");
+                break;
+            }
+        }
+        let mut last = (0u64, start);
+        for second in 1u32.. {
+            let tick = start + Duration::from_secs(u64::from(second));
+            let end = start + duration;
+            std::thread::sleep(tick.min(end).saturating_duration_since(Instant::now()));
+            let requests = manager.stats().totals.requests;
+            let errors: u64 = targets.iter().map(|t| t.failed.load(Relaxed)).sum();
+            let now = Instant::now();
+            let rate = (requests - last.0) as f64 / (now - last.1).as_secs_f64().max(1e-9);
+            eprintln!(
+                "[{:5.1} s] {requests:>8} requests, {errors} errors, {rate:>8.0} req/s",
+                (now - start).as_secs_f64()
+            );
+            last = (requests, now);
+            if now >= end {
+                break;
+            }
+        }
+        stop.store(true, Relaxed);
+        eprintln!("time is up: waiting for the callers to finish their operation");
+    });
+}
+
+fn caller(manager: &PoolManager, target: &Target, seed: u64, stop: &AtomicBool) {
+    let mut n = seed << 32;
+    while !stop.load(Relaxed) {
+        n += 1;
+        let result = match &target.workload {
+            Workload::ComfyPrompt => comfy_prompt(manager, &target.service, n),
+            Workload::ChatCompletion => chat(manager, &target.service, n, n % 3 == 0),
+            Workload::GradioCall => gradio_call(manager, &target.service, n),
+            Workload::RvcConvert => rvc_convert(manager, &target.service),
+            Workload::Echo => echo(manager, &target.service, n),
+            Workload::Get(path) => get(manager, &target.service, path),
+        };
+        target.ops.fetch_add(1, Relaxed);
+        if let Err(message) = result {
+            target.failed.fetch_add(1, Relaxed);
+            let mut errors = target.errors.lock().unwrap_or_else(|e| e.into_inner());
+            *errors.entry(message).or_insert(0) += 1;
+            drop(errors);
+            // Back off: an unavailable service fails fast, and spinning on it helps no one.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// ComfyUI: lease a WebSocket, queue a prompt for its client id, follow it to the end.
+fn comfy_prompt(manager: &PoolManager, service: &str, n: u64) -> Op {
+    let mut ws = manager.websocket(service).map_err(|e| error_chain(&e))?;
+    let client_id = ws.client_id().unwrap_or_default().to_string();
+    let body = json!({
+        "prompt": {"1": {"class_type": "KSampler", "inputs": {"seed": n, "steps": 2}}},
+        "client_id": client_id,
+        "extra_data": {"mock_step_seconds": 0.0},
+    });
+    let reply: Value = post_json(manager, service, "/prompt", &body)?;
+    let prompt_id = reply["prompt_id"]
+        .as_str()
+        .ok_or("POST /prompt: no prompt_id")?;
+    loop {
+        let event: Value = ws.read_json().map_err(|e| error_chain(&e))?;
+        let data = &event["data"];
+        if data["prompt_id"].as_str() != Some(prompt_id) {
+            continue; // `status` broadcasts and the like
+        }
+        match event["type"].as_str() {
+            Some("executing") if data["node"].is_null() => return Ok(()),
+            Some(kind @ ("execution_error" | "execution_interrupted")) => {
+                return Err(format!("ComfyUI prompt ended with {kind}"))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// LiteLLM: a chat completion, read whole or streamed to `[DONE]`.
+fn chat(manager: &PoolManager, service: &str, n: u64, stream: bool) -> Op {
+    let body = json!({
+        "model": "mock-gpt",
+        "messages": [{"role": "user", "content": format!("hello #{n}")}],
+        "stream": stream,
+    });
+    if !stream {
+        let reply: Value = post_json(manager, service, "/v1/chat/completions", &body)?;
+        return match reply["choices"][0]["message"]["content"].as_str() {
+            Some(_) => Ok(()),
+            None => Err("chat completion without choices[0].message.content".into()),
+        };
+    }
+    let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+    let mut sse = http(manager, service)?
+        .post("/v1/chat/completions")
+        .header("Content-Type", "application/json")
+        .stream(&bytes)
+        .map_err(|e| error_chain(&e))?;
+    check_status("streamed chat completion", sse.status())?;
+    read_sse(&mut sse, |_, data| data == "[DONE]")
+}
+
+/// Gradio (Wan2GP): `POST /gradio_api/call/generate`, then its SSE result to `complete`.
+fn gradio_call(manager: &PoolManager, service: &str, n: u64) -> Op {
+    // [prompt, steps, step_seconds]: what the Wan2GP stand-in in tests/backends expects.
+    let body = json!({"data": [format!("a fox #{n}"), 2, 0.0]});
+    let reply: Value = post_json(manager, service, "/gradio_api/call/generate", &body)?;
+    let id = reply["event_id"]
+        .as_str()
+        .ok_or("Gradio call: no event_id")?;
+    let mut sse = http(manager, service)?
+        .get(&format!("/gradio_api/call/generate/{id}"))
+        .stream(&[])
+        .map_err(|e| error_chain(&e))?;
+    check_status("Gradio result stream", sse.status())?;
+    let mut failed = false;
+    read_sse(&mut sse, |event, _| {
+        failed = event == "error";
+        event == "complete" || failed
+    })?;
+    if failed {
+        return Err("Gradio result stream: event: error".into());
+    }
+    Ok(())
+}
+
+/// RVC: convert a 0.1 s WAV.
+fn rvc_convert(manager: &PoolManager, service: &str) -> Op {
+    thread_local! {
+        static BODY: Value = json!({"audio_data": base64(&tone_wav())});
+    }
+    let body = BODY.with(Value::clone);
+    let reply = http(manager, service)?
+        .post("/convert")
+        .send_json(&body)
+        .map_err(|e| error_chain(&e))?;
+    check_status("POST /convert", reply.status())?;
+    match reply.body().starts_with(b"RIFF") {
+        true => Ok(()),
+        false => Err("POST /convert: the reply is not a WAV".into()),
+    }
+}
+
+/// The fifth service: `GET /echo?x=n` must answer `n`.
+fn echo(manager: &PoolManager, service: &str, n: u64) -> Op {
+    let reply = http(manager, service)?
+        .get(&format!("/echo?x={n}"))
+        .call()
+        .map_err(|e| error_chain(&e))?;
+    check_status("GET /echo", reply.status())?;
+    match reply.text() == n.to_string() {
+        true => Ok(()),
+        false => Err("GET /echo: wrong echo".into()),
+    }
+}
+
+fn get(manager: &PoolManager, service: &str, path: &str) -> Op {
+    let reply = http(manager, service)?
+        .get(path)
+        .call()
+        .map_err(|e| error_chain(&e))?;
+    check_status(&format!("GET {path}"), reply.status())
+}
+
+fn http(manager: &PoolManager, service: &str) -> Result<backend_pool::HttpClient, String> {
+    manager.http(service).map_err(|e| error_chain(&e))
+}
+
+fn post_json(
+    manager: &PoolManager,
+    service: &str,
+    path: &str,
+    body: &Value,
+) -> Result<Value, String> {
+    let reply = http(manager, service)?
+        .post(path)
+        .send_json(body)
+        .map_err(|e| error_chain(&e))?;
+    check_status(&format!("POST {path}"), reply.status())?;
+    reply.json().map_err(|e| error_chain(&e))
+}
+
+fn check_status(what: &str, status: u16) -> Op {
+    match status {
+        200..=299 => Ok(()),
+        _ => Err(format!("{what}: HTTP {status}")),
+    }
+}
+
+/// Reads server-sent events until `done(event, data)` holds, then drains the body to its end
+/// (a body dropped early closes the connection instead of returning it to the pool).
+fn read_sse(body: &mut impl BufRead, mut done: impl FnMut(&str, &str) -> bool) -> Op {
+    let mut event = String::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if body
+            .read_line(&mut line)
+            .map_err(|e| format!("reading SSE: {e}"))?
+            == 0
+        {
+            return Err("SSE stream ended before its last event".into());
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            event.clear();
+        } else if let Some(name) = line.strip_prefix("event:") {
+            event = name.trim().to_string();
+        } else if let Some(data) = line.strip_prefix("data:") {
+            if done(&event, data.trim()) {
+                break;
+            }
+        }
+    }
+    io::copy(&mut body.take(1 << 20), &mut io::sink())
+        .map(drop)
+        .map_err(|e| format!("draining SSE: {e}"))
+}
+
+/// A 0.1 s, 16 kHz mono 16-bit WAV (a 440 Hz-ish triangle wave).
+fn tone_wav() -> Vec<u8> {
+    let samples: Vec<i16> = (0..1600i32)
+        .map(|i| ((i * 36) % 1440 - 720).abs() as i16 * 20 - 7200)
+        .collect();
+    let data_len = (samples.len() * 2) as u32;
+    let mut w = Vec::with_capacity(44 + data_len as usize);
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data_len).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    for (value, size) in [
+        (16, 4),
+        (1, 2),
+        (1, 2),
+        (16_000, 4),
+        (32_000, 4),
+        (2, 2),
+        (16, 2),
+    ] {
+        w.extend_from_slice(&u32::to_le_bytes(value)[..size]);
+    }
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&data_len.to_le_bytes());
+    samples
+        .iter()
+        .for_each(|s| w.extend_from_slice(&s.to_le_bytes()));
+    w
+}
+
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = b(0) << 16 | b(1) << 8 | b(2);
+        for i in 0..4 {
+            match i <= chunk.len() {
+                true => out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char),
+                false => out.push('='),
+            }
+        }
+    }
+    out
+}
+
+/// An error with its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+fn print_table(stats: &ManagerStats, targets: &[Target], mocks: &[(String, TestServer)]) {
+    println!(
+        "{:<10} {:<9} {:>8} {:>9} {:>7} {:>7} {:>9} {:>9} {:>6} {:<9} {:>7}",
+        "service",
+        "pool",
+        "ops",
+        "requests",
+        "opened",
+        "reuse%",
+        "p50 µs",
+        "p99 µs",
+        "errors",
+        "health",
+        "server"
+    );
+    for s in &stats.services {
+        let ops = targets
+            .iter()
+            .find(|t| t.service == s.name)
+            .map_or("-".to_string(), |t| t.ops.load(Relaxed).to_string());
+        let server = mocks.iter().find(|(n, _)| *n == s.name).map(|(_, m)| m);
+        let pools = s
+            .http
+            .iter()
+            .map(|p| (p, "http"))
+            .chain(s.websocket.iter().map(|p| (p, "websocket")));
+        for (i, (p, kind)) in pools.enumerate() {
+            // The server counts every TCP connection; WebSocket ones separately.
+            let accepted = server.map_or("-".to_string(), |m| match kind {
+                "http" => (m.accepted() - m.ws_accepted()).to_string(),
+                _ => m.ws_accepted().to_string(),
+            });
+            print_row(
+                &s.name,
+                kind,
+                if i == 0 { &ops } else { "" },
+                p,
+                &format!("{:?}", s.health.state),
+                &accepted,
+            );
+        }
+    }
+    let t = &stats.totals;
+    println!(
+        "{:<10} {:<9} {:>8} {:>9} {:>7} {:>7.2} {:>9} {:>9} {:>6}",
+        "total",
+        "",
+        targets.iter().map(|t| t.ops.load(Relaxed)).sum::<u64>(),
+        t.requests,
+        t.connections_created,
+        t.reuse_rate * 100.0,
+        "",
+        "",
+        t.errors
+    );
+    if !mocks.is_empty() {
+        println!("(opened: connections the pools opened; server: connections the mock accepted)");
+    }
+}
+
+fn print_row(service: &str, kind: &str, ops: &str, p: &PoolStats, health: &str, server: &str) {
+    println!(
+        "{:<10} {:<9} {:>8} {:>9} {:>7} {:>7.2} {:>9.1} {:>9.1} {:>6} {:<9} {:>7}",
+        service,
+        kind,
+        ops,
+        p.requests,
+        p.connections_created,
+        p.reuse_rate() * 100.0,
+        p.acquire_time.p50_us,
+        p.acquire_time.p99_us,
+        p.errors.total(),
+        health.to_lowercase(),
+        server
+    );
+}
+
+fn print_errors(targets: &[Target]) {
+    for t in targets {
+        let errors = t.errors.lock().unwrap_or_else(|e| e.into_inner());
+        for (message, count) in errors.iter() {
+            println!("error  {:<10} {count:>6} × {message}", t.service);
+        }
+    }
+}
