@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use backend_pool::{ManagerConfig, PoolManager, WsPoolConfig};
 use backend_pool_testkit::{fd_count, thread_count, Response, TestServer};
-use support::{eventually, service};
+use support::{eventually, pool_threads, service};
 
 #[test]
 fn fds_and_threads_return_to_baseline_after_shutdown_cycles() {
@@ -30,7 +30,9 @@ fn fds_and_threads_return_to_baseline_after_shutdown_cycles() {
     };
     // Warm up once so lazily initialised process state (resolver, TLS) is in the baseline.
     run_cycle(&config, &server);
-    assert!(eventually(Duration::from_secs(2), || server.open() == 0));
+    // The HTTP pools' worker exits once its last pool is dropped, a moment after shutdown.
+    assert!(eventually(Duration::from_secs(2), || server.open() == 0
+        && pool_threads() == 0));
     let (fds, threads) = (fd_count(), thread_count());
     for _ in 0..5 {
         run_cycle(&config, &server);
@@ -43,6 +45,7 @@ fn fds_and_threads_return_to_baseline_after_shutdown_cycles() {
         thread_count()
     );
     assert!(eventually(Duration::from_secs(2), || server.open() == 0));
+    assert_eq!(pool_threads(), 0);
 }
 
 /// Starts a manager, drives HTTP and WebSocket traffic from 16 threads, shuts it down.

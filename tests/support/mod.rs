@@ -45,3 +45,15 @@ pub fn with_http_size(mut s: ServiceConfig, max: u32, min: u32) -> ServiceConfig
     http.min_connections = min;
     s
 }
+
+/// Threads of this crate still alive (named `backend-pool-*`).
+pub fn pool_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+                .filter(|name| name.starts_with("backend-pool"))
+                .count()
+        })
+        .unwrap_or(0)
+}
