@@ -199,8 +199,8 @@ pub struct ServiceConfig {
     /// Headers whose values are secrets (API keys): sent like `headers`, redacted everywhere
     /// else. Defaults to none.
     pub secret_headers: BTreeMap<String, Secret>,
-    /// PEM file with extra root certificates trusted for `https` / `wss`. Defaults to none
-    /// (the webpki roots).
+    /// PEM file with the root certificates trusted for `https` / `wss`, instead of the
+    /// webpki roots (for a self-signed or private CA). Defaults to none (the webpki roots).
     pub ca_file: Option<String>,
 }
 
@@ -210,7 +210,8 @@ pub struct ServiceConfig {
 pub struct HttpPoolConfig {
     /// Cap on concurrent TCP connections to the service. Defaults to 10.
     pub max_connections: u32,
-    /// Pool slots kept ready (TCP opens on first use). Defaults to 2.
+    /// Idle connections idle eviction keeps (TCP connections open on first use; uvicorn
+    /// would close a pre-opened one after 5 s anyway). Defaults to 2.
     pub min_connections: u32,
     /// A keep-alive connection idle longer than this is not reused. Keep it under the server's
     /// keep-alive (uvicorn: 5 s). Defaults to 4000 ms.

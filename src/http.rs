@@ -837,6 +837,12 @@ fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
                 after,
             }
         }
+        ureq::Error::Io(io) if is_tls_failure(&io) => Error::Transport {
+            // rustls handshakes lazily, on the first read or write: still the connect phase.
+            service,
+            phase: Phase::Connect,
+            source: Box::new(io),
+        },
         ureq::Error::Io(io) => {
             use io::ErrorKind as K;
             match io.kind() {
@@ -894,6 +900,12 @@ fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
             source: Box::new(e),
         },
     }
+}
+
+/// An I/O error carrying a rustls error (certificate, name, handshake).
+fn is_tls_failure(io: &io::Error) -> bool {
+    io.get_ref()
+        .is_some_and(|e| e.downcast_ref::<rustls::Error>().is_some())
 }
 
 /// An error and its sources on one line (for health records and logs).

@@ -361,15 +361,18 @@ impl PyStreamingResponse {
 
     /// Any header by name (any case), or `default`.
     #[pyo3(signature = (name, default=None))]
-    fn header(&self, name: &str, default: Option<String>) -> Option<String> {
+    fn header(&self, py: Python<'_>, name: &str, default: Option<String>) -> Option<String> {
         if let Some(v) = find_header(&self.headers, name) {
             return Some(v.to_string());
         }
-        let inner = self.inner.lock();
-        inner
-            .as_ref()
-            .and_then(|s| s.header(name).map(str::to_string))
-            .or(default)
+        // Another thread may hold the stream while it blocks in a read: wait detached.
+        py.detach(|| {
+            let inner = self.inner.lock();
+            inner
+                .as_ref()
+                .and_then(|s| s.header(name).map(str::to_string))
+        })
+        .or(default)
     }
 
     /// The service that answered.
@@ -380,8 +383,8 @@ impl PyStreamingResponse {
 
     /// True once closed.
     #[getter]
-    fn closed(&self) -> bool {
-        self.inner.lock().is_none()
+    fn closed(&self, py: Python<'_>) -> bool {
+        py.detach(|| self.inner.lock().is_none())
     }
 
     /// Reads up to `size` bytes (all that is left for a negative size); `b""` at the end.
@@ -452,16 +455,12 @@ impl PyStreamingResponse {
         self.close(py);
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "<StreamingResponse [{}] service='{}'{}>",
             self.status,
             self.service,
-            if self.inner.lock().is_none() {
-                " closed"
-            } else {
-                ""
-            }
+            if self.closed(py) { " closed" } else { "" }
         )
     }
 }

@@ -86,8 +86,9 @@ impl PyWebSocket {
 
     /// True once returned to the pool or discarded.
     #[getter]
-    fn closed(&self) -> bool {
-        self.inner.lock().is_none()
+    fn closed(&self, py: Python<'_>) -> bool {
+        // Another thread may hold the socket while it blocks in recv: wait detached.
+        py.detach(|| self.inner.lock().is_none())
     }
 
     /// Sends a text (`str`) or binary (`bytes`, `bytearray`) message.
@@ -155,16 +156,12 @@ impl PyWebSocket {
         self.close(py);
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "<WebSocket service='{}' client_id={:?}{}>",
             self.service,
             self.client_id.as_deref().unwrap_or(""),
-            if self.inner.lock().is_none() {
-                " closed"
-            } else {
-                ""
-            }
+            if self.closed(py) { " closed" } else { "" }
         )
     }
 }
