@@ -43,6 +43,9 @@ fn manager(server: &TestServer, websocket: bool) -> PoolManager {
         service.http = Some(HttpPoolConfig {
             max_connections: MAX,
             min_connections: 2,
+            // The runs last longer than the default 4 s keep-alive limit, after which
+            // maintenance would (rightly) release the sockets and measure empty items.
+            keepalive_idle_ms: 3_600_000,
             ..HttpPoolConfig::default()
         });
         if websocket {

@@ -740,6 +740,7 @@ fn memory(server: &mut Server, table: &mut Table) {
     let stats = manager.stats();
     let idle_http = stats.services[0].http.as_ref().unwrap().idle;
     let idle_ws = stats.services[1].websocket.as_ref().unwrap().idle;
+    let accepted_mid = server.accepted();
 
     // Peers: ureq with default buffers (one agent per connection, each keeps its socket) and
     // tungstenite with its default config.
@@ -793,11 +794,15 @@ fn memory(server: &mut Server, table: &mut Table) {
     );
     table.row(
         "TCP connections the server accepted (HTTP / WebSocket)",
-        format!("{} / {}", ok, ws_ok),
         format!(
             "{} / {}",
-            accepted1.http - accepted0.http - ok,
-            accepted1.ws - accepted0.ws - ws_ok
+            accepted_mid.http - accepted0.http,
+            accepted_mid.ws - accepted0.ws
+        ),
+        format!(
+            "{} / {}",
+            accepted1.http - accepted_mid.http,
+            accepted1.ws - accepted_mid.ws
         ),
         String::new(),
         String::new(),

@@ -23,10 +23,9 @@ struct TlsServer {
 /// `ok`, or (with `websocket`) echoes WebSocket messages. Writes the certificate's PEM to
 /// a temporary file and returns its path.
 fn tls_server(names: &[&str], websocket: bool) -> (TlsServer, String) {
-    let cert = rcgen::generate_simple_self_signed(
-        names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
     let pem_path = std::env::temp_dir().join(format!(
         "backend-pool-test-{}-{}.pem",
         std::process::id(),
@@ -146,7 +145,10 @@ fn an_untrusted_certificate_fails_fast_with_a_connect_error() {
     let m = manager(https_service("tls", server.port, None));
     let started = Instant::now();
     let err = m.http("tls").unwrap().get("/").call().unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(2), "not fast: {err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not fast: {err:?}"
+    );
     assert_eq!(err.class(), ErrorClass::Connect, "{err:?}");
     assert_eq!(err.phase(), Some(Phase::Connect));
     let chain = format!("{:?}", err);

@@ -167,9 +167,10 @@ impl<W: Write> Write for SlowWriter<'_, W> {
             return Ok(0);
         }
         if !(self.sleep)(self.delay) {
+            // Not `Interrupted`: `write_all` retries that kind forever.
             return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "server stopping",
+                io::ErrorKind::ConnectionAborted,
+                "connection killed or server stopping",
             ));
         }
         self.inner.write_all(&buf[..1])?;
