@@ -324,11 +324,18 @@ impl HttpPool {
                 return Err(self.timeout(start, state));
             }
         }
-        // Holding a permit, r2d2 has an idle item or room for one: this wait is short.
-        let remaining = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
-        match self.r2d2.get_timeout(remaining) {
+        // Holding a permit, r2d2 has an idle item or room for one. An idle one is the common
+        // case and needs no clock read; creating one waits briefly on r2d2's worker.
+        let item = match self.r2d2.try_get() {
+            Some(item) => Ok(item),
+            None => {
+                let remaining = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
+                self.r2d2.get_timeout(remaining)
+            }
+        };
+        match item {
             Ok(item) => Ok(HttpConnection {
                 item: Some(item),
                 pool: Arc::clone(self),
@@ -1026,6 +1033,13 @@ impl StreamingResponse {
     }
 }
 
+impl StreamingResponse {
+    /// All headers, in order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+}
+
 impl fmt::Debug for StreamingResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamingResponse")
@@ -1047,15 +1061,28 @@ impl Drop for StreamingResponse {
     }
 }
 
+/// A read timeout on the body surfaces as `ErrorKind::TimedOut` (ureq wraps it otherwise).
+fn timed_out_kind(e: io::Error) -> io::Error {
+    let timeout = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+    if timeout && e.kind() != io::ErrorKind::TimedOut {
+        io::Error::new(io::ErrorKind::TimedOut, e)
+    } else {
+        e
+    }
+}
+
 impl Read for StreamingResponse {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reader.read(buf)
+        self.reader.read(buf).map_err(timed_out_kind)
     }
 }
 
 impl BufRead for StreamingResponse {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.reader.fill_buf()
+        self.reader.fill_buf().map_err(timed_out_kind)
     }
     fn consume(&mut self, amt: usize) {
         self.reader.consume(amt)

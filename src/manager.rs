@@ -267,12 +267,20 @@ impl PoolManager {
     /// Shuts down gracefully within `deadline`: new checkouts and blocked waiters get
     /// [`Error::ShuttingDown`], idle connections close now, connections in use close when
     /// returned, the maintenance thread is joined. Idempotent; dropping the manager does the
-    /// same with a 5 s deadline.
+    /// same without waiting for connections in use.
     ///
     /// # Errors
     /// Never for a clean shutdown. The report lists connections still checked out at the
     /// deadline (they close when their guards drop).
     pub fn shutdown(&self, deadline: Duration) -> Result<ShutdownReport, Error> {
+        self.shutdown_inner(deadline, true)
+    }
+
+    fn shutdown_inner(
+        &self,
+        deadline: Duration,
+        wait_in_use: bool,
+    ) -> Result<ShutdownReport, Error> {
         let start = Instant::now();
         let end = start + deadline;
         let first = !self.shared.closed.swap(true, Ordering::AcqRel);
@@ -300,7 +308,7 @@ impl PoolManager {
         }
         // Wait (bounded) for connections in use to come back and close.
         let mut still = self.in_use();
-        while !still.is_empty() && Instant::now() < end {
+        while wait_in_use && !still.is_empty() && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(2).min(end - Instant::now()));
             still = self.in_use();
         }
@@ -336,8 +344,10 @@ impl PoolManager {
         out
     }
 
-    /// Runs one maintenance pass on the calling thread (what the background thread does each
-    /// tick; useful in tests and for hosts that want to drive it).
+    /// Runs one maintenance pass on the calling thread with every health check due: idle
+    /// sockets are pinged and health paths probed now, whatever their interval (the
+    /// background thread probes each service once per `health_interval_ms`). For tests and
+    /// hosts that want to force a check.
     pub fn run_maintenance(&self) {
         maintenance::run_cycle(&self.shared, &mut Vec::new(), Instant::now());
     }
@@ -353,8 +363,10 @@ impl fmt::Debug for PoolManager {
 }
 
 impl Drop for PoolManager {
+    /// Shuts down without waiting for connections still checked out (they close when their
+    /// guards drop); joins the maintenance thread within 5 s.
     fn drop(&mut self) {
-        let _ = self.shutdown(Duration::from_secs(5));
+        let _ = self.shutdown_inner(Duration::from_secs(5), false);
     }
 }
 

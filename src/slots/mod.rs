@@ -54,6 +54,8 @@ struct State<T> {
 pub(crate) struct Slots<T> {
     max: usize,
     state: Mutex<State<T>>,
+    /// Mirrors `State::closed` for lock-free reads on the return path.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl<T> Slots<T> {
@@ -66,6 +68,7 @@ impl<T> Slots<T> {
                 queue: VecDeque::new(),
                 closed: false,
             }),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -140,24 +143,25 @@ impl<T> Slots<T> {
     ///
     /// Returns the connection when the pool is closed, so the caller closes it (off-lock).
     pub(crate) fn release(&self, item: Option<T>) -> Option<T> {
-        self.put_back(item, Instant::now())
+        // The clock is read only when a connection comes back (it costs ~50 ns).
+        self.put_back(item.map(|item| (item, Instant::now())))
     }
 
     /// Gives back a connection borrowed by [`Slots::borrow_idle`], keeping its idle age.
     pub(crate) fn restore(&self, item: T, since: Instant) -> Option<T> {
-        self.put_back(Some(item), since)
+        self.put_back(Some((item, since)))
     }
 
-    fn put_back(&self, item: Option<T>, since: Instant) -> Option<T> {
+    fn put_back(&self, item: Option<(T, Instant)>) -> Option<T> {
         let mut st = lock(&self.state);
         let rejected = match item {
-            Some(item) if !st.closed => {
+            Some((item, since)) if !st.closed => {
                 // Keep the stack ordered by idle age: newest on top.
                 let at = st.idle.partition_point(|i| i.since <= since);
                 st.idle.insert(at, Idle { item, since });
                 None
             }
-            other => other,
+            other => other.map(|(item, _)| item),
         };
         match st.queue.pop_front() {
             Some(waiter) => {
@@ -215,6 +219,7 @@ impl<T> Slots<T> {
     pub(crate) fn close(&self) -> Vec<T> {
         let mut st = lock(&self.state);
         st.closed = true;
+        self.closed.store(true, Ordering::Release);
         for waiter in st.queue.drain(..) {
             waiter.cond.notify_one();
         }
@@ -222,7 +227,7 @@ impl<T> Slots<T> {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        lock(&self.state).closed
+        self.closed.load(Ordering::Acquire)
     }
 
     pub(crate) fn occupancy(&self) -> Occupancy {
