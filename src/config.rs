@@ -121,11 +121,11 @@ impl ManagerConfig {
     /// # Errors
     /// The first [`ConfigError`] found, naming the service and the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.maintenance_interval_ms == 0 {
+        if !(1..=MAX_DURATION_MS).contains(&self.maintenance_interval_ms) {
             return Err(ConfigError::invalid(
                 "(manager)",
                 "maintenance_interval_ms",
-                "must be at least 1",
+                "must be 1 ms to 7 days",
             ));
         }
         let mut seen = HashSet::new();
@@ -398,12 +398,18 @@ impl ServiceConfig {
         }
         if let Some(http) = &self.http {
             check_sizes(name, "http", http.max_connections, http.min_connections)?;
+            if !(1..=MAX_DURATION_MS).contains(&http.keepalive_idle_ms) {
+                return invalid("http.keepalive_idle_ms", "must be 1 ms to 7 days");
+            }
             if http.max_body_bytes == 0 || http.input_buffer_bytes == 0 {
                 return invalid("http", "max_body_bytes and input_buffer_bytes must be > 0");
             }
         }
         if let Some(ws) = &self.websocket {
             check_sizes(name, "websocket", ws.max_connections, ws.min_connections)?;
+            if !(1..=MAX_DURATION_MS).contains(&ws.pong_timeout_ms) {
+                return invalid("websocket.pong_timeout_ms", "must be 1 ms to 7 days");
+            }
             if !ws.path.starts_with('/') {
                 return invalid("websocket.path", "must start with '/'");
             }
@@ -433,6 +439,9 @@ impl ServiceConfig {
             if value == 0 {
                 return invalid(field, "must be at least 1 ms");
             }
+            if value > MAX_DURATION_MS {
+                return invalid(field, "must be at most 604800000 ms (7 days)");
+            }
         }
         if self.unhealthy_after == 0 {
             return invalid("unhealthy_after", "must be at least 1");
@@ -456,6 +465,9 @@ impl ServiceConfig {
         })
     }
 }
+
+/// The longest duration a setting may hold (7 days): deadlines stay far from overflow.
+const MAX_DURATION_MS: u64 = 7 * 24 * 3600 * 1000;
 
 fn check_sizes(service: &str, pool: &str, max: u32, min: u32) -> Result<(), ConfigError> {
     if max == 0 {

@@ -60,6 +60,10 @@ fn sizes_urls_schemes_and_names_are_checked() {
         ),
         (format!("{base}{base}"), "more than once"),
         (format!("{base}wait_timeout_ms = 0\n"), "wait_timeout_ms"),
+        (
+            format!("{base}wait_timeout_ms = 999999999999999\n"),
+            "7 days",
+        ),
         (format!("{base}health_path = \"health\"\n"), "health_path"),
         (
             "[[service]]\nname = \"a\"\nurl = \"http://h\"\nhttp = false\n".to_string(),
