@@ -1,0 +1,362 @@
+//! Building and sending requests: [`HttpClient`], [`RequestBuilder`], and the mapping of
+//! ureq's errors onto this crate's phases and classes.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::response::{Response, StreamingResponse};
+use super::{HttpConnection, HttpPool};
+use crate::error::{Error, Phase};
+
+/// A handle on one service's HTTP pool; cheap to clone, usable from any thread.
+///
+/// ```no_run
+/// # fn main() -> Result<(), backend_pool::Error> {
+/// use backend_pool::{ManagerConfig, PoolManager};
+///
+/// let manager = PoolManager::new(ManagerConfig::default())?;
+/// let models = manager.http("litellm")?.get("/v1/models").call()?;
+/// println!("{} {}", models.status(), models.text());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HttpClient {
+    pool: Arc<HttpPool>,
+}
+
+impl HttpClient {
+    pub(crate) fn new(pool: Arc<HttpPool>) -> Self {
+        HttpClient { pool }
+    }
+
+    /// A request with any method; `path` is appended to the service's base URL.
+    pub fn request(&self, method: &str, path: &str) -> RequestBuilder {
+        RequestBuilder::new(Arc::clone(&self.pool), method, path)
+    }
+
+    /// A `GET` request.
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request("GET", path)
+    }
+
+    /// A `HEAD` request.
+    pub fn head(&self, path: &str) -> RequestBuilder {
+        self.request("HEAD", path)
+    }
+
+    /// A `POST` request.
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.request("POST", path)
+    }
+
+    /// A `PUT` request.
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.request("PUT", path)
+    }
+
+    /// A `DELETE` request.
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.request("DELETE", path)
+    }
+
+    /// Checks out one pooled connection for direct use of its [`ureq::Agent`].
+    ///
+    /// # Errors
+    /// [`Error::PoolTimeout`] after the service's wait timeout, [`Error::ServiceUnavailable`]
+    /// while the service is unhealthy, [`Error::ShuttingDown`].
+    pub fn checkout(&self) -> Result<HttpConnection, Error> {
+        self.pool.checkout(self.pool.core.timeouts.wait, true)
+    }
+
+    /// The service's name.
+    pub fn service(&self) -> &str {
+        &self.pool.core.name
+    }
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("service", &self.pool.core.name)
+            .field("base", &self.pool.base)
+            .finish()
+    }
+}
+
+/// A request being built. Nothing is sent, and no connection is taken, until `call`,
+/// `send_*` or `stream`.
+#[must_use = "a request does nothing until it is sent"]
+pub struct RequestBuilder {
+    pool: Arc<HttpPool>,
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    timeout: Option<Duration>,
+    wait: Option<Duration>,
+    probe: bool,
+}
+
+impl RequestBuilder {
+    pub(super) fn new(pool: Arc<HttpPool>, method: &str, path: &str) -> Self {
+        RequestBuilder {
+            pool,
+            method: method.to_ascii_uppercase(),
+            path: path.to_string(),
+            headers: Vec::new(),
+            timeout: None,
+            wait: None,
+            probe: false,
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// A deadline for the whole request (connect, send, response and body), overriding the
+    /// per-phase timeouts' sum.
+    pub fn timeout(mut self, total: Duration) -> Self {
+        self.timeout = Some(total);
+        self
+    }
+
+    /// How long to wait for a pooled connection, overriding the service's `wait_timeout_ms`.
+    pub fn wait_timeout(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
+        self
+    }
+
+    /// Health probes bypass the fail-fast gate's statistics of normal traffic.
+    pub(super) fn probe(mut self) -> Self {
+        self.probe = true;
+        self
+    }
+
+    /// Sends the request without a body and reads the whole response.
+    ///
+    /// # Errors
+    /// Any [`Error`]: waiting, connecting, sending, receiving, or a body over
+    /// `max_body_bytes`. Non-2xx statuses are responses, not errors
+    /// ([`Response::error_for_status`] turns them into errors).
+    pub fn call(self) -> Result<Response, Error> {
+        self.send_bytes(&[])
+    }
+
+    /// Sends `body` as JSON (`Content-Type: application/json`) and reads the whole response.
+    ///
+    /// # Errors
+    /// As [`RequestBuilder::call`], plus [`Error::Json`] if `body` cannot be encoded.
+    pub fn send_json(self, body: &impl Serialize) -> Result<Response, Error> {
+        let bytes = serde_json::to_vec(body).map_err(|source| Error::Json {
+            service: self.pool.core.name.clone(),
+            source,
+        })?;
+        self.header("Content-Type", "application/json")
+            .send_bytes(&bytes)
+    }
+
+    /// Sends raw bytes and reads the whole response.
+    ///
+    /// # Errors
+    /// As [`RequestBuilder::call`].
+    pub fn send_bytes(self, body: &[u8]) -> Result<Response, Error> {
+        let pool = Arc::clone(&self.pool);
+        let (conn, response) = self.execute(body)?;
+        let result = Response::read_whole(&pool, response);
+        if result.is_err() {
+            conn.discard();
+        }
+        result
+    }
+
+    /// Sends the request (with `body`, possibly empty) and returns the response with its
+    /// body unread, for server-sent events and large downloads. The connection stays checked
+    /// out until the [`StreamingResponse`] is dropped; a body dropped before its end closes
+    /// the socket instead of reusing it.
+    ///
+    /// # Errors
+    /// As [`RequestBuilder::call`].
+    pub fn stream(self, body: &[u8]) -> Result<StreamingResponse, Error> {
+        let service = self.pool.core.name.clone();
+        let (conn, response) = self.execute(body)?;
+        Ok(StreamingResponse::new(service, conn, response))
+    }
+
+    fn idempotent(&self) -> bool {
+        matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+    }
+
+    /// Checks out a connection and sends; retries a stale-connection failure once on a
+    /// fresh connection when the method is idempotent.
+    fn execute(
+        self,
+        body: &[u8],
+    ) -> Result<(HttpConnection, ureq::http::Response<ureq::Body>), Error> {
+        let pool = &self.pool;
+        let wait = self.wait.unwrap_or(pool.core.timeouts.wait);
+        let conn = pool.checkout(wait, !self.probe)?;
+        let counters = pool.counters();
+        let mut retried = false;
+        loop {
+            match self.send_once(&conn, body) {
+                Ok(response) => {
+                    counters.requests.fetch_add(1, Relaxed);
+                    if !self.probe {
+                        pool.core.health.success();
+                    }
+                    return Ok((conn, response));
+                }
+                Err(e) => {
+                    let err = classify(pool, e);
+                    let stale = matches!(
+                        err,
+                        Error::ConnectionClosed {
+                            phase: Phase::Send | Phase::Receive,
+                            ..
+                        }
+                    );
+                    if stale && !retried && self.idempotent() {
+                        // ureq dropped the dead socket: the next try connects afresh.
+                        retried = true;
+                        counters.retries.fetch_add(1, Relaxed);
+                        log::debug!(target: "backend_pool",
+                            "service '{}': {} {} retried after a stale connection",
+                            pool.core.name, self.method, self.path);
+                        continue;
+                    }
+                    pool.failed(&err, !self.probe);
+                    conn.discard();
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    fn send_once(
+        &self,
+        conn: &HttpConnection,
+        body: &[u8],
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let pool = &self.pool;
+        let mut request = ureq::http::Request::builder()
+            .method(self.method.as_str())
+            .uri(format!("{}{}", pool.base, self.path));
+        for h in &pool.core.headers {
+            request = request.header(h.name.as_str(), h.value.as_str());
+        }
+        for (k, v) in &self.headers {
+            request = request.header(k.as_str(), v.as_str());
+        }
+        let request = request.body(body)?;
+        let agent = conn.agent();
+        match self.timeout {
+            Some(total) => agent.run(
+                agent
+                    .configure_request(request)
+                    .timeout_global(Some(total))
+                    .build(),
+            ),
+            None => agent.run(request),
+        }
+    }
+}
+
+/// Maps a ureq error onto this crate's phases and classes.
+pub(super) fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
+    use ureq::Timeout as T;
+    let service = pool.core.name.clone();
+    let t = pool.core.timeouts;
+    match e {
+        ureq::Error::Timeout(which) => {
+            let (phase, after) = match which {
+                T::Resolve | T::Connect => (Phase::Connect, t.connect),
+                T::SendRequest | T::SendBody | T::Await100 | T::PerWrite => {
+                    (Phase::Send, t.request)
+                }
+                T::RecvResponse => (Phase::Receive, t.request),
+                T::RecvBody | T::PerRead => (Phase::Read, t.read_idle),
+                _ => (Phase::Receive, t.request),
+            };
+            Error::Timeout {
+                service,
+                phase,
+                after,
+            }
+        }
+        ureq::Error::Io(io) if is_tls_failure(&io) => Error::Transport {
+            // rustls handshakes lazily, on the first read or write: still the connect phase.
+            service,
+            phase: Phase::Connect,
+            source: Box::new(io),
+        },
+        ureq::Error::Io(io) => {
+            use io::ErrorKind as K;
+            match io.kind() {
+                K::ConnectionRefused
+                | K::AddrNotAvailable
+                | K::HostUnreachable
+                | K::NetworkUnreachable => Error::Transport {
+                    service,
+                    phase: Phase::Connect,
+                    source: Box::new(io),
+                },
+                K::ConnectionReset
+                | K::ConnectionAborted
+                | K::UnexpectedEof
+                | K::BrokenPipe
+                | K::NotConnected => Error::ConnectionClosed {
+                    service,
+                    phase: Phase::Receive,
+                    source: io,
+                },
+                K::TimedOut | K::WouldBlock => Error::Timeout {
+                    service,
+                    phase: Phase::Read,
+                    after: t.read_idle,
+                },
+                _ => Error::Transport {
+                    service,
+                    phase: Phase::Receive,
+                    source: Box::new(io),
+                },
+            }
+        }
+        ureq::Error::BodyExceedsLimit(limit) => Error::TooLarge {
+            service,
+            what: "response body",
+            limit,
+        },
+        ureq::Error::LargeResponseHeader(_, limit) => Error::TooLarge {
+            service,
+            what: "response head",
+            limit: limit as u64,
+        },
+        e @ (ureq::Error::ConnectionFailed
+        | ureq::Error::HostNotFound
+        | ureq::Error::Tls(_)
+        | ureq::Error::Pem(_)
+        | ureq::Error::Rustls(_)) => Error::Transport {
+            service,
+            phase: Phase::Connect,
+            source: Box::new(e),
+        },
+        e => Error::Transport {
+            service,
+            phase: Phase::Receive,
+            source: Box::new(e),
+        },
+    }
+}
+
+/// An I/O error carrying a rustls error (certificate, name, handshake).
+fn is_tls_failure(io: &io::Error) -> bool {
+    io.get_ref()
+        .is_some_and(|e| e.downcast_ref::<rustls::Error>().is_some())
+}

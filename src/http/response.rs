@@ -1,0 +1,224 @@
+//! Responses: [`Response`] read whole, [`StreamingResponse`] read as it arrives.
+
+use std::fmt;
+use std::io::{self, BufRead, Read};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use super::request::classify;
+use super::transport::DRAIN_BYTES;
+use super::{HttpConnection, HttpPool};
+use crate::error::{Error, Phase};
+
+/// A whole response: status, headers and body.
+#[derive(Clone)]
+pub struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    service: String,
+}
+
+impl Response {
+    /// Reads a response's whole body (up to `max_body_bytes`).
+    pub(super) fn read_whole(
+        pool: &HttpPool,
+        response: ureq::http::Response<ureq::Body>,
+    ) -> Result<Response, Error> {
+        let (parts, mut body) = response.into_parts();
+        let bytes = body
+            .with_config()
+            .limit(pool.config.max_body_bytes)
+            .read_to_vec()
+            .map_err(|e| {
+                let err = classify(pool, e);
+                pool.failed(&err, true);
+                err
+            })?;
+        Ok(Response {
+            status: parts.status.as_u16(),
+            headers: header_pairs(&parts.headers),
+            body: bytes,
+            service: pool.core.name.clone(),
+        })
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// All headers, in order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The body bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body bytes, owned.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body decoded as JSON.
+    ///
+    /// # Errors
+    /// [`Error::Json`] naming the service.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|source| Error::Json {
+            service: self.service.clone(),
+            source,
+        })
+    }
+
+    /// `Ok(self)` for 1xx–3xx; an [`Error::Transport`] carrying the status otherwise.
+    ///
+    /// # Errors
+    /// The status as an error, for callers that treat 4xx/5xx as failures.
+    pub fn error_for_status(self) -> Result<Response, Error> {
+        if self.status < 400 {
+            return Ok(self);
+        }
+        Err(Error::Transport {
+            service: self.service.clone(),
+            phase: Phase::Receive,
+            source: format!("HTTP status {}", self.status).into(),
+        })
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("service", &self.service)
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A response whose body is read as it arrives ([`Read`] and [`BufRead`], so `lines()` reads
+/// server-sent events). Holds its pooled connection until dropped.
+pub struct StreamingResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    reader: io::BufReader<ureq::BodyReader<'static>>,
+    service: String,
+    // Dropped after the reader: the socket is back in the agent before the item returns.
+    _conn: HttpConnection,
+}
+
+impl StreamingResponse {
+    pub(super) fn new(
+        service: String,
+        conn: HttpConnection,
+        response: ureq::http::Response<ureq::Body>,
+    ) -> Self {
+        let (parts, body) = response.into_parts();
+        StreamingResponse {
+            status: parts.status.as_u16(),
+            headers: header_pairs(&parts.headers),
+            reader: io::BufReader::with_capacity(8 * 1024, body.into_reader()),
+            service,
+            _conn: conn,
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// All headers, in order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+}
+
+impl fmt::Debug for StreamingResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamingResponse")
+            .field("service", &self.service)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for StreamingResponse {
+    /// A stream dropped just after its last event usually has a few bytes left (the chunked
+    /// terminator). Read them, waiting at most `DRAIN_WAIT` per read, so the connection can
+    /// be reused; a stream with more than that left is closed.
+    fn drop(&mut self) {
+        let wire = Arc::clone(&self._conn.item().wire);
+        wire.draining.store(true, Relaxed);
+        let _ = io::copy(&mut (&mut self.reader).take(DRAIN_BYTES), &mut io::sink());
+        wire.draining.store(false, Relaxed);
+    }
+}
+
+/// A read timeout on the body surfaces as `ErrorKind::TimedOut` (ureq wraps it otherwise).
+fn timed_out_kind(e: io::Error) -> io::Error {
+    let timeout = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+    if timeout && e.kind() != io::ErrorKind::TimedOut {
+        io::Error::new(io::ErrorKind::TimedOut, e)
+    } else {
+        e
+    }
+}
+
+impl Read for StreamingResponse {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf).map_err(timed_out_kind)
+    }
+}
+
+impl BufRead for StreamingResponse {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.reader.fill_buf().map_err(timed_out_kind)
+    }
+    fn consume(&mut self, amt: usize) {
+        self.reader.consume(amt)
+    }
+}
+
+fn header_pairs(headers: &ureq::http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
