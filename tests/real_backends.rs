@@ -663,6 +663,10 @@ fn litellm_bearer_key_streaming_liveliness_probe_and_the_key_never_leaks() {
     let logs = capture_logs();
     let mark = lite.mark();
     let wrong = "sk-wrong-key-0000";
+    // Accepts connections (the kernel's backlog) but never answers: a deterministic timeout
+    // for a service that carries the key.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
     let m = manager(
         100,
         vec![
@@ -679,6 +683,17 @@ fn litellm_bearer_key_streaming_liveliness_probe_and_the_key_never_leaks() {
                 health_path: None,
                 bearer_token: Some(Secret::new(wrong)),
                 ..litellm_service("wrongkey", &lite, 2)
+            },
+            ServiceConfig {
+                health_path: None,
+                ..litellm_service(
+                    "silent",
+                    &Backend {
+                        url: silent_url.clone(),
+                        ..lite.clone()
+                    },
+                    2,
+                )
             },
             // Nothing listens on port 9: connect errors of a service that carries the key.
             // One probe at the first tick, the next in 60 s: two calls reach the server.
@@ -757,9 +772,11 @@ fn litellm_bearer_key_streaming_liveliness_probe_and_the_key_never_leaks() {
     assert_eq!(bad_key.status(), 400, "{}", bad_key.text());
     let status_err = no_key.error_for_status().unwrap_err();
     // A timeout and connect errors while the key is configured.
-    let timeout_err = llm
+    let timeout_err = m
+        .http("silent")
+        .unwrap()
         .post("/v1/chat/completions")
-        .timeout(Duration::from_millis(1))
+        .timeout(Duration::from_millis(300))
         .send_json(&chat_body(false))
         .unwrap_err();
     assert!(timeout_err.is_timeout(), "{timeout_err:?}");
