@@ -224,6 +224,21 @@ fn a_body_over_the_limit_is_a_classified_error_and_the_connection_is_dropped() {
 }
 
 #[test]
+fn a_response_head_over_the_limit_is_a_classified_error() {
+    let server = TestServer::builder()
+        .http(|_| Response::text(200, "ok").with_header("X-Padding", &"p".repeat(16 * 1024)))
+        .build()
+        .unwrap();
+    let mut cfg = service("svc", &server.http_url());
+    cfg.http.as_mut().unwrap().max_header_bytes = 4096;
+    let m = manager(cfg);
+    let err = m.http("svc").unwrap().get("/").call().unwrap_err();
+    assert_eq!(err.class(), ErrorClass::TooLarge, "{err:?}");
+    assert!(err.to_string().contains("response head"), "{err}");
+    assert_eq!(m.stats().services[0].http.as_ref().unwrap().in_use, 0);
+}
+
+#[test]
 fn streaming_reads_server_sent_events_and_returns_the_connection() {
     use std::io::BufRead;
     let server = TestServer::builder()
