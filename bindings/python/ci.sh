@@ -24,9 +24,9 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check 'maturin>=1.7,<2' 'pytest>=7'
 "$VENV/bin/python" --version
 
-step "wheel (maturin build, bench profile: shares the release build of .ci/run)"
+step "wheel (maturin build --release)"
 rm -f "$WHEELS"/backend_pool-*.whl
-"$VENV/bin/maturin" build --profile bench -m bindings/python/Cargo.toml -i "$VENV/bin/python" --out "$WHEELS"
+"$VENV/bin/maturin" build --release -m bindings/python/Cargo.toml -i "$VENV/bin/python" --out "$WHEELS"
 WHEEL=$(ls "$WHEELS"/backend_pool-*.whl)
 echo "wheel: $WHEEL"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$WHEEL"
