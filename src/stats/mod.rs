@@ -1,10 +1,9 @@
 //! Statistics: lock-free counters on the hot path, a bounded latency histogram, and plain
-//! `Serialize` snapshots rendered as JSON or Prometheus text.
+//! `Serialize` snapshots rendered as JSON or Prometheus text (`prometheus.rs`).
 //!
 //! Figures are a snapshot: counters are read one by one while traffic continues, so two
 //! figures read together may differ by the operations that ran in between.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -12,6 +11,8 @@ use serde::Serialize;
 
 use crate::error::{ErrorClass, PoolKind, PoolState};
 use crate::health::HealthSnapshot;
+
+mod prometheus;
 
 /// Why a connection was closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -438,178 +439,6 @@ impl ManagerStats {
         }
         value.to_string()
     }
-
-    /// Prometheus text exposition (version 0.0.4). Label values are escaped.
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::new();
-        type Getter = fn(&PoolStats) -> f64;
-        let metrics: [(&str, &str, &str, Getter); 16] = [
-            (
-                "acquisitions_total",
-                "counter",
-                "Successful checkouts.",
-                |p| p.acquisitions as f64,
-            ),
-            (
-                "requests_total",
-                "counter",
-                "HTTP requests sent or WebSocket checkouts.",
-                |p| p.requests as f64,
-            ),
-            (
-                "retries_total",
-                "counter",
-                "Idempotent requests retried on a fresh connection.",
-                |p| p.retries as f64,
-            ),
-            (
-                "connections_created_total",
-                "counter",
-                "Real connections opened.",
-                |p| p.connections_created as f64,
-            ),
-            (
-                "connect_failures_total",
-                "counter",
-                "Failed connection attempts.",
-                |p| p.connect_failures as f64,
-            ),
-            ("connections_open", "gauge", "Connections open now.", |p| {
-                p.connections_open as f64
-            }),
-            ("in_use", "gauge", "Connections checked out.", |p| {
-                p.in_use as f64
-            }),
-            ("idle", "gauge", "Idle connections.", |p| p.idle as f64),
-            (
-                "waiting",
-                "gauge",
-                "Callers waiting for a connection.",
-                |p| p.waiting as f64,
-            ),
-            ("max_connections", "gauge", "The pool's cap.", |p| {
-                p.max as f64
-            }),
-            (
-                "leaks_detected_total",
-                "counter",
-                "Connections held past the leak threshold.",
-                |p| p.leaks_detected as f64,
-            ),
-            (
-                "reuse_ratio",
-                "gauge",
-                "1 - connections created / requests.",
-                PoolStats::reuse_rate,
-            ),
-            (
-                "error_ratio",
-                "gauge",
-                "Errors per attempt.",
-                PoolStats::error_rate,
-            ),
-            (
-                "acquire_p50_seconds",
-                "gauge",
-                "Median checkout time.",
-                |p| p.acquire_time.p50_us / 1e6,
-            ),
-            (
-                "acquire_p99_seconds",
-                "gauge",
-                "99th percentile checkout time.",
-                |p| p.acquire_time.p99_us / 1e6,
-            ),
-            (
-                "acquire_max_seconds",
-                "gauge",
-                "Longest checkout time.",
-                |p| p.acquire_time.max_us / 1e6,
-            ),
-        ];
-        for (name, kind, help, get) in metrics {
-            let _ = writeln!(out, "# HELP backend_pool_{name} {help}");
-            let _ = writeln!(out, "# TYPE backend_pool_{name} {kind}");
-            for s in &self.services {
-                for p in s.pools() {
-                    let _ = writeln!(
-                        out,
-                        "backend_pool_{name}{{service=\"{}\",pool=\"{}\"}} {}",
-                        escape(&s.name),
-                        pool_label(p.kind),
-                        get(p)
-                    );
-                }
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP backend_pool_connections_closed_total Connections closed, by cause."
-        );
-        let _ = writeln!(out, "# TYPE backend_pool_connections_closed_total counter");
-        for s in &self.services {
-            for p in s.pools() {
-                let c = &p.closed;
-                for (cause, n) in [
-                    ("idle", c.idle),
-                    ("lifetime", c.lifetime),
-                    ("broken", c.broken),
-                    ("health", c.health),
-                    ("shutdown", c.shutdown),
-                    ("other", c.other),
-                ] {
-                    let _ = writeln!(
-                        out,
-                        "backend_pool_connections_closed_total{{service=\"{}\",pool=\"{}\",cause=\"{cause}\"}} {n}",
-                        escape(&s.name),
-                        pool_label(p.kind)
-                    );
-                }
-            }
-        }
-        let _ = writeln!(out, "# HELP backend_pool_errors_total Errors, by class.");
-        let _ = writeln!(out, "# TYPE backend_pool_errors_total counter");
-        for s in &self.services {
-            for p in s.pools() {
-                for (class, n) in p.errors.iter() {
-                    let _ = writeln!(
-                        out,
-                        "backend_pool_errors_total{{service=\"{}\",pool=\"{}\",class=\"{class}\"}} {n}",
-                        escape(&s.name),
-                        pool_label(p.kind)
-                    );
-                }
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP backend_pool_healthy 1 healthy, 0.5 degraded, 0 unhealthy."
-        );
-        let _ = writeln!(out, "# TYPE backend_pool_healthy gauge");
-        for s in &self.services {
-            let _ = writeln!(
-                out,
-                "backend_pool_healthy{{service=\"{}\"}} {}",
-                escape(&s.name),
-                s.health.state.as_gauge()
-            );
-        }
-        out
-    }
-}
-
-fn pool_label(kind: PoolKind) -> &'static str {
-    match kind {
-        PoolKind::Http => "http",
-        PoolKind::WebSocket => "websocket",
-    }
-}
-
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -639,10 +468,5 @@ mod tests {
         assert!((940.0..=1000.0).contains(&s.p99_us), "{}", s.p99_us);
         assert_eq!(s.max_us, 1000.0);
         assert!((s.mean_us - 500.5).abs() < 0.01);
-    }
-
-    #[test]
-    fn prometheus_escapes_labels() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }
