@@ -121,8 +121,8 @@ pub(crate) fn stream_io(service: &str, err: io::Error) -> PyErr {
     .into_pyerr()
 }
 
-/// True if `err` or anything it wraps is a timeout (ureq wraps its own `Error::Timeout` in an
-/// `io::Error` of kind `Other`).
+/// True if `err` or anything it wraps is a timeout (the core reports a streamed body's read
+/// timeout as `ErrorKind::TimedOut`).
 fn is_timeout(err: &io::Error) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = current {
@@ -137,9 +137,6 @@ fn is_timeout(err: &io::Error) -> bool {
                 current = Some(inner);
                 continue;
             }
-        }
-        if let Some(ureq::Error::Timeout(_)) = e.downcast_ref::<ureq::Error>() {
-            return true;
         }
         current = e.source();
     }

@@ -232,26 +232,11 @@ pub(crate) struct PyStreamingResponse {
     inner: Mutex<Option<StreamingResponse>>,
 }
 
-const KNOWN_HEADERS: [&str; 7] = [
-    "content-type",
-    "content-length",
-    "transfer-encoding",
-    "content-encoding",
-    "content-disposition",
-    "cache-control",
-    "connection",
-];
-
 impl PyStreamingResponse {
     pub(crate) fn new(service: &str, r: StreamingResponse) -> Self {
-        // The Rust type exposes single headers by name; keep the ones callers look at.
-        let headers = KNOWN_HEADERS
-            .iter()
-            .filter_map(|k| r.header(k).map(|v| (k.to_string(), v.to_string())))
-            .collect();
         PyStreamingResponse {
             status: r.status(),
-            headers,
+            headers: r.headers().to_vec(),
             service: service.to_string(),
             inner: Mutex::new(Some(r)),
         }
@@ -353,7 +338,7 @@ impl PyStreamingResponse {
         self.status < 400
     }
 
-    /// The common headers (content-type, content-length, transfer-encoding, ...).
+    /// The headers: lowercase names, repeated headers joined with ", ".
     #[getter]
     fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         headers_dict(py, &self.headers)
@@ -361,18 +346,10 @@ impl PyStreamingResponse {
 
     /// Any header by name (any case), or `default`.
     #[pyo3(signature = (name, default=None))]
-    fn header(&self, py: Python<'_>, name: &str, default: Option<String>) -> Option<String> {
-        if let Some(v) = find_header(&self.headers, name) {
-            return Some(v.to_string());
-        }
-        // Another thread may hold the stream while it blocks in a read: wait detached.
-        py.detach(|| {
-            let inner = self.inner.lock();
-            inner
-                .as_ref()
-                .and_then(|s| s.header(name).map(str::to_string))
-        })
-        .or(default)
+    fn header(&self, name: &str, default: Option<String>) -> Option<String> {
+        find_header(&self.headers, name)
+            .map(str::to_string)
+            .or(default)
     }
 
     /// The service that answered.
