@@ -190,7 +190,9 @@ fn main() {
         })
         .collect();
 
-    let warmup = Duration::from_secs(a.seconds / 10).max(Duration::from_secs(2));
+    // A quarter of the run: long enough for the allocator's per-thread arenas to reach their
+    // working size (the loopback servers run in this process, one thread per connection).
+    let warmup = Duration::from_secs(a.seconds / 4).max(Duration::from_secs(2));
     let mut rss_after_warmup = None;
     let mut last_fault_at = 0;
     let mut next_idle = started + Duration::from_secs(15);

@@ -18,6 +18,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${BACKENDS_VENV:-/tmp/backend-pool-venv}"
 DIR="${BACKENDS_DIR:-/tmp/backend-pool-backends}"
+# shellcheck source=launch.sh
+source "$HERE/launch.sh"
 TIMEOUT="${BACKENDS_START_TIMEOUT:-120}"
 
 log() { echo "[backends] $*" >&2; }
@@ -73,29 +75,7 @@ do_start() {
     fi
     if alive; then do_kill; fi
     echo "[restart.sh] $(date -u +%FT%TZ) starting $name on port $port" >>"$logf"
-    case "$name" in
-        litellm)
-            (cd "$DIR" && exec env LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY=False \
-                NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost PATH="$VENV/bin:$PATH" \
-                setsid "$VENV/bin/litellm" --config "$HERE/litellm.yaml" --host 127.0.0.1 --port "$port" \
-                --num_workers 1 --telemetry False </dev/null >>"$logf" 2>&1) &
-            ;;
-        gradio | gradio2)
-            (cd "$DIR" && exec env GRADIO_ANALYTICS_ENABLED=False NO_PROXY=127.0.0.1,localhost \
-                no_proxy=127.0.0.1,localhost PYTHONUNBUFFERED=1 \
-                setsid "$VENV/bin/python" "$HERE/gradio_app.py" "$port" </dev/null >>"$logf" 2>&1) &
-            ;;
-        comfyui)
-            (cd "$DIR" && exec env PYTHONUNBUFFERED=1 \
-                setsid "$VENV/bin/python" "$HERE/comfyui_server.py" --host 127.0.0.1 --port "$port" \
-                </dev/null >>"$logf" 2>&1) &
-            ;;
-        rvc)
-            (cd "$DIR" && exec env PYTHONUNBUFFERED=1 \
-                setsid "$VENV/bin/python" "$HERE/rvc_server.py" --host 127.0.0.1 --port "$port" \
-                </dev/null >>"$logf" 2>&1) &
-            ;;
-    esac
+    launch "$name" "$port" "$logf"
     echo $! >"$DIR/$name.pid"
     local t0; t0=$(date +%s)
     until healthy; do

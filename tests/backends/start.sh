@@ -13,6 +13,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${BACKENDS_VENV:-/tmp/backend-pool-venv}"
 DIR="${BACKENDS_DIR:-/tmp/backend-pool-backends}"
+# shellcheck source=launch.sh
+source "$HERE/launch.sh"
 PY="${PYTHON:-python3}"
 TIMEOUT="${BACKENDS_START_TIMEOUT:-120}"
 SERVERS=(litellm gradio gradio2 comfyui rvc)
@@ -80,31 +82,7 @@ start_one() { # name port
     local name="$1" port="$2" logf="$DIR/$1.log"
     echo "$port" >"$DIR/$name.port"
     : >"$logf"
-    # setsid: own session and process group (pgid == pid), so stop.sh can end the
-    # whole group, and the server outlives the shell that started it.
-    case "$name" in
-        litellm)
-            (cd "$DIR" && exec env LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY=False \
-                NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost PATH="$VENV/bin:$PATH" \
-                setsid "$VENV/bin/litellm" --config "$HERE/litellm.yaml" --host 127.0.0.1 --port "$port" \
-                --num_workers 1 --telemetry False </dev/null >>"$logf" 2>&1) &
-            ;;
-        gradio | gradio2)
-            (cd "$DIR" && exec env GRADIO_ANALYTICS_ENABLED=False NO_PROXY=127.0.0.1,localhost \
-                no_proxy=127.0.0.1,localhost PYTHONUNBUFFERED=1 \
-                setsid "$VENV/bin/python" "$HERE/gradio_app.py" "$port" </dev/null >>"$logf" 2>&1) &
-            ;;
-        comfyui)
-            (cd "$DIR" && exec env PYTHONUNBUFFERED=1 \
-                setsid "$VENV/bin/python" "$HERE/comfyui_server.py" --host 127.0.0.1 --port "$port" \
-                </dev/null >>"$logf" 2>&1) &
-            ;;
-        rvc)
-            (cd "$DIR" && exec env PYTHONUNBUFFERED=1 \
-                setsid "$VENV/bin/python" "$HERE/rvc_server.py" --host 127.0.0.1 --port "$port" \
-                </dev/null >>"$logf" 2>&1) &
-            ;;
-    esac
+    launch "$name" "$port" "$logf"
     echo $! >"$DIR/$name.pid"
     log "started $name (pid $(cat "$DIR/$name.pid"), port $port, log $logf)"
 }
