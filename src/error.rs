@@ -44,7 +44,8 @@ impl fmt::Display for Phase {
 pub enum PoolKind {
     /// The HTTP pool.
     Http,
-    /// The WebSocket pool.
+    /// The WebSocket pool (`"websocket"` in JSON, as in the Prometheus labels).
+    #[serde(rename = "websocket")]
     WebSocket,
 }
 
