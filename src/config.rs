@@ -226,6 +226,22 @@ pub struct HttpPoolConfig {
     pub output_buffer_bytes: usize,
     /// Largest response head accepted. Defaults to 65 536.
     pub max_header_bytes: usize,
+    /// Cap on connections held by streaming responses (`RequestBuilder::stream`: SSE, queued
+    /// Gradio jobs, big downloads), so short calls always find capacity. `None` keeps a fifth
+    /// of `max_connections` (rounded up) for short calls, at least one stream allowed: 8 of 10,
+    /// 16 of 20, 1 of 1. Defaults to none.
+    pub max_stream_connections: Option<u32>,
+}
+
+impl HttpPoolConfig {
+    /// The stream cap in effect: `max_stream_connections`, or `max_connections` less a fifth
+    /// (rounded up), at least 1.
+    pub fn stream_cap(&self) -> u32 {
+        let max = self.max_connections;
+        self.max_stream_connections
+            .unwrap_or_else(|| max.saturating_sub(max.div_ceil(5)))
+            .clamp(1, max.max(1))
+    }
 }
 
 impl Default for HttpPoolConfig {
@@ -238,6 +254,7 @@ impl Default for HttpPoolConfig {
             input_buffer_bytes: 8 * 1024,
             output_buffer_bytes: 4 * 1024,
             max_header_bytes: 64 * 1024,
+            max_stream_connections: None,
         }
     }
 }
@@ -400,6 +417,14 @@ impl ServiceConfig {
             check_sizes(name, "http", http.max_connections, http.min_connections)?;
             if !(1..=MAX_DURATION_MS).contains(&http.keepalive_idle_ms) {
                 return invalid("http.keepalive_idle_ms", "must be 1 ms to 7 days");
+            }
+            if let Some(n) = http.max_stream_connections {
+                if n == 0 || n > http.max_connections {
+                    return invalid(
+                        "http.max_stream_connections",
+                        &format!("must be 1 to max_connections ({})", http.max_connections),
+                    );
+                }
             }
             if http.max_body_bytes == 0 || http.input_buffer_bytes == 0 {
                 return invalid("http", "max_body_bytes and input_buffer_bytes must be > 0");

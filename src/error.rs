@@ -178,6 +178,15 @@ pub enum Error {
         /// The serde error.
         source: serde_json::Error,
     },
+    /// The caller's request cannot be sent as asked (a path that is not an origin-form path
+    /// on the service, an invalid header name or value). Rejected before checkout: it costs no
+    /// connection and says nothing about the service's health.
+    InvalidRequest {
+        /// The service.
+        service: String,
+        /// What is wrong, naming the offending part.
+        reason: String,
+    },
     /// The configuration is invalid.
     Config(ConfigError),
 }
@@ -203,13 +212,15 @@ pub enum ErrorClass {
     Protocol,
     /// A size limit was exceeded.
     TooLarge,
+    /// The caller's request was invalid (rejected before checkout).
+    InvalidRequest,
     /// Anything else (unknown service, JSON, config).
     Other,
 }
 
 impl ErrorClass {
     /// Every class, in a fixed order (the statistics' order).
-    pub const ALL: [ErrorClass; 9] = [
+    pub const ALL: [ErrorClass; 10] = [
         ErrorClass::PoolTimeout,
         ErrorClass::Unavailable,
         ErrorClass::ShuttingDown,
@@ -218,6 +229,7 @@ impl ErrorClass {
         ErrorClass::Closed,
         ErrorClass::Protocol,
         ErrorClass::TooLarge,
+        ErrorClass::InvalidRequest,
         ErrorClass::Other,
     ];
 
@@ -232,6 +244,7 @@ impl ErrorClass {
             ErrorClass::Closed => "closed",
             ErrorClass::Protocol => "protocol",
             ErrorClass::TooLarge => "too_large",
+            ErrorClass::InvalidRequest => "invalid_request",
             ErrorClass::Other => "other",
         }
     }
@@ -260,6 +273,7 @@ impl Error {
             Error::ConnectionClosed { .. } | Error::WebSocketClosed { .. } => ErrorClass::Closed,
             Error::Transport { .. } => ErrorClass::Protocol,
             Error::TooLarge { .. } => ErrorClass::TooLarge,
+            Error::InvalidRequest { .. } => ErrorClass::InvalidRequest,
             Error::UnknownService { .. }
             | Error::NoSuchPool { .. }
             | Error::Json { .. }
@@ -292,6 +306,7 @@ impl Error {
             | Error::Transport { service, .. }
             | Error::TooLarge { service, .. }
             | Error::WebSocketClosed { service }
+            | Error::InvalidRequest { service, .. }
             | Error::Json { service, .. } => Some(service),
         }
     }
@@ -368,6 +383,9 @@ impl fmt::Display for Error {
                 )
             }
             Error::Json { service, .. } => write!(f, "service '{service}': invalid JSON"),
+            Error::InvalidRequest { service, reason } => {
+                write!(f, "service '{service}': invalid request: {reason}")
+            }
             Error::Config(_) => f.write_str("invalid configuration"),
         }
     }
