@@ -57,3 +57,7 @@ pub fn pool_threads() -> usize {
         })
         .unwrap_or(0)
 }
+
+/// Signal delivery to a blocked thread (EINTR).
+#[cfg(unix)]
+pub mod signals;
