@@ -253,6 +253,11 @@ impl HttpPool {
             drop(item);
             self.slots.release(None);
         }
+        // Shut down meanwhile: `close` drained r2d2's idle items without the ones borrowed
+        // here. Checked after returning them (r2d2's lock orders the two), close them now.
+        if self.slots.is_closed() {
+            self.close();
+        }
         self.report_leaks(now);
     }
 
