@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+mod abort;
 mod config;
 mod error;
 mod health;
