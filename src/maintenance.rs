@@ -93,11 +93,8 @@ impl Maintenance {
         };
         let workers = services.min(MAX_WORKERS);
         for i in 0..workers {
-            let (weak, tasks, exited) = (
-                Arc::downgrade(shared),
-                task_rx.clone(),
-                exited_tx.clone(),
-            );
+            let (weak, tasks, exited) =
+                (Arc::downgrade(shared), task_rx.clone(), exited_tx.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("backend-pool-maint-{i}"))
                 .spawn(move || {
@@ -192,8 +189,12 @@ fn due(service: &Service, next: &mut Instant, now: Instant) -> bool {
 /// A worker's loop: run queued steps until the queue disconnects (the scheduler stopped).
 fn work(shared: &Weak<Shared>, tasks: &Receiver<Task>) {
     while let Ok(task) = tasks.recv() {
-        let Some(shared) = shared.upgrade() else { return };
-        let Some(service) = shared.services.get(task.service) else { continue };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let Some(service) = shared.services.get(task.service) else {
+            continue;
+        };
         // Clears `scheduled` even if the step panics.
         let _done = Scheduled(&service.step.scheduled);
         if shared.is_closed() {

@@ -138,12 +138,12 @@ impl PoolManager {
         });
         let maintenance = maintenance::Maintenance::start(&shared, config.maintenance_interval())
             .map_err(|e| {
-                Error::Config(crate::ConfigError::invalid(
-                    "(manager)",
-                    "maintenance thread",
-                    &format!("could not be started: {e}"),
-                ))
-            })?;
+            Error::Config(crate::ConfigError::invalid(
+                "(manager)",
+                "maintenance thread",
+                &format!("could not be started: {e}"),
+            ))
+        })?;
         log::debug!(target: "backend_pool", "pool manager started with {} services", shared.services.len());
         Ok(PoolManager {
             shared,

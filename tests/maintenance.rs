@@ -313,6 +313,37 @@ fn dropping_the_manager_during_a_dripping_handshake_returns_at_once() {
 }
 
 #[test]
+fn shutdown_cuts_short_a_callers_dripping_handshake() {
+    let _serial = serial();
+    let drip = DripServer::start();
+    let mut cfg = drip_service("drip", &drip.url());
+    cfg.websocket.as_mut().unwrap().min_connections = 0;
+    let m = Arc::new(manager_of(vec![cfg]));
+    let caller = {
+        let m = Arc::clone(&m);
+        thread::spawn(move || {
+            let started = Instant::now();
+            (m.websocket("drip").map(drop), started.elapsed())
+        })
+    };
+    assert!(eventually(Duration::from_secs(2), || drip.accepted() >= 1));
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let report = m.shutdown(Duration::from_secs(1)).unwrap();
+    let took = started.elapsed();
+    let (result, waited) = caller.join().unwrap();
+    assert!(result.is_err(), "the handshake cannot have completed");
+    assert!(
+        waited < Duration::from_secs(2),
+        "the caller waited {waited:?}"
+    );
+    assert!(
+        report.still_in_use.is_empty() && took < Duration::from_millis(500),
+        "{report:?} after {took:?}"
+    );
+}
+
+#[test]
 fn a_health_probe_that_never_answers_does_not_stall_others_or_the_shutdown() {
     let _serial = serial();
     let stalled = TestServer::builder().build().unwrap();
@@ -364,7 +395,7 @@ fn shutdown_racing_a_maintenance_pass_leaves_no_connection_open() {
     let rounds = std::env::var("BACKEND_POOL_RACE_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(300);
     for round in 0..rounds {
         let m = Arc::new(
             PoolManager::new(ManagerConfig {

@@ -315,7 +315,9 @@ impl HttpPool {
                 }
                 Err(ureq::Error::Timeout(_)) => {
                     broken = true;
-                    break Err(format!("{method} {path}: no answer within {t:?} (health_timeout_ms)"));
+                    break Err(format!(
+                        "{method} {path}: no answer within {t:?} (health_timeout_ms)"
+                    ));
                 }
                 Err(e) => request::classify(self, e),
             };

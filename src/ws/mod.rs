@@ -509,7 +509,10 @@ fn drain(socket: &mut Socket, until: Instant) -> Result<(), String> {
 
 /// A read that found nothing within its timeout (or nothing at all, non-blocking).
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Counts the close of a TCP connection whose handshake failed (dropped unless disarmed).
