@@ -10,8 +10,10 @@
 //!   after 5 s) never reach the caller.
 //! * **WebSocket pools** hold tungstenite sockets behind a Mutex + Condvar with FIFO waiters;
 //!   idle sockets are pinged and drained by the maintenance thread.
-//! * **One maintenance thread** per manager runs health checks, eviction, lifetime expiry,
-//!   refills and leak detection.
+//! * **Maintenance** per manager: a scheduler thread queues each service's health checks,
+//!   eviction, lifetime expiry, refills and leak detection on a pool of workers (one per
+//!   service, at most 16), so one slow service never delays another's; shutdown cuts blocked
+//!   maintenance I/O short.
 //! * **Statistics** as a serde snapshot, rendered as JSON or Prometheus text.
 //!
 //! ```no_run
@@ -36,6 +38,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+mod abort;
 mod config;
 mod error;
 mod health;

@@ -4,10 +4,8 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use serde::Serialize;
 
@@ -25,6 +23,8 @@ pub(crate) struct Service {
     pub core: Arc<ServiceCore>,
     pub http: Option<Arc<HttpPool>>,
     pub ws: Option<Arc<WsPool>>,
+    /// Its maintenance step: one at a time.
+    pub step: maintenance::Step,
 }
 
 impl Service {
@@ -50,18 +50,12 @@ impl Shared {
     }
 }
 
-struct Maintenance {
-    stop: Sender<()>,
-    done: Receiver<()>,
-    handle: JoinHandle<()>,
-}
-
 /// Owns every connection to every configured backend.
 ///
 /// Create one per process (or use [`global`](crate::global)), share it by reference or in an
-/// `Arc`; all methods take `&self` and are safe from any thread. The manager owns two
-/// background threads whatever the number of services: its maintenance thread and the worker
-/// that creates HTTP pool slots.
+/// `Arc`; all methods take `&self` and are safe from any thread. Its background threads: the
+/// maintenance scheduler, one maintenance worker per service (at most 16, so a slow service
+/// never delays another's health checks) and the worker that creates HTTP pool slots.
 ///
 /// ```
 /// # fn main() -> Result<(), backend_pool::Error> {
@@ -79,7 +73,7 @@ struct Maintenance {
 /// ```
 pub struct PoolManager {
     shared: Arc<Shared>,
-    maintenance: Mutex<Option<Maintenance>>,
+    maintenance: Mutex<Option<maintenance::Maintenance>>,
 }
 
 /// What `shutdown` found.
@@ -89,7 +83,8 @@ pub struct ShutdownReport {
     pub elapsed_ms: u64,
     /// Connections idle at shutdown, closed at once.
     pub still_in_use: Vec<InUse>,
-    /// False if the maintenance thread did not stop before the deadline.
+    /// False if the maintenance threads did not stop before the deadline (only a TCP connect
+    /// or name resolution in progress can hold one: every other blocked step is cut short).
     pub maintenance_joined: bool,
 }
 
@@ -130,21 +125,19 @@ impl PoolManager {
                 .websocket
                 .clone()
                 .map(|wc| Arc::new(WsPool::new(Arc::clone(&core), wc)));
-            services.push(Service { core, http, ws });
+            services.push(Service {
+                core,
+                http,
+                ws,
+                step: maintenance::Step::default(),
+            });
         }
         let shared = Arc::new(Shared {
             services,
             closed: AtomicBool::new(false),
         });
-        let (stop_tx, stop_rx) = bounded(1);
-        let (done_tx, done_rx) = bounded(1);
-        let handle = maintenance::spawn(
-            Arc::downgrade(&shared),
-            config.maintenance_interval(),
-            stop_rx,
-            done_tx,
-        )
-        .map_err(|e| {
+        let maintenance = maintenance::Maintenance::start(&shared, config.maintenance_interval())
+            .map_err(|e| {
             Error::Config(crate::ConfigError::invalid(
                 "(manager)",
                 "maintenance thread",
@@ -154,11 +147,7 @@ impl PoolManager {
         log::debug!(target: "backend_pool", "pool manager started with {} services", shared.services.len());
         Ok(PoolManager {
             shared,
-            maintenance: Mutex::new(Some(Maintenance {
-                stop: stop_tx,
-                done: done_rx,
-                handle,
-            })),
+            maintenance: Mutex::new(Some(maintenance)),
         })
     }
 
@@ -266,8 +255,13 @@ impl PoolManager {
 
     /// Shuts down gracefully within `deadline`: new checkouts and blocked waiters get
     /// [`Error::ShuttingDown`], idle connections close now, connections in use close when
-    /// returned, the maintenance thread is joined. Idempotent; dropping the manager does the
+    /// returned, the maintenance threads are joined. Idempotent; dropping the manager does the
     /// same without waiting for connections in use.
+    ///
+    /// Maintenance blocked on a slow server (a handshake that drips, a pong or a health probe
+    /// that never comes) is cut short first, so the threads join within milliseconds and the
+    /// call returns within `deadline` plus the time to close the idle connections (a close
+    /// frame each, bounded by 100 ms; on loopback well under a millisecond).
     ///
     /// # Errors
     /// Never for a clean shutdown. The report lists connections still checked out at the
@@ -295,15 +289,16 @@ impl PoolManager {
                 p.close();
             }
         }
+        // After the pools closed: what an aborted step hands back is closed, not kept.
+        for s in &self.shared.services {
+            s.core.aborts.abort_all();
+        }
         let mut joined = true;
-        if let Some(m) = self.maintenance.lock().take() {
-            let _ = m.stop.try_send(());
-            let left = end.saturating_duration_since(Instant::now());
-            if m.done.recv_timeout(left).is_ok() {
-                let _ = m.handle.join();
-            } else {
-                joined = false;
-                log::warn!(target: "backend_pool", "maintenance thread still busy at the shutdown deadline");
+        let maintenance = self.maintenance.lock().take();
+        if let Some(m) = maintenance {
+            joined = m.stop(end);
+            if !joined {
+                log::warn!(target: "backend_pool", "maintenance threads still busy at the shutdown deadline");
             }
         }
         // Wait (bounded) for connections in use to come back and close.
@@ -346,10 +341,12 @@ impl PoolManager {
 
     /// Runs one maintenance pass on the calling thread with every health check due: idle
     /// sockets are pinged and health paths probed now, whatever their interval (the
-    /// background thread probes each service once per `health_interval_ms`). For tests and
-    /// hosts that want to force a check.
+    /// background threads probe each service once per `health_interval_ms`). For tests and
+    /// hosts that want to force a check. Services are tended one after another, each step
+    /// bounded by its own deadlines (a background step of the same service is waited for);
+    /// a shutdown cuts the pass short.
     pub fn run_maintenance(&self) {
-        maintenance::run_cycle(&self.shared, &mut Vec::new(), Instant::now());
+        maintenance::run_now(&self.shared);
     }
 }
 
@@ -364,9 +361,11 @@ impl fmt::Debug for PoolManager {
 
 impl Drop for PoolManager {
     /// Shuts down without waiting for connections still checked out (they close when their
-    /// guards drop); joins the maintenance thread within 5 s.
+    /// guards drop); cuts blocked maintenance short and waits at most 50 ms for its threads
+    /// (they normally exit within a millisecond; one held by a TCP connect in progress
+    /// finishes its bounded step on its own).
     fn drop(&mut self) {
-        let _ = self.shutdown_inner(Duration::from_secs(5), false);
+        let _ = self.shutdown_inner(maintenance::DROP_JOIN, false);
     }
 }
 

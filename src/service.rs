@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::abort::Aborts;
 use crate::config::{Endpoint, ServiceConfig};
 use crate::error::{ConfigError, ErrorClass};
 use crate::health::Health;
@@ -45,6 +46,8 @@ pub(crate) struct ServiceCore {
     pub headers: Vec<Header>,
     pub tls: Option<Tls>,
     pub health: Health,
+    /// Blocked connects, pings and probes, cut short at shutdown.
+    pub aborts: Aborts,
     last_connect_error: Mutex<Option<String>>,
 }
 
@@ -98,6 +101,7 @@ impl ServiceCore {
             timeouts,
             headers,
             tls,
+            aborts: Aborts::default(),
             last_connect_error: Mutex::new(None),
         })
     }

@@ -253,6 +253,11 @@ impl HttpPool {
             drop(item);
             self.slots.release(None);
         }
+        // Shut down meanwhile: `close` drained r2d2's idle items without the ones borrowed
+        // here. Checked after returning them (r2d2's lock orders the two), close them now.
+        if self.slots.is_closed() {
+            self.close();
+        }
         self.report_leaks(now);
     }
 
@@ -266,20 +271,70 @@ impl HttpPool {
     }
 
     /// Health probe: `GET` (or `HEAD` for `/`) the health path through a pooled connection,
-    /// with the probe's own deadline. Skipped (`None`) when every connection is busy.
+    /// all within the probe's own deadline (the wait for the connection included). Skipped
+    /// (`None`) when every connection is busy. Shutdown interrupts it: the connection's agent
+    /// is registered with the service's `Aborts` while the request runs.
     pub(crate) fn probe(self: &Arc<Self>, path: &str) -> Option<Result<(), String>> {
         let t = self.core.timeouts.health;
+        let deadline = Instant::now() + t;
         let _ = self.slots.try_acquire()?;
         self.slots.release(None);
+        let conn = match self.checkout(t, false) {
+            Ok(conn) => conn,
+            Err(e) => return Some(Err(error_chain(&e))),
+        };
+        let agent = conn.agent();
+        let _abort = self.core.aborts.watch_agent(agent);
         let method = if path == "/" { "HEAD" } else { "GET" };
-        let request = RequestBuilder::new(Arc::clone(self), method, path)
-            .timeout(t)
-            .probe();
-        Some(match request.call() {
-            Ok(r) if r.status() < 500 => Ok(()),
-            Ok(r) => Err(format!("{method} {path} answered {}", r.status())),
-            Err(e) => Err(error_chain(&e)),
-        })
+        let (mut retried, mut broken) = (false, false);
+        let outcome = loop {
+            let mut request = ureq::http::Request::builder()
+                .method(method)
+                .uri(format!("{}{path}", self.base));
+            for h in &self.core.headers {
+                request = request.header(h.name.as_str(), h.value.as_str());
+            }
+            let request = match request.body(()) {
+                Ok(request) => request,
+                Err(e) => break Err(format!("{method} {path}: {e}")),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let request = agent.configure_request(request).timeout_global(Some(left));
+            let err = match agent.run(request.build()) {
+                Ok(response) => {
+                    self.counters().requests.fetch_add(1, Relaxed);
+                    let status = response.status().as_u16();
+                    // Read to the end, so the connection can be reused.
+                    let mut body = response.into_body();
+                    let read = body.with_config().limit(self.config.max_body_bytes);
+                    match read.read_to_vec() {
+                        Ok(_) if status < 500 => break Ok(()),
+                        Ok(_) => break Err(format!("{method} {path} answered {status}")),
+                        Err(e) => request::classify(self, e),
+                    }
+                }
+                Err(ureq::Error::Timeout(_)) => {
+                    broken = true;
+                    break Err(format!(
+                        "{method} {path}: no answer within {t:?} (health_timeout_ms)"
+                    ));
+                }
+                Err(e) => request::classify(self, e),
+            };
+            // A keep-alive connection the server closed meanwhile: once more on a fresh one.
+            if !retried && matches!(err, Error::ConnectionClosed { .. }) {
+                retried = true;
+                self.counters().retries.fetch_add(1, Relaxed);
+                continue;
+            }
+            self.failed(&err, false);
+            broken = true;
+            break Err(error_chain(&err));
+        };
+        if broken {
+            conn.discard();
+        }
+        Some(outcome)
     }
 
     /// Shutdown: no new checkouts, waiters wake; idle sockets close now, busy ones when

@@ -134,6 +134,7 @@ impl RequestBuilder {
     }
 
     /// Health probes bypass the fail-fast gate's statistics of normal traffic.
+    #[allow(dead_code)] // `HttpPool::probe` runs on the checked-out agent (to abort it)
     pub(super) fn probe(mut self) -> Self {
         self.probe = true;
         self

@@ -219,6 +219,8 @@ impl WsPool {
             }
             None => return Err(fail(last.into())),
         };
+        // Shutdown cuts a handshake that drips or stalls short (see `crate::abort`).
+        let _abort = core.aborts.watch_tcp(&stream);
         // The TCP connection exists from here: count it, and its close if the handshake fails.
         self.counters.created.fetch_add(1, Relaxed);
         let opened = Opened(&self.counters);
@@ -296,8 +298,9 @@ impl WsPool {
     }
 
     /// Maintenance: evict idle and expired sockets, drain pushed messages from idle ones,
-    /// ping those due (a failed pong closes the socket and counts against health), refill the
-    /// minimum, report leaks.
+    /// ping those due and wait for all their pongs under one deadline (a missing pong closes
+    /// the socket and counts against health), refill the minimum, report leaks. Every wait
+    /// is bounded, and shutdown cuts the waits short (see `crate::abort`).
     pub(crate) fn maintain(self: &Arc<Self>, now: Instant, probe_due: bool) {
         let t = self.core.timeouts;
         let min = self.config.min_connections as usize;
@@ -310,27 +313,48 @@ impl WsPool {
         for conn in self.slots.evict(0, |i| i.item.expires <= now) {
             self.close_conn(conn, CloseCause::Lifetime);
         }
-        let mut failures = Vec::new();
+        let mut batch: Vec<Tended> = self
+            .slots
+            .borrow_idle(|_| true)
+            .into_iter()
+            .map(|idle| Tended {
+                ping: probe_due
+                    || now.saturating_duration_since(idle.item.last_ping) >= t.health_interval,
+                conn: idle.item,
+                since: idle.since,
+                outcome: Ok(()),
+            })
+            .collect();
+        self.tend(&mut batch);
+        let mut failure = None;
         let mut pinged = false;
-        for idle in self.slots.borrow_idle(|_| true) {
-            let mut conn = idle.item;
-            let ping =
-                probe_due || now.saturating_duration_since(conn.last_ping) >= t.health_interval;
-            match self.tend(&mut conn, ping) {
+        for Tended {
+            conn,
+            since,
+            ping,
+            outcome,
+        } in batch
+        {
+            match outcome {
                 Ok(()) => {
                     pinged |= ping;
-                    if let Some(conn) = self.slots.restore(conn, idle.since) {
+                    if let Some(conn) = self.slots.restore(conn, since) {
                         self.close_conn(conn, CloseCause::Shutdown);
                     }
                 }
+                // Cut short by shutdown: not the server's fault.
+                Err(_) if self.slots.is_closed() => {
+                    self.slots.release(None);
+                    self.close_conn(conn, CloseCause::Shutdown);
+                }
                 Err(why) => {
                     self.slots.release(None);
-                    failures.push(why);
+                    failure = Some(why);
                     self.close_conn(conn, CloseCause::Health);
                 }
             }
         }
-        if let Some(why) = failures.pop() {
+        if let Some(why) = failure {
             log::warn!(target: "backend_pool", "service '{}': WebSocket health check failed: {why}", self.core.name);
             self.core.health.probed(Err(why));
         } else if pinged {
@@ -345,62 +369,83 @@ impl WsPool {
         }
     }
 
-    /// Drains what the server pushed at an idle socket; with `ping`, also waits for a pong
-    /// within `pong_timeout_ms`.
-    fn tend(&self, conn: &mut WsConn, ping: bool) -> Result<(), String> {
-        let tcp = tcp_of(&conn.socket)
-            .try_clone()
-            .map_err(|e| e.to_string())?;
-        let pong_deadline = Instant::now() + Duration::from_millis(self.config.pong_timeout_ms);
-        if ping {
-            conn.socket
-                .send(Message::Ping(Default::default()))
-                .map_err(|e| format!("ping failed: {e}"))?;
-            conn.last_ping = Instant::now();
-        }
-        let result = loop {
-            let wait = if ping {
-                pong_deadline.saturating_duration_since(Instant::now())
-            } else {
-                Duration::ZERO
-            };
-            if ping && wait.is_zero() {
-                break Err(format!("no pong within {} ms", self.config.pong_timeout_ms));
-            }
-            // Zero means "drain what is there": a non-blocking read.
-            let set = if wait.is_zero() {
-                tcp.set_nonblocking(true)
-            } else {
-                tcp.set_read_timeout(Some(wait))
-            };
-            if let Err(e) = set {
-                break Err(e.to_string());
-            }
-            match conn.socket.read() {
-                Ok(Message::Pong(_)) if ping => break Ok(()),
-                Ok(Message::Close(_)) => break Err("the server closed the socket".into()),
-                Ok(_) => continue, // pushed message: dropped to keep the buffer empty
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if ping {
-                        break Err(format!("no pong within {} ms", self.config.pong_timeout_ms));
-                    }
-                    break Ok(());
+    /// Drains what the server pushed at each borrowed socket and pings those due, then waits
+    /// for all their pongs under ONE deadline (`pong_timeout_ms` from the first ping): N dead
+    /// peers cost one pong timeout, not N. Sets each socket's `outcome`; leaves every socket
+    /// blocking, with its usual read and write timeouts.
+    fn tend(&self, batch: &mut [Tended]) {
+        let t = self.core.timeouts;
+        let pong_timeout = Duration::from_millis(self.config.pong_timeout_ms);
+        let deadline = Instant::now() + pong_timeout;
+        let no_pong = || format!("no pong within {} ms", self.config.pong_timeout_ms);
+        // Only pinged sockets block (a write, then the wait for the pong): shutdown may have
+        // to cut those short.
+        let _abort: Vec<_> = batch
+            .iter()
+            .filter(|s| s.ping)
+            .map(|s| self.core.aborts.watch_tcp(tcp_of(&s.conn.socket)))
+            .collect();
+        for s in batch.iter_mut() {
+            s.outcome = drain(&mut s.conn.socket, deadline).and_then(|()| {
+                if !s.ping {
+                    return Ok(());
                 }
-                Err(e) => break Err(e.to_string()),
+                let tcp = tcp_of(&s.conn.socket);
+                let left = deadline.saturating_duration_since(Instant::now());
+                tcp.set_nonblocking(false)
+                    .and_then(|()| tcp.set_write_timeout(Some(left.max(Duration::from_millis(1)))))
+                    .map_err(|e| e.to_string())?;
+                s.conn.last_ping = Instant::now();
+                s.conn
+                    .socket
+                    .send(Message::Ping(Default::default()))
+                    .map_err(|e| format!("ping failed: {e}"))
+            });
+        }
+        for s in batch.iter_mut().filter(|s| s.ping && s.outcome.is_ok()) {
+            // Past the deadline, messages already buffered are still read (a pong may sit
+            // behind them), but no more than this many: a flooding server cannot hold us.
+            let mut late = LATE_MESSAGES;
+            s.outcome = loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                // Past the deadline, a pong already received still counts: read what is there.
+                let tcp = tcp_of(&s.conn.socket);
+                let set = if left.is_zero() {
+                    tcp.set_nonblocking(true)
+                } else {
+                    tcp.set_read_timeout(Some(left))
+                };
+                if let Err(e) = set {
+                    break Err(e.to_string());
+                }
+                match s.conn.socket.read() {
+                    Ok(Message::Pong(_)) => break Ok(()),
+                    Ok(Message::Close(_)) => break Err("the server closed the socket".into()),
+                    // A pushed message: dropped to keep the buffer empty.
+                    Ok(_) if left.is_zero() && late == 0 => break Err(no_pong()),
+                    Ok(_) => late -= usize::from(left.is_zero()),
+                    Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {
+                        if left.is_zero() {
+                            break Err(no_pong());
+                        }
+                    }
+                    Err(e) => break Err(e.to_string()),
+                }
+            };
+        }
+        for s in batch.iter_mut() {
+            let tcp = tcp_of(&s.conn.socket);
+            let _ = tcp.set_nonblocking(false);
+            if s.ping {
+                let _ = tcp.set_read_timeout(Some(t.read_idle));
+                let _ = tcp.set_write_timeout(Some(t.request));
+                s.conn.read_timeout = t.read_idle;
             }
-        };
-        let _ = tcp.set_nonblocking(false);
-        let _ = tcp.set_read_timeout(Some(self.core.timeouts.read_idle));
-        conn.read_timeout = self.core.timeouts.read_idle;
-        result
+        }
     }
 
     /// Opens sockets up to the minimum, one permit at a time, never ahead of waiting callers.
+    /// Each connect is bounded by its own deadline and cut short by shutdown.
     fn refill(&self, min: usize) {
         while self.core.health.gate().is_ok() && self.slots.reserve_below(min) {
             match self.connect() {
@@ -411,7 +456,9 @@ impl WsPool {
                 }
                 Err(e) => {
                     self.slots.release(None);
-                    log::debug!(target: "backend_pool", "service '{}': refill failed: {e}", self.core.name);
+                    if !self.slots.is_closed() {
+                        log::debug!(target: "backend_pool", "service '{}': refill failed: {e}", self.core.name);
+                    }
                     return;
                 }
             }
@@ -427,6 +474,45 @@ impl WsPool {
     pub(crate) fn in_use(&self) -> usize {
         self.slots.occupancy().in_use
     }
+}
+
+/// An idle socket borrowed by maintenance, and what tending it found.
+struct Tended {
+    conn: WsConn,
+    since: Instant,
+    ping: bool,
+    outcome: Result<(), String>,
+}
+
+/// Messages read from a pinged socket after the pong deadline, looking for its pong.
+const LATE_MESSAGES: usize = 64;
+
+/// Reads (and drops) what the server pushed at an idle socket, without waiting, until nothing
+/// is left or `until` passes (a flood waits for the next pass); leaves the socket
+/// non-blocking.
+fn drain(socket: &mut Socket, until: Instant) -> Result<(), String> {
+    tcp_of(socket)
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
+    loop {
+        if Instant::now() >= until {
+            return Ok(());
+        }
+        match socket.read() {
+            Ok(Message::Close(_)) => return Err("the server closed the socket".into()),
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if is_timeout(&e) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A read that found nothing within its timeout (or nothing at all, non-blocking).
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Counts the close of a TCP connection whose handshake failed (dropped unless disarmed).
