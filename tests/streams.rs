@@ -383,9 +383,8 @@ fn connections_returned_while_the_pool_shuts_down_are_closed() {
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..4)
             .map(|_| {
-                let (m, stop) = (Arc::clone(&m), Arc::clone(&stop));
+                let (http, stop) = (m.http("svc").unwrap(), Arc::clone(&stop));
                 thread::spawn(move || {
-                    let http = m.http("svc").unwrap();
                     while !stop.load(Ordering::Relaxed) {
                         if let Err(e) = http.get("/").call() {
                             assert_eq!(e.class(), ErrorClass::ShuttingDown, "{e}");
@@ -422,4 +421,20 @@ fn stream_cap_config_is_checked() {
         s.http.as_mut().unwrap().max_connections = max;
         assert_eq!(s.http.unwrap().stream_cap(), cap, "max {max}");
     }
+}
+
+#[test]
+fn a_huge_wait_timeout_does_not_panic() {
+    let server = stream_server();
+    let m = manager(service("svc", &server.http_url()));
+    let http = m.http("svc").unwrap();
+    let r = http.get("/x").wait_timeout(Duration::MAX).call().unwrap();
+    assert_eq!(r.status(), 200);
+    let s = http
+        .get("/done")
+        .wait_timeout(Duration::MAX)
+        .stream(b"")
+        .unwrap();
+    assert_eq!(s.status(), 200);
+    drop(s);
 }

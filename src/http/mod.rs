@@ -148,7 +148,7 @@ impl HttpPool {
         if gate {
             self.core.health.gate()?;
         }
-        let deadline = start + wait;
+        let deadline = deadline(start, wait);
         match self.slots.acquire(deadline) {
             Ok(_) => {}
             Err(AcquireError::Closed) => return Err(self.shutting_down()),
@@ -286,6 +286,13 @@ impl HttpPool {
     /// returned.
     pub(crate) fn close(&self) {
         self.slots.close();
+        self.close_idle();
+    }
+
+    /// Closes every item idle in r2d2 (after `close`). An item returned concurrently either
+    /// is in r2d2's idle list when this looks, or its returner sees the closed flag
+    /// afterwards and calls this again: both go through r2d2's lock, which orders them.
+    fn close_idle(&self) {
         let idle = self.r2d2.state().idle_connections;
         for _ in 0..idle {
             match self.r2d2.try_get() {
@@ -298,6 +305,15 @@ impl HttpPool {
     pub(crate) fn in_use(&self) -> usize {
         self.slots.occupancy().in_use
     }
+}
+
+/// `start + wait`; a wait too long to add (a caller's `Duration::MAX`) waits a year.
+fn deadline(start: Instant, wait: Duration) -> Instant {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    start
+        .checked_add(wait)
+        .or_else(|| start.checked_add(YEAR))
+        .unwrap_or(start)
 }
 
 /// A connection checked out of an HTTP pool. It returns on drop; after a panic, or once the
@@ -355,6 +371,11 @@ impl Drop for HttpConnection {
                 }
             }
             drop(item);
+            if self.pool.slots.is_closed() {
+                // Shutdown may have emptied r2d2's idle list between the check above and
+                // this return: close what is idle now, this item included.
+                self.pool.close_idle();
+            }
             self.pool.slots.release(None);
         }
     }
