@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::request::classify;
 use super::transport::DRAIN_BYTES;
-use super::{HttpConnection, HttpPool};
+use super::{HttpConnection, HttpPool, StreamTurn};
 use crate::error::{Error, Phase};
 
 /// A whole response: status, headers and body.
@@ -113,20 +113,24 @@ impl fmt::Debug for Response {
 }
 
 /// A response whose body is read as it arrives ([`Read`] and [`BufRead`], so `lines()` reads
-/// server-sent events). Holds its pooled connection until dropped.
+/// server-sent events). Holds its pooled connection, and one of the service's
+/// `max_stream_connections` stream turns, until dropped.
 pub struct StreamingResponse {
     status: u16,
     headers: Vec<(String, String)>,
     reader: io::BufReader<ureq::BodyReader<'static>>,
     service: String,
     // Dropped after the reader: the socket is back in the agent before the item returns.
-    _conn: HttpConnection,
+    conn: HttpConnection,
+    // Dropped last: the next stream's turn comes once this connection is back.
+    _turn: StreamTurn,
 }
 
 impl StreamingResponse {
     pub(super) fn new(
         service: String,
         conn: HttpConnection,
+        turn: StreamTurn,
         response: ureq::http::Response<ureq::Body>,
     ) -> Self {
         let (parts, body) = response.into_parts();
@@ -135,7 +139,8 @@ impl StreamingResponse {
             headers: header_pairs(&parts.headers),
             reader: io::BufReader::with_capacity(8 * 1024, body.into_reader()),
             service,
-            _conn: conn,
+            conn,
+            _turn: turn,
         }
     }
 
@@ -169,7 +174,7 @@ impl Drop for StreamingResponse {
     /// terminator). Read them, waiting at most `DRAIN_WAIT` per read, so the connection can
     /// be reused; a stream with more than that left is closed.
     fn drop(&mut self) {
-        let wire = Arc::clone(&self._conn.item().wire);
+        let wire = Arc::clone(&self.conn.item().wire);
         wire.draining.store(true, Relaxed);
         let _ = io::copy(&mut (&mut self.reader).take(DRAIN_BYTES), &mut io::sink());
         wire.draining.store(false, Relaxed);
