@@ -16,7 +16,7 @@ use backend_pool::{
 use backend_pool_testkit::{Fault, Response, TestServer};
 use support::{eventually, manager, service, with_http_size};
 
-/// `/hold/*`: one event, then silence for 3 s, then the end (a queued Gradio job).
+/// `/hold/*`: an event, then 3 s of silence, another, 3 s more (a queued Gradio job).
 /// `/live`: an event every 5 ms for 10 s. `/done`: six events 5 ms apart, then the end.
 /// `/big`: 4 MiB of events at once. `/missing`: 404. Anything else: a small JSON answer (a
 /// short call).
