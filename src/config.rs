@@ -227,9 +227,10 @@ pub struct HttpPoolConfig {
     /// Largest response head accepted. Defaults to 65 536.
     pub max_header_bytes: usize,
     /// Cap on connections held by streaming responses (`RequestBuilder::stream`: SSE, queued
-    /// Gradio jobs, big downloads), so short calls always find capacity. `None` keeps a fifth
-    /// of `max_connections` (rounded up) for short calls, at least one stream allowed: 8 of 10,
-    /// 16 of 20, 1 of 1. Defaults to none.
+    /// Gradio jobs, big downloads), so short calls always find capacity. A stream over the
+    /// cap waits its turn (first come, first served) within the wait timeout; short calls
+    /// never wait for streams. `None` keeps a fifth of `max_connections` (rounded up) for
+    /// short calls, at least one stream allowed: 8 of 10, 16 of 20, 1 of 1. Defaults to none.
     pub max_stream_connections: Option<u32>,
 }
 

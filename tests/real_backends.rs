@@ -969,6 +969,130 @@ fn gradio_queued_job_streams_to_complete_while_short_calls_still_get_connections
 
 #[test]
 #[ignore = "needs tests/backends/start.sh"]
+fn gradio_twelve_queued_jobs_on_ten_connections_leave_room_for_short_calls() {
+    // The wan2gp preset (max 10, wait 60 s) on the real Gradio server. Twelve jobs queue on an
+    // event with `concurrency_limit=1`; each job's SSE stream stays open while it waits its
+    // turn and while it runs. Short calls must not wait behind them.
+    const JOBS: usize = 12;
+    const JOB_SECONDS: f64 = 0.8;
+    let wan = Backend::get("gradio");
+    let mark = wan.mark();
+    let config = ServiceConfig {
+        url: wan.url.clone(),
+        ..ServiceConfig::wan2gp()
+    };
+    let (max, cap) = {
+        let http = config.http.as_ref().unwrap();
+        (http.max_connections, http.stream_cap())
+    };
+    assert_eq!((max, cap), (10, 8));
+    let m = Arc::new(manager(100, vec![config]));
+    let http = m.http("wan2gp").unwrap();
+    let event_ids: Vec<String> = (0..JOBS)
+        .map(|i| {
+            let r = http
+                .post("/gradio_api/call/slow")
+                .send_json(&json!({"data": [format!("job {i}"), JOB_SECONDS]}))
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text());
+            r.json::<Value>().unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let started = Instant::now();
+    let streams: Vec<_> = event_ids
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let http = http.clone();
+            let t = thread::spawn(move || {
+                let mut s = http
+                    .get(&format!("/gradio_api/call/slow/{id}"))
+                    .stream(&[])
+                    .map_err(|e| format!("job {i}: {e}"))?;
+                let events = read_sse(&mut s, |e| e.event == "complete" || e.event == "error")
+                    .map_err(|e| format!("job {i}: {e}"))?;
+                let last = events.last().unwrap();
+                if last.event != "complete" {
+                    return Err(format!("job {i} ended with {events:?}"));
+                }
+                Ok(last.at)
+            });
+            // In order, so the queue order and the order of the streams agree.
+            thread::sleep(Duration::from_millis(20));
+            t
+        })
+        .collect();
+    // Every stream is either open (holding a connection) or waiting for its turn.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let p = http_stats(&m, "wan2gp");
+            p.in_use + p.waiting >= JOBS
+        }),
+        "{:?}",
+        http_stats(&m, "wan2gp")
+    );
+    let pool = http_stats(&m, "wan2gp");
+    println!(
+        "gradio: {JOBS} queued jobs of {JOB_SECONDS} s on max {max} / stream cap {cap}: \
+         {} in use, {} waiting",
+        pool.in_use, pool.waiting
+    );
+    // Short calls while the jobs run: each one at once, far below the 60 s wait timeout.
+    let mut short = Vec::new();
+    while short.len() < 10 {
+        let t = Instant::now();
+        let r = if short.len() % 2 == 0 {
+            http.get("/gradio_api/info").call()
+        } else {
+            http.head("/").call()
+        };
+        expect(r, 200, "").unwrap();
+        short.push(t.elapsed());
+        thread::sleep(Duration::from_millis(200));
+    }
+    let short_done = started.elapsed();
+    let mut finished = Vec::new();
+    for t in streams {
+        finished.push(t.join().unwrap().unwrap() - started);
+    }
+    let took = started.elapsed();
+    let slowest = short.iter().max().copied().unwrap_or_default();
+    println!(
+        "gradio: short calls with {JOBS} jobs queued: first {:?}, slowest {slowest:?} (all 10 \
+         within {short_done:?}); the jobs finished after {:?} .. {took:?}",
+        short[0], finished[0]
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a short call waited {slowest:?} behind the queued jobs: {short:?}"
+    );
+    assert!(
+        short_done < finished[JOBS - 1],
+        "the short calls should have run while jobs were still queued"
+    );
+    // Concurrency 1: the jobs finish one after another.
+    assert!(
+        took >= Duration::from_secs_f64(JOB_SECONDS * JOBS as f64 * 0.9),
+        "{took:?}"
+    );
+    let pool = http_stats(&m, "wan2gp");
+    assert_eq!((pool.in_use, pool.waiting), (0, 0), "{pool:?}");
+    assert_eq!(pool.errors.total(), 0, "{pool:?}");
+    thread::sleep(Duration::from_millis(300));
+    let entries = mark.entries();
+    let streamed = entries
+        .iter()
+        .filter(|a| a.path.starts_with("/gradio_api/call/slow/"))
+        .count();
+    assert_eq!(streamed, JOBS, "{entries:?}");
+    assert!(ports(&entries).len() <= max as usize, "{entries:?}");
+}
+
+#[test]
+#[ignore = "needs tests/backends/start.sh"]
 fn gradio_heartbeat_keeps_an_18s_silent_job_under_a_16s_read_idle_timeout() {
     // One step of 18 s: nothing but Gradio's 15 s heartbeat on the stream until then. The
     // read-idle timeout (16.5 s) is shorter than the job and longer than the heartbeat period.

@@ -7,6 +7,12 @@
 //! [`Slots`] gate: callers get permits in arrival order, wake on shutdown, and time out with
 //! the pool state; holding a permit, r2d2 always has an idle item or room to create one.
 //!
+//! Streams: a streaming response may hold its connection for minutes (a queued Gradio job's
+//! SSE stream is open while the job waits its turn). A second `Slots` gate, sized
+//! `stream_cap()`, admits streams before they queue for a connection, so streams hold at most
+//! `stream_cap` connections and short calls always find the other `max - stream_cap`. Short
+//! calls never touch that gate: their checkout costs the same.
+//!
 //! Stale keep-alive connections: ureq probes a pooled socket (a non-blocking read, no round
 //! trip) before reusing it and never reuses one idle longer than `keepalive_idle_ms`; if a
 //! request still fails with the connection closed before any response byte, a GET or HEAD is
@@ -39,6 +45,8 @@ pub(crate) struct HttpPool {
     shared: Arc<Shared>,
     r2d2: r2d2::Pool<Manager>,
     slots: Slots<()>,
+    /// Stream turns: held by each [`StreamingResponse`] (and while it waits for a connection).
+    streams: Slots<()>,
     base: String,
 }
 
@@ -88,6 +96,7 @@ impl HttpPool {
         HttpPool {
             base: core.endpoint.http_base(),
             slots: Slots::new(config.max_connections as usize),
+            streams: Slots::new(config.stream_cap() as usize),
             core,
             config,
             shared,
@@ -100,14 +109,15 @@ impl HttpPool {
     }
 
     /// Occupancy in TCP connections: `idle` counts open sockets not checked out (pool items
-    /// without a socket are free to create and not counted).
+    /// without a socket are free to create and not counted); `waiting` counts callers waiting
+    /// for a connection and streams waiting for their turn.
     pub(crate) fn state(&self) -> PoolState {
         let occ = self.slots.occupancy();
         let open = self.counters().open();
         PoolState {
             in_use: occ.in_use,
             idle: open.saturating_sub(occ.in_use),
-            waiting: occ.waiting,
+            waiting: occ.waiting + self.streams.occupancy().waiting,
             max: self.slots.max(),
         }
     }
@@ -148,7 +158,7 @@ impl HttpPool {
         if gate {
             self.core.health.gate()?;
         }
-        let deadline = start + wait;
+        let deadline = deadline(start, wait);
         match self.slots.acquire(deadline) {
             Ok(_) => {}
             Err(AcquireError::Closed) => return Err(self.shutting_down()),
@@ -178,6 +188,48 @@ impl HttpPool {
                 self.slots.release(None);
                 Err(self.timeout(start, self.state()))
             }
+        }
+    }
+
+    /// A stream's turn, before it checks out a connection: waits in arrival order until fewer
+    /// than `stream_cap` streams are open, at most until `start + wait`. The wait timeout's
+    /// state counts streams (open, waiting, the cap as `max`).
+    pub(crate) fn stream_turn(
+        self: &Arc<Self>,
+        start: Instant,
+        wait: Duration,
+        gate: bool,
+    ) -> Result<StreamTurn, Error> {
+        let result = self.stream_turn_inner(start, wait, gate);
+        if let Err(e) = &result {
+            self.counters().error(e.class());
+        }
+        result
+    }
+
+    fn stream_turn_inner(
+        self: &Arc<Self>,
+        start: Instant,
+        wait: Duration,
+        gate: bool,
+    ) -> Result<StreamTurn, Error> {
+        if gate {
+            self.core.health.gate()?;
+        }
+        match self.streams.acquire(deadline(start, wait)) {
+            Ok(_) => Ok(StreamTurn {
+                pool: Arc::clone(self),
+            }),
+            Err(AcquireError::Closed) => Err(self.shutting_down()),
+            Err(AcquireError::Timeout(seen)) => Err(self.timeout(
+                start,
+                PoolState {
+                    in_use: seen.in_use,
+                    idle: 0,
+                    waiting: seen.waiting,
+                    max: self.streams.max(),
+                },
+            )),
         }
     }
 
@@ -256,7 +308,7 @@ impl HttpPool {
         // Shut down meanwhile: `close` drained r2d2's idle items without the ones borrowed
         // here. Checked after returning them (r2d2's lock orders the two), close them now.
         if self.slots.is_closed() {
-            self.close();
+            self.close_idle();
         }
         self.report_leaks(now);
     }
@@ -337,10 +389,18 @@ impl HttpPool {
         Some(outcome)
     }
 
-    /// Shutdown: no new checkouts, waiters wake; idle sockets close now, busy ones when
-    /// returned.
+    /// Shutdown: no new checkouts, waiters (streams waiting for their turn too) wake; idle
+    /// sockets close now, busy ones when returned.
     pub(crate) fn close(&self) {
         self.slots.close();
+        self.streams.close();
+        self.close_idle();
+    }
+
+    /// Closes every item idle in r2d2 (after `close`). An item returned concurrently either
+    /// is in r2d2's idle list when this looks, or its returner sees the closed flag
+    /// afterwards and calls this again: both go through r2d2's lock, which orders them.
+    fn close_idle(&self) {
         let idle = self.r2d2.state().idle_connections;
         for _ in 0..idle {
             match self.r2d2.try_get() {
@@ -352,6 +412,27 @@ impl HttpPool {
 
     pub(crate) fn in_use(&self) -> usize {
         self.slots.occupancy().in_use
+    }
+}
+
+/// `start + wait`; a wait too long to add (a caller's `Duration::MAX`) waits a year.
+fn deadline(start: Instant, wait: Duration) -> Instant {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    start
+        .checked_add(wait)
+        .or_else(|| start.checked_add(YEAR))
+        .unwrap_or(start)
+}
+
+/// A stream's turn (see [`HttpPool::stream_turn`]); given back when dropped, whatever the
+/// path: stream ended or dropped, request failed, caller panicked.
+pub(crate) struct StreamTurn {
+    pool: Arc<HttpPool>,
+}
+
+impl Drop for StreamTurn {
+    fn drop(&mut self) {
+        self.pool.streams.release(None);
     }
 }
 
@@ -410,6 +491,11 @@ impl Drop for HttpConnection {
                 }
             }
             drop(item);
+            if self.pool.slots.is_closed() {
+                // Shutdown may have emptied r2d2's idle list between the check above and
+                // this return: close what is idle now, this item included.
+                self.pool.close_idle();
+            }
             self.pool.slots.release(None);
         }
     }

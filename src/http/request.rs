@@ -180,14 +180,24 @@ impl RequestBuilder {
     /// Sends the request (with `body`, possibly empty) and returns the response with its
     /// body unread, for server-sent events and large downloads. The connection stays checked
     /// out until the [`StreamingResponse`] is dropped; a body dropped before its end closes
-    /// the socket instead of reusing it.
+    /// the socket instead of reusing it (after reading for at most 20 ms in all).
+    ///
+    /// At most `max_stream_connections` streams of a service are open at once (by default
+    /// `max_connections` less a fifth: 8 of 10), so short calls always find a connection; a
+    /// stream over the cap waits its turn, first come first served, within the same wait
+    /// timeout.
     ///
     /// # Errors
-    /// As [`RequestBuilder::call`].
+    /// As [`RequestBuilder::call`]. An [`Error::PoolTimeout`] while waiting for a stream's
+    /// turn counts streams in its state: open (`in_use`), waiting, and the cap as `max`.
     pub fn stream(self, body: &[u8]) -> Result<StreamingResponse, Error> {
+        let start = std::time::Instant::now();
+        let wait = self.wait.unwrap_or(self.pool.core.timeouts.wait);
+        let turn = self.pool.stream_turn(start, wait, !self.probe)?;
         let service = self.pool.core.name.clone();
-        let (conn, response) = self.execute(body)?;
-        Ok(StreamingResponse::new(service, conn, response))
+        let rest = wait.saturating_sub(start.elapsed());
+        let (conn, response) = self.wait_timeout(rest).execute(body)?;
+        Ok(StreamingResponse::new(service, conn, turn, response))
     }
 
     fn idempotent(&self) -> bool {

@@ -4,12 +4,13 @@ use std::fmt;
 use std::io::{self, BufRead, Read};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 
 use super::request::classify;
-use super::transport::DRAIN_BYTES;
-use super::{HttpConnection, HttpPool};
+use super::transport::{DRAIN_BYTES, DRAIN_WAIT};
+use super::{HttpConnection, HttpPool, StreamTurn};
 use crate::error::{Error, Phase};
 
 /// A whole response: status, headers and body.
@@ -113,20 +114,24 @@ impl fmt::Debug for Response {
 }
 
 /// A response whose body is read as it arrives ([`Read`] and [`BufRead`], so `lines()` reads
-/// server-sent events). Holds its pooled connection until dropped.
+/// server-sent events). Holds its pooled connection, and one of the service's
+/// `max_stream_connections` stream turns, until dropped.
 pub struct StreamingResponse {
     status: u16,
     headers: Vec<(String, String)>,
     reader: io::BufReader<ureq::BodyReader<'static>>,
     service: String,
     // Dropped after the reader: the socket is back in the agent before the item returns.
-    _conn: HttpConnection,
+    conn: HttpConnection,
+    // Dropped last: the next stream's turn comes once this connection is back.
+    _turn: StreamTurn,
 }
 
 impl StreamingResponse {
     pub(super) fn new(
         service: String,
         conn: HttpConnection,
+        turn: StreamTurn,
         response: ureq::http::Response<ureq::Body>,
     ) -> Self {
         let (parts, body) = response.into_parts();
@@ -135,7 +140,8 @@ impl StreamingResponse {
             headers: header_pairs(&parts.headers),
             reader: io::BufReader::with_capacity(8 * 1024, body.into_reader()),
             service,
-            _conn: conn,
+            conn,
+            _turn: turn,
         }
     }
 
@@ -166,13 +172,37 @@ impl fmt::Debug for StreamingResponse {
 
 impl Drop for StreamingResponse {
     /// A stream dropped just after its last event usually has a few bytes left (the chunked
-    /// terminator). Read them, waiting at most `DRAIN_WAIT` per read, so the connection can
-    /// be reused; a stream with more than that left is closed.
+    /// terminator). Read what comes within `DRAIN_WAIT` in all (not per read: a live stream
+    /// keeps producing) and at most `DRAIN_BYTES`, so the connection can be reused; a body
+    /// not at its end by then is closed (ureq closes a socket whose body was not read to
+    /// the end).
     fn drop(&mut self) {
-        let wire = Arc::clone(&self._conn.item().wire);
-        wire.draining.store(true, Relaxed);
-        let _ = io::copy(&mut (&mut self.reader).take(DRAIN_BYTES), &mut io::sink());
-        wire.draining.store(false, Relaxed);
+        if std::thread::panicking() || self.conn.pool.slots.is_closed() {
+            return; // The connection is closed anyway.
+        }
+        let wire = Arc::clone(&self.conn.item().wire);
+        let deadline = Instant::now() + DRAIN_WAIT;
+        let mut left = DRAIN_BYTES;
+        while left > 0 {
+            let rest = deadline.saturating_duration_since(Instant::now());
+            if rest.is_zero() {
+                break;
+            }
+            // The transport waits at most `rest` for the next bytes.
+            wire.drain_wait_us
+                .store((rest.as_micros() as u64).max(1), Relaxed);
+            match self.reader.fill_buf() {
+                Ok([]) => break, // The end: ureq has put the socket back in the agent.
+                Ok(buf) => {
+                    let n = buf.len().min(left as usize);
+                    self.reader.consume(n);
+                    left -= n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        wire.drain_wait_us.store(0, Relaxed);
     }
 }
 

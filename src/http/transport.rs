@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,11 +21,12 @@ use crate::stats::{CloseCause, PoolCounters};
 pub(super) struct Wire {
     /// Open TCP connections of this agent (0 or 1).
     pub(super) sockets: AtomicUsize,
-    /// Set while a dropped stream drains its tail: reads then wait at most `DRAIN_WAIT`.
-    pub(super) draining: AtomicBool,
+    /// Set while a dropped stream drains its tail: how long the next read may wait, in µs
+    /// (what is left of `DRAIN_WAIT`); 0 otherwise.
+    pub(super) drain_wait_us: AtomicU64,
 }
 
-/// How long a dropped stream waits for the rest of its body before the socket is closed.
+/// How long, in all, a dropped stream reads the rest of its body before the socket is closed.
 pub(super) const DRAIN_WAIT: Duration = Duration::from_millis(20);
 /// How much of a dropped stream's body is read to save its connection.
 pub(super) const DRAIN_BYTES: u64 = 64 * 1024;
@@ -168,9 +169,11 @@ impl Transport for CountedTransport {
         self.inner.transmit_output(amount, timeout)
     }
     fn await_input(&mut self, mut timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        if self.wire.draining.load(Relaxed) {
-            timeout.after = DRAIN_WAIT.into();
-            timeout.per_read = Some(DRAIN_WAIT.into());
+        let drain_us = self.wire.drain_wait_us.load(Relaxed);
+        if drain_us != 0 {
+            let wait = Duration::from_micros(drain_us);
+            timeout.after = wait.into();
+            timeout.per_read = Some(wait.into());
         }
         self.inner.await_input(timeout)
     }

@@ -11,6 +11,11 @@ Usage: gradio_app.py [PORT]   (else env PORT, else GRADIO_SERVER_PORT, else 7860
 Start with GRADIO_ANALYTICS_ENABLED=False and NO_PROXY=127.0.0.1,localhost.
 Call API: POST /gradio_api/call/generate {"data": [prompt, steps, step_seconds]} (all three:
 Gradio 5.29 fills no defaults, a shorter list ends in ``event: error`` / ``data: null``).
+
+A second queued event, ``api_name="slow"`` with ``concurrency_limit=1`` (its own queue, so it
+never delays ``generate``): inputs ``prompt`` and ``step_seconds``; sleeps that long, then
+returns one JSON value. Queued jobs pile up behind one another, each job's SSE stream held
+open until its turn and for its run, as Wan2GP's video jobs do.
 """
 
 import logging
@@ -32,6 +37,12 @@ def generate(prompt, steps=5, step_seconds=0.6):
            "video": f"mock_{zlib.crc32(str(prompt).encode()):08x}.mp4"}
 
 
+def slow(prompt, seconds=1.0):
+    seconds = max(0.0, float(seconds if seconds is not None else 1.0))
+    time.sleep(seconds)
+    return {"prompt": prompt, "slept": seconds, "done": True}
+
+
 def port_from_args():
     if len(sys.argv) > 1:
         return int(sys.argv[1])
@@ -45,6 +56,9 @@ with gr.Blocks(title="mock wan2gp", analytics_enabled=False) as demo:
     out = gr.JSON(label="progress")
     button = gr.Button("Generate")
     button.click(generate, inputs=[prompt, steps, step_seconds], outputs=out, api_name="generate")
+    slow_button = gr.Button("Slow")
+    slow_button.click(slow, inputs=[prompt, step_seconds], outputs=out, api_name="slow",
+                      concurrency_limit=1)
 
 
 if __name__ == "__main__":
