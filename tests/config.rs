@@ -18,6 +18,13 @@ fn the_shipped_example_config_is_valid() {
     for known in ["comfyui", "litellm", "wan2gp", "rvc"] {
         assert!(names.contains(&known), "{names:?}");
     }
+    // The entries written with a preset are the preset (plus what they override).
+    let find = |name: &str| config.service.iter().find(|s| s.name == name).unwrap();
+    assert_eq!(find("litellm"), &backend_pool::ServiceConfig::litellm());
+    assert_eq!(find("wan2gp"), &backend_pool::ServiceConfig::wan2gp());
+    let mut rvc = backend_pool::ServiceConfig::rvc();
+    rvc.http.as_mut().unwrap().max_body_bytes = 256 << 20;
+    assert_eq!(find("rvc"), &rvc);
     PoolManager::new(config).unwrap();
 }
 
@@ -149,9 +156,24 @@ fn the_reported_absurd_sizes_are_rejected_naming_the_key() {
         ("websocket", "read_buffer_bytes", "4611686018427387904"),
         ("websocket", "write_buffer_bytes", "18446744073709551615"),
     ] {
+        // JSON (a Python dict) carries every value into the struct: validation refuses it.
+        let json = format!(
+            r#"{{"service":[{{"name":"a","url":"http://127.0.0.1:1","{table}":{{"{key}":{value}}}}}]}}"#
+        );
+        match ManagerConfig::from_json_str(&json) {
+            Err(ConfigError::Invalid { field, reason, .. }) => {
+                assert_eq!(field, format!("{table}.{key}"));
+                assert!(reason.contains(" to "), "no bounds in: {reason}");
+            }
+            other => panic!("{json}\n=> {other:?}"),
+        }
+        // TOML: the same, or a parse error on the key (TOML integers stop at 2^63 - 1).
         let toml = format!("{BASE}[service.{table}]\n{key} = {value}\n");
-        let e = invalid_field(&toml, &format!("{table}.{key}"));
-        assert!(e.contains(" to "), "no bounds in: {e}");
+        let e = ManagerConfig::from_toml_str(&toml).unwrap_err();
+        assert!(
+            e.to_string().contains(key) && e.to_string().contains("line 5"),
+            "{e}"
+        );
     }
 }
 
