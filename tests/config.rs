@@ -386,6 +386,37 @@ fn a_bearer_token_from_the_environment_is_checked_at_start_without_printing_it()
     std::env::remove_var(var);
 }
 
+#[test]
+fn a_bearer_token_from_the_environment_must_fit_in_a_request_head() {
+    let var = "BACKEND_POOL_TEST_TOKEN_TOO_LONG";
+    std::env::set_var(var, "k".repeat(5000));
+    let mut c = backend_pool::ServiceConfig::new("a", "http://127.0.0.1:1");
+    c.bearer_token_env = Some(var.into());
+    let e = PoolManager::new(ManagerConfig::empty().with_service(c.clone())).unwrap_err();
+    let source = std::error::Error::source(&e).unwrap().to_string();
+    assert!(
+        source.contains("http.output_buffer_bytes") && source.contains(var),
+        "{source}"
+    );
+    assert!(!source.contains("kkkk"), "{source}");
+    // Raised to fit: the manager starts.
+    c.http.as_mut().unwrap().output_buffer_bytes = 8192;
+    PoolManager::new(ManagerConfig::empty().with_service(c.clone())).unwrap();
+    // A value that is not UTF-8 is not a token either.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        std::env::set_var(var, std::ffi::OsStr::from_bytes(b"sk-\xff\xfe"));
+        let e = PoolManager::new(ManagerConfig::empty().with_service(c)).unwrap_err();
+        let source = std::error::Error::source(&e).unwrap().to_string();
+        assert!(
+            source.contains("bearer_token_env") && source.contains(var),
+            "{source}"
+        );
+    }
+    std::env::remove_var(var);
+}
+
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("backend-pool-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
