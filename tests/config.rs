@@ -544,6 +544,12 @@ fn a_websocket_only_service_can_be_written_in_a_file() {
     let config =
         ManagerConfig::from_toml_str("[[service]]\npreset = \"comfyui\"\nhttp = false\n").unwrap();
     assert!(config.service[0].http.is_none() && config.service[0].websocket.is_some());
+    // The preset's health probe went with its HTTP pool; one without a pool is refused.
+    assert_eq!(config.service[0].health_path, None);
+    invalid_field(
+        "[[service]]\nname = \"ws\"\nurl = \"http://h\"\nhttp = false\nhealth_path = \"/x\"\n[service.websocket]\n",
+        "health_path",
+    );
     let config =
         ManagerConfig::from_toml_str("[[service]]\npreset = \"comfyui\"\nwebsocket = false\n")
             .unwrap();

@@ -135,6 +135,11 @@ pub(crate) fn apply(raw: &Value, services: &mut [ServiceConfig]) -> Result<(), P
         // Presets hold no secrets (tokens come from the environment), so nothing is lost to
         // `Secret`'s redacting serialisation here; the entry's own secrets come from `raw`.
         let mut merged = serde_json::to_value(&base).map_err(|e| problem(e.to_string()))?;
+        // The preset's health probe goes with its HTTP pool, when the entry turns that off.
+        let http_off = matches!(entry.get("http"), Some(Value::Bool(false) | Value::Null));
+        if http_off && entry.get("health_path").is_none() {
+            merged["health_path"] = Value::Null;
+        }
         overlay(&mut merged, entry);
         *service = serde_json::from_value(merged).map_err(|e| problem(e.to_string()))?;
     }

@@ -271,6 +271,13 @@ impl ServiceConfig {
         }
         if let Some(path) = &self.health_path {
             check_path(path, true).map_err(|why| bad("health_path", why))?;
+            if self.http.is_none() {
+                return Err(bad(
+                    "health_path",
+                    "is probed through the HTTP pool and the service has none (a WebSocket-only \
+                     service is checked with pings)",
+                ));
+            }
         }
         for (field, value) in [
             ("health_interval_ms", self.health_interval_ms),

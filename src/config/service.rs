@@ -44,8 +44,10 @@ pub struct ServiceConfig {
     #[serde(with = "pool_switch")]
     pub websocket: Option<WsPoolConfig>,
     /// Path probed by the health check with `GET` (`HEAD` for `/`): starts with `/`, may carry
-    /// a query, and uses only the characters a URL path allows (`%`-encode the others).
-    /// `None` probes nothing and relies on request outcomes. Defaults to none.
+    /// a query, and uses only the characters a URL path allows (`%`-encode the others). It
+    /// needs the HTTP pool (a WebSocket-only service is checked with pings; a file that turns
+    /// a preset's HTTP pool off drops the preset's health path with it). `None` probes nothing
+    /// and relies on request outcomes. Defaults to none.
     pub health_path: Option<String>,
     /// Interval between health checks, 1 ms to 7 days. Defaults to 60 000 ms.
     pub health_interval_ms: u64,
