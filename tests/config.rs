@@ -417,19 +417,35 @@ fn a_bearer_token_from_the_environment_must_fit_in_a_request_head() {
     std::env::remove_var(var);
 }
 
-fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("backend-pool-config-{}", std::process::id()));
+/// A file in a directory of its own, removed when dropped.
+struct TempFile {
+    path: std::path::PathBuf,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn temp_file(name: &str, text: &str) -> TempFile {
+    let dir =
+        std::env::temp_dir().join(format!("backend-pool-config-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
-    path
+    TempFile { path }
 }
 
 #[test]
 fn validation_errors_in_a_file_name_the_file_and_line() {
     let toml = "maintenance_interval_ms = 1000\n\n[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\n[[service]]\nname = \"b\"\nurl = \"http://127.0.0.1:2\"\n[service.http]\nmin_connections = 1\nmax_connections = 0\n";
     let path = temp_file("line.toml", toml);
-    let e = ManagerConfig::from_file(&path).unwrap_err().to_string();
+    let e = ManagerConfig::from_file(&path.path)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("http.max_connections") && e.contains("line 12"),
         "{e}"
@@ -479,7 +495,9 @@ fn validation_errors_in_json_name_the_line_and_column() {
         "{e}"
     );
     let path = temp_file("line.json", json);
-    let e = ManagerConfig::from_file(&path).unwrap_err().to_string();
+    let e = ManagerConfig::from_file(&path.path)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("line.json"), "{e}");
 }
 

@@ -363,6 +363,7 @@ mod tests {
             (2, Some(path.to_str().unwrap()))
         );
         assert!(e.to_string().contains("bad.toml"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -381,5 +382,6 @@ mod tests {
         let e = ManagerConfig::from_file(&path).unwrap_err();
         assert!(e.to_string().contains("missing.pem"), "{e}");
         assert_eq!(e.location().unwrap().line, 4);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
