@@ -1,5 +1,5 @@
-//! Base URLs and the strings that end up in a request: what a URL path, a query name, a
-//! header name and a header value may hold, checked once so no request can fail on them.
+//! Base URLs and the paths requests use: what a URL, a path and a query name may hold,
+//! checked once so no request can fail on them.
 
 /// A parsed base URL: scheme, host and port (the path is kept as a prefix).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,60 +178,6 @@ pub(crate) fn is_query_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(is_unreserved)
 }
 
-/// An HTTP header name: a non-empty token (RFC 9110 `tchar`).
-pub(crate) fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                )
-        })
-}
-
-/// A header value both HTTP clients send as is: visible ASCII, spaces and tabs (no line
-/// breaks or other control characters, no bytes above ASCII).
-pub(crate) fn is_header_value(value: &str) -> bool {
-    value
-        .bytes()
-        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-}
-
-/// A bearer token: visible ASCII without spaces.
-pub(crate) fn is_token(value: &str) -> bool {
-    !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic())
-}
-
-/// Headers the pool or the WebSocket handshake set themselves: one from the configuration
-/// would break framing or the upgrade on every request.
-pub(crate) const RESERVED_HEADERS: [&str; 11] = [
-    "connection",
-    "content-length",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "sec-websocket-accept",
-    "sec-websocket-extensions",
-    "sec-websocket-key",
-    "sec-websocket-version",
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,8 +221,5 @@ mod tests {
         assert!(check_path("/a\r\n", true).is_err());
         assert!(check_path("a", true).is_err());
         assert!(is_query_name("clientId") && !is_query_name("a=b") && !is_query_name(""));
-        assert!(is_header_name("X-Api-Key") && !is_header_name("X Key") && !is_header_name(""));
-        assert!(is_header_value("a b\tc") && !is_header_value("a\r\nb") && !is_header_value("é"));
-        assert!(is_token("sk-1234") && !is_token("sk 1") && !is_token(""));
     }
 }

@@ -14,9 +14,11 @@
 //! 4. check that a `ca_file` can be read (relative to the file's directory).
 //!
 //! * `service.rs`: the structs and their defaults; `presets.rs`: the known backends;
-//!   `rules.rs`: the bounds; `endpoint.rs`: URLs and header strings; `locate.rs`: lines.
+//!   `rules.rs`: the bounds; `endpoint.rs`: URLs and paths; `headers.rs`: headers and the
+//!   bearer token; `locate.rs`: lines.
 
 mod endpoint;
+mod headers;
 mod locate;
 mod presets;
 mod rules;

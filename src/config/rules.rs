@@ -7,14 +7,10 @@
 //! announced length before reading it. Every string that ends up in a request is checked for
 //! what the request can carry.
 
-use std::collections::HashMap;
-
-use super::endpoint::{
-    check_path, is_header_name, is_header_value, is_query_name, is_token, Endpoint,
-    RESERVED_HEADERS,
-};
+use super::endpoint::{check_path, is_query_name, Endpoint};
+use super::headers::is_token;
 use super::presets::{label, unknown_preset, PRESETS};
-use super::{ManagerConfig, Secret, ServiceConfig};
+use super::{ManagerConfig, ServiceConfig};
 use crate::error::ConfigError;
 
 /// The longest duration a setting may hold (7 days): deadlines stay far from overflow.
@@ -32,9 +28,6 @@ pub(crate) const MAX_BUFFER_BYTES: usize = 16 << 20;
 pub(crate) const MIN_HTTP_BUFFER_BYTES: usize = 1024;
 /// Cap on WebSocket message and frame sizes (1 GiB).
 pub(crate) const MAX_MESSAGE_BYTES: usize = 1 << 30;
-/// What a request head needs beside the configured headers: request line, `Host`,
-/// `User-Agent` and the per-request headers of a short call.
-pub(crate) const REQUEST_HEAD_RESERVE: usize = 256;
 
 /// A rule broken somewhere in a [`ManagerConfig`]: the error, and where its key is (for
 /// finding its line in a file).
@@ -50,13 +43,13 @@ pub(crate) struct Problem {
 }
 
 /// A rule broken in one service: the field (dotted), a key under it (a header name), why.
-struct Bad {
-    field: String,
-    key: Option<String>,
-    reason: String,
+pub(super) struct Bad {
+    pub(super) field: String,
+    pub(super) key: Option<String>,
+    pub(super) reason: String,
 }
 
-fn bad(field: &str, reason: impl Into<String>) -> Bad {
+pub(super) fn bad(field: &str, reason: impl Into<String>) -> Bad {
     Bad {
         field: field.to_string(),
         key: None,
@@ -328,136 +321,6 @@ impl ServiceConfig {
             }
         }
         Ok(())
-    }
-
-    fn check_headers(&self) -> Result<(), Bad> {
-        let bearer = self.bearer_token.is_some() || self.bearer_token_env.is_some();
-        let mut seen: HashMap<String, &str> = HashMap::new();
-        let plain = self
-            .headers
-            .iter()
-            .map(|(k, v)| ("headers", k, v.as_str(), false));
-        let secret = self
-            .secret_headers
-            .iter()
-            .map(|(k, v)| ("secret_headers", k, v.expose(), true));
-        for (field, name, value, is_secret) in plain.chain(secret) {
-            let fail = |reason: String| Bad {
-                field: field.to_string(),
-                key: Some(name.clone()),
-                reason,
-            };
-            if !is_header_name(name) {
-                return Err(fail(format!(
-                    "'{name}' is not a header name (letters, digits and !#$%&'*+-.^_`|~)"
-                )));
-            }
-            let lower = name.to_ascii_lowercase();
-            if RESERVED_HEADERS.contains(&lower.as_str()) {
-                return Err(fail(format!(
-                    "'{name}' is set by the pool or the WebSocket handshake itself"
-                )));
-            }
-            if bearer && lower == "authorization" {
-                return Err(fail(format!(
-                    "'{name}' conflicts with bearer_token / bearer_token_env, which send \
-                     Authorization"
-                )));
-            }
-            if let Some(first) = seen.insert(lower, name) {
-                return Err(fail(format!(
-                    "'{name}' repeats '{first}' (header names ignore case)"
-                )));
-            }
-            if !is_header_value(value) {
-                let shown = if is_secret {
-                    String::new()
-                } else {
-                    format!(" {value:?}")
-                };
-                return Err(fail(format!(
-                    "'{name}' has a value{shown} a header cannot carry: only visible ASCII, \
-                     spaces and tabs (no line breaks){}",
-                    if is_secret {
-                        " (the value is not shown)"
-                    } else {
-                        ""
-                    }
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// The request head must fit in ureq's write buffer: the configured headers (and a bearer
-    /// token of `bearer` bytes) plus [`REQUEST_HEAD_RESERVE`].
-    fn check_head_fits(&self, buffer: usize, bearer: Option<usize>, from: &str) -> Result<(), Bad> {
-        let line = |name: &str, value: usize| name.len() + 2 + value + 2;
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| line(k, v.len()))
-            .chain(
-                self.secret_headers
-                    .iter()
-                    .map(|(k, v)| line(k, v.expose().len())),
-            )
-            .chain(bearer.map(|n| line("Authorization", "Bearer ".len() + n)))
-            .sum();
-        let need = headers + REQUEST_HEAD_RESERVE;
-        if need > buffer {
-            return Err(bad(
-                "http.output_buffer_bytes",
-                format!(
-                    "({buffer}) cannot hold a request head: the configured headers{from} take \
-                     {headers} bytes and {REQUEST_HEAD_RESERVE} more are needed for the request \
-                     line, Host and User-Agent; raise it to at least {need}"
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The bearer token: `bearer_token`, else the variable named by `bearer_token_env` (unset
-    /// or empty: none). Read when the manager starts.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] on `bearer_token_env` when the variable's value is not a token
-    /// a header can carry (naming the variable, never the value), or on
-    /// `http.output_buffer_bytes` when the token does not fit in a request head.
-    pub(crate) fn resolved_bearer(&self) -> Result<Option<Secret>, ConfigError> {
-        if let Some(token) = &self.bearer_token {
-            return Ok(Some(token.clone()));
-        }
-        let Some(var) = self.bearer_token_env.as_deref() else {
-            return Ok(None);
-        };
-        let Some(value) = std::env::var_os(var) else {
-            return Ok(None);
-        };
-        if value.is_empty() {
-            return Ok(None);
-        }
-        let invalid =
-            |field: &str, reason: String| ConfigError::invalid(label(&self.name), field, &reason);
-        let token = match value.into_string() {
-            Ok(token) if is_token(&token) => token,
-            _ => {
-                return Err(invalid(
-                    "bearer_token_env",
-                    format!(
-                        "names {var}, whose value is not a bearer token: only visible ASCII \
-                         without spaces or line breaks (the value is not shown)"
-                    ),
-                ))
-            }
-        };
-        if let Some(http) = &self.http {
-            let from = format!(" and the token in {var}");
-            self.check_head_fits(http.output_buffer_bytes, Some(token.len()), &from)
-                .map_err(|b| invalid(&b.field, b.reason))?;
-        }
-        Ok(Some(Secret(token)))
     }
 }
 
