@@ -409,7 +409,34 @@ impl From<ConfigError> for Error {
     }
 }
 
+/// Where in a configuration text a problem is: the file (when read with
+/// [`ManagerConfig::from_file`](crate::ManagerConfig::from_file)), the line and the column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigLocation {
+    /// The file, when the configuration was read from one.
+    pub file: Option<String>,
+    /// The line, from 1.
+    pub line: u32,
+    /// The column, from 1, in characters.
+    pub column: u32,
+}
+
+impl fmt::Display for ConfigLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{file}, ")?;
+        }
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
 /// Why a configuration was rejected.
+///
+/// Errors found in a file or a text carry the [`ConfigLocation`] of the key (or of its table,
+/// when the key was left out and its default breaks a rule); configurations built in code
+/// have none. Secrets (`bearer_token`, `secret_headers`, the variable `bearer_token_env`
+/// names) are never part of a message.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -420,12 +447,14 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Syntax error or unknown key; the message carries the line, column and key.
+    /// Syntax error, wrong type or unknown key; the message carries the line, column and key.
     Parse {
         /// `TOML` or `JSON`.
         format: &'static str,
         /// The parser's message.
         message: String,
+        /// Where, when the parser said.
+        at: Option<ConfigLocation>,
     },
     /// A field has a value that breaks a rule.
     Invalid {
@@ -435,9 +464,16 @@ pub enum ConfigError {
         field: String,
         /// What is wrong.
         reason: String,
+        /// Where, for a configuration read from a file or a text.
+        at: Option<ConfigLocation>,
     },
     /// Two services share a name.
-    DuplicateService(String),
+    DuplicateService {
+        /// The name.
+        name: String,
+        /// Where the second one is, for a configuration read from a file or a text.
+        at: Option<ConfigLocation>,
+    },
 }
 
 impl ConfigError {
@@ -446,7 +482,29 @@ impl ConfigError {
             service: service.to_string(),
             field: field.to_string(),
             reason: reason.to_string(),
+            at: None,
         }
+    }
+
+    /// Where the problem is in the configuration text, when it came from one.
+    pub fn location(&self) -> Option<&ConfigLocation> {
+        match self {
+            ConfigError::Parse { at, .. }
+            | ConfigError::Invalid { at, .. }
+            | ConfigError::DuplicateService { at, .. } => at.as_ref(),
+            ConfigError::Io { .. } => None,
+        }
+    }
+
+    /// The same error, placed at `location`.
+    pub(crate) fn at(mut self, location: ConfigLocation) -> Self {
+        match &mut self {
+            ConfigError::Parse { at, .. }
+            | ConfigError::Invalid { at, .. }
+            | ConfigError::DuplicateService { at, .. } => *at = Some(location),
+            ConfigError::Io { .. } => {}
+        }
+        self
     }
 }
 
@@ -454,16 +512,36 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Io { path, .. } => write!(f, "cannot read config file '{path}'"),
-            ConfigError::Parse { format, message } => {
-                write!(f, "invalid {format} configuration: {message}")
+            ConfigError::Parse {
+                format,
+                message,
+                at,
+            } => {
+                // The parser's message already names the line and column.
+                write!(f, "invalid {format} configuration")?;
+                if let Some(file) = at.as_ref().and_then(|at| at.file.as_ref()) {
+                    write!(f, " in '{file}'")?;
+                }
+                write!(f, ": {message}")
             }
             ConfigError::Invalid {
                 service,
                 field,
                 reason,
-            } => write!(f, "service '{service}': {field} {reason}"),
-            ConfigError::DuplicateService(name) => {
-                write!(f, "service '{name}' is defined more than once")
+                at,
+            } => {
+                write!(f, "service '{service}': {field} {reason}")?;
+                match at {
+                    Some(at) => write!(f, " ({at})"),
+                    None => Ok(()),
+                }
+            }
+            ConfigError::DuplicateService { name, at } => {
+                write!(f, "service '{name}' is defined more than once")?;
+                match at {
+                    Some(at) => write!(f, " ({at})"),
+                    None => Ok(()),
+                }
             }
         }
     }

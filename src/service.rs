@@ -70,7 +70,7 @@ impl ServiceCore {
             health_interval: ms(config.health_interval_ms),
         };
         let mut headers = Vec::new();
-        if let Some(token) = config.resolved_bearer() {
+        if let Some(token) = config.resolved_bearer()? {
             headers.push(Header {
                 name: "Authorization".into(),
                 value: format!("Bearer {}", token.expose()),
