@@ -11,7 +11,7 @@
 use log::{Level, Log, Metadata, Record};
 
 /// Targets (and their sub-modules) that print secrets at TRACE: capped at DEBUG.
-pub const HEAD_DUMPING_TARGETS: [&str; 0] = [];
+pub const HEAD_DUMPING_TARGETS: [&str; 2] = ["ureq_proto", "tungstenite::handshake"];
 
 /// True if a record of `target` at `level` may carry a request head: TRACE from one of
 /// [`HEAD_DUMPING_TARGETS`] or its sub-modules.
@@ -46,7 +46,7 @@ struct Filtered<L>(L);
 
 impl<L: Log> Log for Filtered<L> {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        self.0.enabled(metadata)
+        !may_print_secrets(metadata.target(), metadata.level()) && self.0.enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
