@@ -137,3 +137,64 @@ fn only_the_head_dumping_targets_and_their_modules_are_capped() {
     assert!(!logging::may_print_secrets("tungstenite::protocol", Trace));
     assert!(!logging::may_print_secrets("backend_pool::http", Trace));
 }
+
+#[test]
+fn debug_of_configs_connections_guards_and_errors_shows_no_secret() {
+    let ws_ok = TestServer::builder()
+        .websocket("/ws", |_| {})
+        .build()
+        .unwrap();
+    // Answers everything, the WebSocket upgrade included, with 401.
+    let refusing = TestServer::builder()
+        .http(|_| Response::text(401, "no"))
+        .build()
+        .unwrap();
+    let with_secrets = |name: &str, url: &str| {
+        let mut cfg = ServiceConfig {
+            websocket: Some(WsPoolConfig {
+                min_connections: 0,
+                ..WsPoolConfig::default()
+            }),
+            ..service(name, url)
+        };
+        cfg.bearer_token = Some(Secret::new(TOKEN));
+        cfg.secret_headers
+            .insert("X-Api-Key".into(), Secret::new(HEADER_SECRET));
+        cfg
+    };
+    let config = backend_pool::ManagerConfig {
+        maintenance_interval_ms: 50,
+        service: vec![
+            with_secrets("ok", &ws_ok.http_url()),
+            with_secrets("refusing", &refusing.http_url()),
+        ],
+    };
+    let m = backend_pool::PoolManager::new(config.clone()).unwrap();
+    let client = m.http("refusing").unwrap();
+    let conn = client.checkout().unwrap();
+    let mut texts = vec![
+        format!("{config:?}"),
+        format!("{:?}", config.service[0]),
+        format!("{m:?}"),
+        format!("{client:?}"),
+        format!("{conn:?}"),
+    ];
+    drop(conn);
+    let reply = client.get("/v1/models").call().unwrap();
+    assert_eq!(reply.status(), 401);
+    texts.push(format!("{reply:?}"));
+    let err = reply.error_for_status().unwrap_err();
+    texts.push(format!("{err:?} {err}"));
+    let guard = m.websocket("ok").unwrap();
+    texts.push(format!("{guard:?}"));
+    drop(guard);
+    let refused = m.websocket("refusing").unwrap_err();
+    texts.push(format!("{refused:?} {refused}"));
+    m.shutdown(std::time::Duration::from_secs(2)).unwrap();
+    for text in &texts {
+        for secret in [TOKEN, HEADER_SECRET] {
+            assert!(!text.contains(secret), "'{secret}' shown: {text}");
+        }
+    }
+    assert!(texts[0].contains("<redacted>"), "{}", texts[0]);
+}
