@@ -49,6 +49,6 @@ else
         echo "Blender >= 4.2 not found (blender on PATH, or BPY_PYTHON): no zip built" >&2
         exit 1
     fi
-    extension() { blender --factory-startup --command extension "$@"; }
+    extension() { blender --command extension "$@"; }
 fi
 extension build --source-dir "$stage" --output-dir "$out"
