@@ -41,7 +41,7 @@ fn rebuilt_from_hex_rows(text: &str) -> String {
         let Some(idx) = line.find("ureq_proto") else {
             continue;
         };
-        let rest = line[idx..].splitn(2, ' ').nth(1).unwrap_or("").trim_start();
+        let rest = line[idx..].split_once(' ').map_or("", |x| x.1).trim_start();
         let mut cols = rest.splitn(9, ' ');
         let hex: Vec<&str> = cols.by_ref().take(8).collect();
         if hex.len() == 8
