@@ -15,6 +15,10 @@
 //! WebSocket until `executing` with `node: null`, and `GET /echo` on the fifth service.
 //! Progress goes to stderr once a second, the report to stdout. The exit status is 1 when
 //! any operation failed.
+//!
+//! Logging: `RUST_LOG` (default `warn`), except that the transport crates' request-head dumps
+//! (ureq-proto and tungstenite's handshake at TRACE) never print: they carry the bearer token
+//! (see `support/logging.rs`).
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read};
@@ -24,6 +28,9 @@ use std::time::{Duration, Instant};
 
 use backend_pool::{ManagerConfig, ManagerStats, PoolManager, PoolStats, Secret, ServiceConfig};
 use backend_pool_testkit::{backends, TestServer};
+
+#[path = "support/logging.rs"]
+mod logging;
 use serde_json::{json, Value};
 
 const USAGE: &str = "usage: demo [--threads N] [--seconds S] [--json] [--config FILE]";
@@ -68,7 +75,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    logging::init("warn");
     match run(&args) {
         Ok(0) => {}
         Ok(failed) => {

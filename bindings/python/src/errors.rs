@@ -66,6 +66,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         Error::WebSocketClosed { .. } => "WebSocketClosed",
         Error::TooLarge { .. } => "TooLarge",
         Error::Json { .. } => "JsonError",
+        Error::InvalidRequest { .. } => "InvalidRequest",
         Error::Config(_) => "ConfigError",
         _ => "BackendPoolError",
     };

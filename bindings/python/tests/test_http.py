@@ -13,6 +13,7 @@ from backend_pool import (
     BackendConnectionError,
     BackendPoolError,
     HTTPStatusError,
+    InvalidRequest,
     JsonError,
     PoolTimeout,
     Timeout,
@@ -221,3 +222,32 @@ def test_threads_do_not_share_a_response(manager):
     for t in threads:
         t.join()
     assert sorted(results) == list(range(16))
+
+
+def test_invalid_request_is_a_value_error_exported_by_the_package():
+    assert issubclass(InvalidRequest, BackendPoolError) and issubclass(InvalidRequest, ValueError)
+    assert "InvalidRequest" in backend_pool.__all__
+    assert "InvalidRequest" in backend_pool.errors.__all__
+
+
+@pytest.mark.parametrize(
+    "path,headers",
+    [
+        ("/ok", {"bad name": "x"}),
+        ("/ok", {"X-Value": "a\nb"}),
+        ("http://elsewhere.invalid/x", None),
+        ("/a b", None),
+    ],
+)
+def test_a_request_the_pool_rejects_maps_to_its_class(manager, path, headers):
+    """Whatever the core classes ``invalid_request`` is ``InvalidRequest`` and nothing else is;
+    every rejection is a ``BackendPoolError`` naming the service."""
+    with pytest.raises(BackendPoolError) as e:
+        manager.request("api", "GET", path, headers=headers, timeout=5)
+    err = e.value
+    assert err.service == "api" and "'api'" in str(err), err
+    assert isinstance(err, InvalidRequest) == (err.error_class == "invalid_request"), (
+        type(err).__name__,
+        err.error_class,
+        str(err),
+    )

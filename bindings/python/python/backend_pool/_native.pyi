@@ -58,7 +58,8 @@ class PoolManager:
 
         ``timeout`` bounds the whole request in seconds; ``wait_timeout`` the wait for a pooled
         connection. Non-2xx statuses are responses (see ``Response.raise_for_status``).
-        Raises ``PoolTimeout``, ``ServiceUnavailable``, ``ShuttingDown``, ``Timeout``,
+        Raises ``InvalidRequest`` (a bad path or header, before any connection is used),
+        ``PoolTimeout``, ``ServiceUnavailable``, ``ShuttingDown``, ``Timeout``,
         ``BackendConnectionError``, ``TooLarge``, ``UnknownService``.
         """
     def stream(

@@ -9,6 +9,8 @@ Hierarchy::
 
     BackendPoolError(Exception)
     ├── ConfigError(ValueError)
+    ├── InvalidRequest(ValueError)       a request that cannot be sent as asked (bad path or
+    │                                    header); rejected before any connection is used
     ├── UnknownService(LookupError)      unknown service, or no pool of that kind
     ├── ShuttingDown                     the manager is shutting down or shut down
     ├── ServiceUnavailable               unhealthy service: fails fast
@@ -26,6 +28,7 @@ from __future__ import annotations
 __all__ = [
     "BackendPoolError",
     "ConfigError",
+    "InvalidRequest",
     "UnknownService",
     "ShuttingDown",
     "ServiceUnavailable",
@@ -49,6 +52,12 @@ class BackendPoolError(Exception):
 
 class ConfigError(BackendPoolError, ValueError):
     """The configuration is invalid (syntax, unknown key, bad value, unreadable file)."""
+
+
+class InvalidRequest(BackendPoolError, ValueError):
+    """The request cannot be sent as asked: a path that is not a path on the service, an
+    invalid header name or value. Raised before checkout: no connection is used, and the
+    service's health is not affected."""
 
 
 class UnknownService(BackendPoolError, LookupError):
