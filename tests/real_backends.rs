@@ -1072,8 +1072,8 @@ fn comfyui_idle_pooled_socket_is_drained_of_status_broadcasts_and_reads_fresh_me
     assert_eq!(first["data"]["sid"], a_id.as_str());
     let mut b = m.websocket("comfyui").unwrap();
     a.finish(); // it only read: nothing of this lease is running
-    // A control socket outside the pool that nobody reads: its queue shows what an undrained
-    // idle socket would hold.
+                // A control socket outside the pool that nobody reads: its queue shows what an undrained
+                // idle socket would hold.
     let ws_url = comfy.url.replace("http://", "ws://") + "/ws?clientId=control-unread";
     let (control, _) = tungstenite::connect(ws_url).unwrap();
     let control_port = match control.get_ref() {
