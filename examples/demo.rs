@@ -329,7 +329,10 @@ fn comfy_prompt(manager: &PoolManager, service: &str, n: u64) -> Op {
             continue; // `status` broadcasts and the like
         }
         match event["type"].as_str() {
-            Some("executing") if data["node"].is_null() => return Ok(()),
+            Some("executing") if data["node"].is_null() => {
+                ws.finish(); // the prompt is over: the socket can serve the next lease
+                return Ok(());
+            }
             Some(kind @ ("execution_error" | "execution_interrupted")) => {
                 return Err(format!("ComfyUI prompt ended with {kind}"))
             }

@@ -122,7 +122,14 @@ fn operation(m: &PoolManager, n: u64) -> bool {
         // WebSocket round trip (services with a WebSocket pool).
         n if n % 7 == 0 && (service == "comfyui" || service == "upscaler") => {
             match m.websocket(service) {
-                Ok(mut ws) => ws.send_text("ping").and_then(|_| ws.read()).is_err(),
+                // The echo back means nothing is in flight: finish, and the socket is reused.
+                Ok(mut ws) => match ws.send_text("ping").and_then(|_| ws.read()) {
+                    Ok(_) => {
+                        ws.finish();
+                        false
+                    }
+                    Err(_) => true,
+                },
                 Err(_) => true,
             }
         }
@@ -287,7 +294,8 @@ fn main() {
         for p in s.http.iter().chain(s.websocket.iter()) {
             created += p.connections_created;
             let c = &p.closed;
-            let closed = c.idle + c.lifetime + c.broken + c.health + c.shutdown + c.other;
+            let closed =
+                c.idle + c.lifetime + c.broken + c.health + c.shutdown + c.abandoned + c.other;
             if p.connections_open != 0 || closed != p.connections_created {
                 failures.push(format!(
                     "{} {:?}: created {}, closed {closed}, open {}",

@@ -26,7 +26,7 @@
 //! let reply = manager.http("litellm")?.post("/v1/chat/completions").send_json(&body)?;
 //! println!("{}", reply.text());
 //!
-//! let mut ws = manager.websocket("comfyui")?; // returns to the pool when dropped
+//! let mut ws = manager.websocket("comfyui")?; // a lease: see `WsGuard::finish`
 //! let status: serde_json::Value = ws.read_json()?;
 //! drop(ws);
 //!
@@ -61,4 +61,4 @@ pub use stats::{
     ClosedCounts, ErrorCounts, LatencyStats, ManagerStats, PoolStats, ServiceStats, Totals,
 };
 pub use tungstenite::Message;
-pub use ws::{Socket, WsGuard};
+pub use ws::{Socket, WsGuard, WsStream};

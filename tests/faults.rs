@@ -218,7 +218,7 @@ fn every_fault_is_classified_or_recovered_and_leaks_nothing() {
     for pool in [&stats.services[0].http, &stats.services[0].websocket] {
         let p = pool.as_ref().unwrap();
         let c = &p.closed;
-        let closed = c.idle + c.lifetime + c.broken + c.health + c.shutdown + c.other;
+        let closed = c.idle + c.lifetime + c.broken + c.health + c.shutdown + c.abandoned + c.other;
         assert_eq!(p.connections_created, closed + p.connections_open, "{p:?}");
     }
     drop(m);

@@ -225,7 +225,9 @@ fn comfy_job(m: &PoolManager, steps: u32, step_seconds: f64) -> Result<ComfyRun,
     let mut ws = m.websocket("comfyui").map_err(|e| format!("lease: {e}"))?;
     let client_id = ws.client_id().ok_or("no client id")?.to_string();
     let prompt_id = submit_prompt(m, &client_id, steps, step_seconds)?;
-    follow_prompt(&mut ws, &prompt_id)
+    let run = follow_prompt(&mut ws, &prompt_id)?;
+    ws.finish(); // the prompt ended: the socket serves the next job
+    Ok(run)
 }
 
 fn submit_prompt(
@@ -251,10 +253,7 @@ fn submit_prompt(
 }
 
 fn local_port(ws: &WsGuard) -> u16 {
-    match ws.get_ref() {
-        tungstenite::stream::MaybeTlsStream::Plain(s) => s.local_addr().unwrap().port(),
-        _ => panic!("plain socket expected"),
-    }
+    ws.get_ref().local_addr().unwrap().port()
 }
 
 // ---- 1. five services, one manager, 120 callers --------------------------------------------
@@ -1161,7 +1160,7 @@ fn comfyui_prompt_progress_over_a_pooled_websocket_until_executing_null() {
     for kind in ["executed", "execution_success"] {
         assert!(ours.iter().any(|e| *e == kind), "no {kind}: {ours:?}");
     }
-    drop(ws);
+    ws.finish();
     let history: Value = m
         .http("comfyui")
         .unwrap()
@@ -1196,9 +1195,9 @@ fn comfyui_idle_pooled_socket_is_drained_of_status_broadcasts_and_reads_fresh_me
     assert_eq!(first["type"], "status");
     assert_eq!(first["data"]["sid"], a_id.as_str());
     let mut b = m.websocket("comfyui").unwrap();
-    drop(a);
-    // A control socket outside the pool that nobody reads: its queue shows what an undrained
-    // idle socket would hold.
+    a.finish(); // it only read: nothing of this lease is running
+                // A control socket outside the pool that nobody reads: its queue shows what an undrained
+                // idle socket would hold.
     let ws_url = comfy.url.replace("http://", "ws://") + "/ws?clientId=control-unread";
     let (control, _) = tungstenite::connect(ws_url).unwrap();
     let control_port = match control.get_ref() {

@@ -134,6 +134,7 @@ fn wss_with_a_trusted_custom_root_works() {
         ws.send_text(&format!("secure {i}")).unwrap();
         let reply = ws.read().unwrap();
         assert_eq!(reply, Message::text(format!("secure {i}")));
+        ws.finish();
     }
     assert_eq!(server.accepted.load(Ordering::Relaxed), 1);
 }

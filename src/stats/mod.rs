@@ -22,6 +22,8 @@ pub(crate) enum CloseCause {
     Broken,
     Health,
     Shutdown,
+    /// A WebSocket lease ended while what it started may still be running.
+    Abandoned,
 }
 
 /// The counters of one pool. All `Relaxed`: they are statistics, not synchronisation.
@@ -33,7 +35,7 @@ pub(crate) struct PoolCounters {
     pub created: AtomicU64,
     pub connect_failures: AtomicU64,
     pub closed_total: AtomicU64,
-    closed: [AtomicU64; 5],
+    closed: [AtomicU64; 6],
     errors: [AtomicU64; ErrorClass::ALL.len()],
     pub leaks_detected: AtomicU64,
     pub acquire_time: Histogram,
@@ -76,6 +78,7 @@ impl PoolCounters {
             c(CloseCause::Broken),
             c(CloseCause::Health),
             c(CloseCause::Shutdown),
+            c(CloseCause::Abandoned),
         ];
         let errors = ErrorCounts(
             ErrorClass::ALL
@@ -98,6 +101,7 @@ impl PoolCounters {
                 broken: by_cause[2],
                 health: by_cause[3],
                 shutdown: by_cause[4],
+                abandoned: by_cause[5],
                 // Closed by the server or dropped by the HTTP client (keep-alive expiry).
                 other: closed_total.saturating_sub(by_cause.iter().sum()),
             },
@@ -228,6 +232,10 @@ pub struct ClosedCounts {
     pub health: u64,
     /// Closed by shutdown.
     pub shutdown: u64,
+    /// WebSocket: closed at the end of a lease that was not at a quiet point (it exposed its
+    /// client id or sent, and ended without `WsGuard::finish`; or it stopped inside a
+    /// message), so the next lease cannot receive its traffic.
+    pub abandoned: u64,
     /// Closed by the server or by the HTTP client's keep-alive expiry.
     pub other: u64,
 }

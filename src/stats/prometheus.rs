@@ -123,6 +123,7 @@ impl ManagerStats {
                     ("broken", c.broken),
                     ("health", c.health),
                     ("shutdown", c.shutdown),
+                    ("abandoned", c.abandoned),
                     ("other", c.other),
                 ] {
                     let _ = writeln!(

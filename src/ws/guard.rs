@@ -1,8 +1,9 @@
-//! [`WsGuard`]: a socket checked out of a WebSocket pool, returned on drop unless it broke.
+//! [`WsGuard`]: a socket checked out of a WebSocket pool, a lease that ends on drop.
 
 use std::fmt;
 use std::io;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,12 +11,19 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tungstenite::Message;
 
-use super::{tcp_of, Socket, WsConn, WsPool};
+use super::{LeaseEnd, Socket, WsConn, WsPool};
 use crate::error::{Error, ErrorClass, Phase};
 
-/// A WebSocket checked out of a pool. Dereferences to the tungstenite socket for inspection;
-/// send and read through the guard so errors are seen: a socket that failed or was closed
-/// is not returned to the pool.
+/// A WebSocket checked out of a pool: a lease. Send and read through the guard so errors are
+/// seen: a socket that failed or was closed is not returned to the pool. Dereferences to the
+/// tungstenite socket for inspection.
+///
+/// **Ending a lease.** A socket goes back to the pool only when its lease ended at a quiet
+/// point: call [`WsGuard::finish`] once nothing the lease started is still running (for
+/// ComfyUI: after `executing` with `node: null` and your prompt id). A lease that never
+/// exposed its client id nor sent anything is quiet too. Any other lease is closed when
+/// dropped (a TCP shutdown, nothing waited for) and the maintenance thread opens a
+/// replacement, so a job you walk away from never sends its events to the next lessee.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), backend_pool::Error> {
@@ -24,35 +32,92 @@ use crate::error::{Error, ErrorClass, Phase};
 /// let manager = PoolManager::new(ManagerConfig::default())?;
 /// let mut ws = manager.websocket("comfyui")?;
 /// let client_id = ws.client_id().unwrap_or_default().to_string();
-/// // POST /prompt with this client_id, then read progress events:
-/// let event: serde_json::Value = ws.read_json()?;
+/// // POST /prompt with this client_id (it answers with the prompt_id), then:
+/// # let prompt_id = String::new();
+/// loop {
+///     let event: serde_json::Value = ws.read_json()?;
+///     let data = &event["data"];
+///     if event["type"] == "executing" && data["node"].is_null() && data["prompt_id"] == prompt_id.as_str() {
+///         break;
+///     }
+/// }
+/// ws.finish(); // the job is over: the socket can serve the next lease
 /// # Ok(()) }
 /// ```
-#[must_use = "the socket returns to the pool when dropped"]
+#[must_use = "the lease ends when the guard is dropped"]
 pub struct WsGuard {
-    pub(super) conn: Option<WsConn>,
-    pub(super) pool: Arc<WsPool>,
-    pub(super) broken: bool,
+    conn: Option<WsConn>,
+    pool: Arc<WsPool>,
+    broken: bool,
+    /// The lease exposed its client id or sent: something it started may still be running.
+    /// Atomic because [`WsGuard::client_id`] takes `&self`.
+    started: AtomicBool,
+    /// [`WsGuard::finish`] was called.
+    finished: bool,
 }
 
 impl WsGuard {
+    pub(super) fn new(conn: WsConn, pool: Arc<WsPool>) -> WsGuard {
+        WsGuard {
+            conn: Some(conn),
+            pool,
+            broken: false,
+            started: AtomicBool::new(false),
+            finished: false,
+        }
+    }
+
+    pub(super) fn conn_ref(&self) -> Option<&WsConn> {
+        self.conn.as_ref()
+    }
+
     fn conn(&mut self) -> &mut WsConn {
         self.conn.as_mut().expect("socket present until drop")
     }
 
     /// The client id this socket was opened with (`clientId` for ComfyUI), if the pool sets
     /// one.
+    ///
+    /// Asking for it marks the lease as started: once the id is out, a job may be running for
+    /// it, so the socket is closed at the end of the lease unless [`WsGuard::finish`] says
+    /// the job is over.
     pub fn client_id(&self) -> Option<&str> {
-        self.conn.as_ref().and_then(|c| c.client_id.as_deref())
+        let id = self.conn.as_ref().and_then(|c| c.client_id.as_deref());
+        if id.is_some() {
+            self.started.store(true, Relaxed);
+        }
+        id
     }
 
-    /// Sends a message.
+    /// Ends the lease at a quiet point: nothing it started is still running (for ComfyUI,
+    /// every prompt it queued has ended with `executing` / `node: null`). The socket goes
+    /// back to the pool unless it is broken or holds part of a message.
+    pub fn finish(mut self) {
+        self.finished = true;
+    }
+
+    /// Sends a message, within the service's `request_timeout_ms` as a whole (however
+    /// slowly the server reads).
+    ///
+    /// Sending marks the lease as started (see [`WsGuard::finish`]).
     ///
     /// # Errors
-    /// [`Error::Transport`] / [`Error::ConnectionClosed`] (the socket is then discarded).
+    /// [`Error::Timeout`] (phase [`Phase::Send`]), [`Error::Transport`],
+    /// [`Error::ConnectionClosed`]; the socket is then discarded (part of a frame may have
+    /// gone out).
     pub fn send(&mut self, message: Message) -> Result<(), Error> {
-        let result = self.conn().socket.send(message);
-        result.map_err(|e| self.failed(e, Phase::Send))
+        *self.started.get_mut() = true;
+        let wait = self.pool.core.timeouts.request;
+        let conn = self.conn();
+        conn.socket.get_mut().set_deadline(deadline_after(wait));
+        let result = conn.socket.send(message);
+        result.map_err(|e| match e {
+            tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
+                self.broken = true;
+                self.timed_out(Phase::Send, wait)
+            }
+            e => self.failed(e, Phase::Send),
+        })
     }
 
     /// Sends a text message.
@@ -86,26 +151,19 @@ impl WsGuard {
         self.read_timeout(wait)
     }
 
-    /// Like [`WsGuard::read`] with its own timeout.
+    /// Like [`WsGuard::read`], returning within `wait` (signals delivered to the thread do
+    /// not cut it short). A message already buffered is returned even with a zero `wait`.
     ///
     /// # Errors
     /// As [`WsGuard::read`].
     pub fn read_timeout(&mut self, wait: Duration) -> Result<Message, Error> {
-        let deadline = Instant::now() + wait;
-        let mut left = wait;
+        self.conn()
+            .socket
+            .get_mut()
+            .set_deadline(deadline_after(wait));
         loop {
-            if left.is_zero() {
-                return Err(self.timed_out(wait));
-            }
-            let conn = self.conn();
-            // One system call saved per message: the socket usually has this timeout already.
-            if conn.read_timeout != left {
-                if let Err(e) = tcp_of(&conn.socket).set_read_timeout(Some(left)) {
-                    return Err(self.failed(e.into(), Phase::Read));
-                }
-                conn.read_timeout = left;
-            }
-            match conn.socket.read() {
+            let result = self.conn().socket.read();
+            match result {
                 Ok(m @ (Message::Text(_) | Message::Binary(_))) => return Ok(m),
                 Ok(Message::Close(_)) => {
                     self.broken = true;
@@ -114,14 +172,14 @@ impl WsGuard {
                         service: self.pool.core.name.clone(),
                     });
                 }
-                Ok(_) => left = deadline.saturating_duration_since(Instant::now()),
+                Ok(_) => {} // ping (answered) or pong; the deadline keeps running
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
                     ) =>
                 {
-                    return Err(self.timed_out(wait))
+                    return Err(self.timed_out(Phase::Read, wait))
                 }
                 Err(e) => return Err(self.failed(e, Phase::Read)),
             }
@@ -148,11 +206,11 @@ impl WsGuard {
         self.broken = true;
     }
 
-    fn timed_out(&self, after: Duration) -> Error {
+    fn timed_out(&self, phase: Phase, after: Duration) -> Error {
         self.pool.counters.error(ErrorClass::Timeout);
         Error::Timeout {
             service: self.pool.core.name.clone(),
-            phase: Phase::Read,
+            phase,
             after,
         }
     }
@@ -224,7 +282,10 @@ impl fmt::Debug for WsGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WsGuard")
             .field("service", &self.pool.core.name)
-            .field("client_id", &self.client_id())
+            .field(
+                "client_id",
+                &self.conn.as_ref().and_then(|c| c.client_id.as_deref()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -232,8 +293,21 @@ impl fmt::Debug for WsGuard {
 impl Drop for WsGuard {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            let broken = self.broken || std::thread::panicking();
-            self.pool.give_back(conn, broken);
+            let end = if self.broken || std::thread::panicking() {
+                LeaseEnd::Broken
+            } else if *self.started.get_mut() && !self.finished {
+                LeaseEnd::Abandoned
+            } else {
+                LeaseEnd::Quiet
+            };
+            self.pool.give_back(conn, end);
         }
     }
+}
+
+/// `wait` from now, saturating far in the future instead of overflowing.
+fn deadline_after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }

@@ -1,35 +1,66 @@
 //! WebSocket pools: tungstenite sockets in a [`Slots`] (parking_lot Mutex + Condvar, LIFO
 //! idle stack, FIFO waiters), checked out as a [`WsGuard`].
 //!
-//! Connect, ping, drain and close all run with no lock held. A socket that saw an error or a
-//! close frame, or whose guard dropped during a panic, is closed instead of returned. The
-//! maintenance thread pings idle sockets (a read timeout bounds the wait for the pong, so a
-//! dead peer cannot stall it) and drains the messages servers push at idle sockets (ComfyUI
-//! broadcasts `status` to every socket), so idle buffers stay empty.
+//! Connect, send, read, ping, drain and close all run with no lock held, each within one
+//! deadline: [`WsStream`] bounds a whole operation (not each system call), and a signal that
+//! lands in a blocked call (`EINTR`) resumes it within the same deadline.
+//!
+//! # Leases
+//!
+//! A checkout is a lease on one socket, and **a new lease never sees traffic caused by an
+//! earlier one**. Servers keep sending a job's events to the socket that started it for the
+//! whole job (ComfyUI sends every event for a `clientId` to that socket, whoever holds it, and
+//! has no unsubscribe; its binary previews carry no prompt id, so nothing could filter them).
+//! So a socket goes back to the pool only when its lease ended at a quiet point:
+//!
+//! * the holder called [`WsGuard::finish`]: nothing the lease started is still running
+//!   (ComfyUI: each prompt it queued has ended with `executing`, `node: null` and its prompt
+//!   id), or the lease never exposed its client id ([`WsGuard::client_id`]) nor sent anything;
+//! * and the stream stopped between two messages, not inside one (a read that timed out in
+//!   the middle of a frame; part of a frame that came in behind a whole message).
+//!
+//! Any other socket is closed when its lease ends: a TCP shutdown, no close handshake waited
+//! for on the caller's thread (`closed.abandoned`); the maintenance refill opens a replacement
+//! off the caller's thread. A socket that saw an error or a close frame, or whose guard
+//! dropped during a panic, is closed too (`closed.broken`).
+//!
+//! # Idle sockets
+//!
+//! The maintenance thread pings idle sockets (the wait for the pong is bounded, so a dead
+//! peer cannot stall it) and drains what servers push at them: ComfyUI broadcasts `status` to
+//! every socket, idle ones included. Draining runs on the maintenance tick while no caller is
+//! waiting for a socket, not at checkout (checkout makes no system call), so a new lease may
+//! first read the broadcasts pushed since the last drain (ComfyUI: up to a tick's worth of
+//! `status` messages, dozens under load), never an earlier lease's events: filter events by
+//! type and prompt id.
 
 use std::io;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::WebSocketConfig;
-use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
 use crate::config::WsPoolConfig;
-use crate::error::{Error, ErrorClass, Phase, PoolKind, PoolState};
+use crate::error::{Error, PoolKind, PoolState};
 use crate::lease::{Lease, LeaseRegistry};
-use crate::service::{jittered, random_u64, ServiceCore};
+use crate::service::ServiceCore;
 use crate::slots::{AcquireError, Slots};
 use crate::stats::{CloseCause, PoolCounters, PoolStats};
 
+mod connect;
+mod frames;
 mod guard;
+mod stream;
+#[cfg(test)]
+mod tests;
 pub use guard::WsGuard;
+pub use stream::WsStream;
 
 /// The socket type the pool holds.
-pub type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocket<WsStream>;
 
 pub(crate) struct WsConn {
     socket: Socket,
@@ -37,8 +68,35 @@ pub(crate) struct WsConn {
     lease: Arc<Lease>,
     expires: Instant,
     last_ping: Instant,
-    /// The read timeout the socket has now.
-    read_timeout: Duration,
+}
+
+/// How a lease ended, which decides whether its socket may serve another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaseEnd {
+    /// Nothing the lease started can still be running: it never exposed its client id nor
+    /// sent, or it said so with [`WsGuard::finish`].
+    Quiet,
+    /// It started something (exposed its client id or sent) and ended without `finish`:
+    /// the server may still be sending that job's events.
+    Abandoned,
+    /// An error, a close frame, a panic, or [`WsGuard::discard`].
+    Broken,
+}
+
+/// A permit taken from the slots: given back when dropped (an error or a panic while a
+/// socket is being opened), kept when a guard takes it over.
+struct Permit<'a>(&'a Slots<WsConn>);
+
+impl Permit<'_> {
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.release(None);
+    }
 }
 
 /// A service's WebSocket pool.
@@ -96,7 +154,7 @@ impl WsPool {
                 self.counters.acquisitions.fetch_add(1, Relaxed);
                 self.counters.requests.fetch_add(1, Relaxed);
                 self.counters.acquire_time.record(start.elapsed());
-                if let Some(conn) = &guard.conn {
+                if let Some(conn) = guard.conn_ref() {
                     conn.lease.begin(start);
                 }
             }
@@ -129,143 +187,25 @@ impl WsPool {
                 })
             }
         };
+        let permit = Permit(&self.slots);
         let conn = match idle {
             Some(conn) => conn,
-            None => match self.connect() {
-                Ok(conn) => conn,
-                Err(e) => {
-                    self.slots.release(None);
-                    return Err(e);
-                }
-            },
+            None => self.connect()?,
         };
-        Ok(WsGuard {
-            conn: Some(conn),
-            pool: Arc::clone(self),
-            broken: false,
-        })
+        permit.keep();
+        Ok(WsGuard::new(conn, Arc::clone(self)))
     }
 
-    /// Opens a socket: TCP connect, TLS and handshake, each bounded by `connect_timeout_ms`.
-    fn connect(&self) -> Result<WsConn, Error> {
-        let result = self.connect_inner();
-        match &result {
-            Ok(_) => self.core.health.success(),
-            Err(e) => {
-                self.counters.connect_failures.fetch_add(1, Relaxed);
-                self.core
-                    .connection_failed(ErrorClass::Connect, crate::error::error_chain(e));
-            }
-        }
-        result
-    }
-
-    fn connect_inner(&self) -> Result<WsConn, Error> {
-        let core = &self.core;
-        let t = core.timeouts;
-        let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Transport {
-            service: core.name.clone(),
-            phase: Phase::Connect,
-            source,
-        };
-        let client_id = self
-            .config
-            .client_id_param
-            .as_ref()
-            .map(|_| format!("bp-{:016x}", random_u64()));
-        let mut url = core.endpoint.ws_url(&self.config.path);
-        if let (Some(param), Some(id)) = (&self.config.client_id_param, &client_id) {
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str(&format!("{param}={id}"));
-        }
-        let mut request = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| fail(e.into()))?;
-        for h in &core.headers {
-            let name = tungstenite::http::HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|e| fail(e.into()))?;
-            let value = tungstenite::http::HeaderValue::from_str(&h.value)
-                .map_err(|_| fail(format!("header '{}' has an invalid value", h.name).into()))?;
-            request.headers_mut().insert(name, value);
-        }
-        let host = core
-            .endpoint
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let addrs = (host, core.endpoint.port)
-            .to_socket_addrs()
-            .map_err(|e| fail(e.into()))?;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address resolved");
-        let mut stream = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, t.connect) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let stream = match stream {
-            Some(s) => s,
-            None if last.kind() == io::ErrorKind::TimedOut => {
-                return Err(Error::Timeout {
-                    service: core.name.clone(),
-                    phase: Phase::Connect,
-                    after: t.connect,
-                })
-            }
-            None => return Err(fail(last.into())),
-        };
-        // Shutdown cuts a handshake that drips or stalls short (see `crate::abort`).
-        let _abort = core.aborts.watch_tcp(&stream);
-        // The TCP connection exists from here: count it, and its close if the handshake fails.
-        self.counters.created.fetch_add(1, Relaxed);
-        let opened = Opened(&self.counters);
-        let _ = stream.set_nodelay(true);
-        stream
-            .set_read_timeout(Some(t.connect))
-            .and_then(|()| stream.set_write_timeout(Some(t.connect)))
-            .map_err(|e| fail(e.into()))?;
-        let connector = core
-            .tls
-            .as_ref()
-            .map(|tls| tungstenite::Connector::Rustls(Arc::clone(&tls.rustls)));
-        let (socket, _response) =
-            tungstenite::client_tls_with_config(request, stream, Some(self.ws_config), connector)
-                .map_err(|e| match e {
-                tungstenite::HandshakeError::Interrupted(_) => Error::Timeout {
-                    service: core.name.clone(),
-                    phase: Phase::Connect,
-                    after: t.connect,
-                },
-                tungstenite::HandshakeError::Failure(e) => fail(e.into()),
-            })?;
-        let tcp = tcp_of(&socket);
-        tcp.set_read_timeout(Some(t.read_idle))
-            .and_then(|()| tcp.set_write_timeout(Some(t.request)))
-            .map_err(|e| fail(e.into()))?;
-        std::mem::forget(opened);
-        let now = Instant::now();
-        log::debug!(target: "backend_pool", "service '{}': WebSocket opened", core.name);
-        Ok(WsConn {
-            socket,
-            client_id,
-            lease: self.leases.register(),
-            expires: now + jittered(t.lifetime),
-            last_ping: now,
-            read_timeout: t.read_idle,
-        })
-    }
-
-    /// Closes a socket (close frame, bounded by a short write timeout), off-lock.
+    /// Closes a socket off-lock: a close frame (bounded by 100 ms) for a healthy one; a
+    /// broken or abandoned one is only shut down (its peer may not be reading, and an
+    /// abandoned lease is closed on its caller's thread).
     fn close_conn(&self, mut conn: WsConn, cause: CloseCause) {
         self.counters.closed(cause, 1);
         self.counters.closed_total.fetch_add(1, Relaxed);
-        if cause != CloseCause::Broken {
-            let _ = tcp_of(&conn.socket).set_write_timeout(Some(Duration::from_millis(100)));
+        if !matches!(cause, CloseCause::Broken | CloseCause::Abandoned) {
+            conn.socket
+                .get_mut()
+                .set_deadline(Instant::now() + Duration::from_millis(100));
             let _ = conn.socket.close(None);
             let _ = conn.socket.flush();
         }
@@ -273,12 +213,15 @@ impl WsPool {
         log::debug!(target: "backend_pool", "service '{}': WebSocket closed ({cause:?})", self.core.name);
     }
 
-    /// Returns a guard's socket: idle again, or closed if it is broken, expired or the pool is
-    /// shut down.
-    pub(super) fn give_back(&self, conn: WsConn, broken: bool) {
+    /// Returns a guard's socket: idle again only when its lease ended at a quiet point and
+    /// the stream stopped between two messages; otherwise closed (broken, abandoned, expired,
+    /// or the pool is shut down). The maintenance refill replaces what is closed.
+    fn give_back(&self, mut conn: WsConn, end: LeaseEnd) {
         conn.lease.end();
-        let cause = if broken || !conn.socket.can_write() {
+        let cause = if end == LeaseEnd::Broken || !conn.socket.can_write() {
             Some(CloseCause::Broken)
+        } else if end == LeaseEnd::Abandoned || !conn.socket.get_ref().at_rest() {
+            Some(CloseCause::Abandoned)
         } else if conn.expires <= Instant::now() {
             Some(CloseCause::Lifetime)
         } else {
@@ -290,6 +233,7 @@ impl WsPool {
                 self.close_conn(conn, cause);
             }
             None => {
+                conn.socket.get_mut().clear_deadline();
                 if let Some(conn) = self.slots.release(Some(conn)) {
                     self.close_conn(conn, CloseCause::Shutdown);
                 }
@@ -439,7 +383,6 @@ impl WsPool {
             if s.ping {
                 let _ = tcp.set_read_timeout(Some(t.read_idle));
                 let _ = tcp.set_write_timeout(Some(t.request));
-                s.conn.read_timeout = t.read_idle;
             }
         }
     }
@@ -515,20 +458,6 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// Counts the close of a TCP connection whose handshake failed (dropped unless disarmed).
-struct Opened<'a>(&'a PoolCounters);
-
-impl Drop for Opened<'_> {
-    fn drop(&mut self) {
-        self.0.closed(CloseCause::Broken, 1);
-        self.0.closed_total.fetch_add(1, Relaxed);
-    }
-}
-
 fn tcp_of(socket: &Socket) -> &TcpStream {
-    match socket.get_ref() {
-        MaybeTlsStream::Plain(s) => s,
-        MaybeTlsStream::Rustls(s) => s.get_ref(),
-        _ => unreachable!("only plain and rustls streams are opened"),
-    }
+    socket.get_ref().tcp()
 }

@@ -34,6 +34,41 @@ pub fn current_thread() -> libc::pthread_t {
     unsafe { libc::pthread_self() }
 }
 
+/// The kernel task ids of this process's threads whose names start with `prefix` (threads
+/// the test does not own, e.g. the pool's maintenance thread), for
+/// [`Interrupter::start_task`].
+pub fn tasks_named(prefix: &str) -> Vec<libc::pid_t> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm"))
+                .is_ok_and(|name| name.trim_end().starts_with(prefix))
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Which thread an [`Interrupter`] signals.
+#[derive(Clone, Copy)]
+enum Target {
+    Thread(libc::pthread_t),
+    Task(libc::pid_t),
+}
+
+impl Target {
+    fn signal(self) -> bool {
+        match self {
+            Target::Thread(t) => unsafe { libc::pthread_kill(t, libc::SIGUSR1) == 0 },
+            Target::Task(tid) => unsafe {
+                libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) == 0
+            },
+        }
+    }
+}
+
 /// Sends `SIGUSR1` to one thread every `every` until stopped (or dropped).
 pub struct Interrupter {
     stop: Arc<AtomicBool>,
@@ -43,13 +78,22 @@ pub struct Interrupter {
 impl Interrupter {
     /// Starts interrupting `target` (which must stay alive until [`Interrupter::stop`]).
     pub fn start(target: libc::pthread_t, every: Duration) -> Interrupter {
+        Self::spawn(Target::Thread(target), every)
+    }
+
+    /// Starts interrupting the thread with kernel task id `tid` (see [`tasks_named`]).
+    pub fn start_task(tid: libc::pid_t, every: Duration) -> Interrupter {
+        Self::spawn(Target::Task(tid), every)
+    }
+
+    fn spawn(target: Target, every: Duration) -> Interrupter {
         install_handler();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let handle = std::thread::spawn(move || {
             let mut sent = 0;
             while !flag.load(Ordering::Relaxed) {
-                if unsafe { libc::pthread_kill(target, libc::SIGUSR1) } == 0 {
+                if target.signal() {
                     sent += 1;
                     DELIVERED.fetch_add(1, Ordering::Relaxed);
                 }

@@ -11,13 +11,14 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use crate::errors::to_py;
 use crate::{json_dumps, json_loads, seconds};
 
-/// A WebSocket checked out of a service's pool. Use it as a context manager: leaving the
-/// block returns the socket to the pool (a socket that failed or was closed by the peer is
-/// closed instead).
+/// A WebSocket checked out of a service's pool: a lease. Use it as a context manager and call
+/// `finish()` once nothing the lease started is still running (ComfyUI: your prompt ended
+/// with `executing` / `node: None`): the socket then goes back to the pool. A lease that
+/// read `client_id` or sent and ends without `finish()` is closed instead (its job's events
+/// must not reach the next lessee), as is a socket that failed or was closed by the peer.
 #[pyclass(frozen, name = "WebSocket", module = "backend_pool")]
 pub(crate) struct PyWebSocket {
     service: String,
-    client_id: Option<String>,
     inner: Mutex<Option<WsGuard>>,
 }
 
@@ -30,7 +31,6 @@ impl PyWebSocket {
     pub(crate) fn new(service: &str, guard: WsGuard) -> Self {
         PyWebSocket {
             service: service.to_string(),
-            client_id: guard.client_id().map(str::to_string),
             inner: Mutex::new(Some(guard)),
         }
     }
@@ -72,10 +72,17 @@ impl PyWebSocket {
 
 #[pymethods]
 impl PyWebSocket {
-    /// The client id the socket was opened with (ComfyUI's `clientId`), or None.
+    /// The client id the socket was opened with (ComfyUI's `clientId`), or None (also once
+    /// the lease ended). Reading it marks the lease as started: end it with `finish()`.
     #[getter]
-    fn client_id(&self) -> Option<&str> {
-        self.client_id.as_deref()
+    fn client_id(&self, py: Python<'_>) -> Option<String> {
+        // Another thread may hold the socket while it blocks in recv: wait detached.
+        py.detach(|| {
+            self.inner
+                .lock()
+                .as_ref()
+                .and_then(|g| g.client_id().map(str::to_string))
+        })
     }
 
     /// The service.
@@ -132,7 +139,18 @@ impl PyWebSocket {
         }
     }
 
-    /// Returns the socket to its pool. Idempotent.
+    /// Ends the lease at a quiet point: nothing it started is still running. The socket goes
+    /// back to its pool (unless it failed). Idempotent.
+    fn finish(&self, py: Python<'_>) {
+        py.detach(|| {
+            if let Some(g) = self.inner.lock().take() {
+                g.finish();
+            }
+        });
+    }
+
+    /// Ends the lease: the socket goes back to its pool if the lease never read `client_id`
+    /// nor sent, and is closed otherwise (use `finish()` after a completed job). Idempotent.
     fn close(&self, py: Python<'_>) {
         py.detach(|| drop(self.inner.lock().take()));
     }
@@ -157,10 +175,10 @@ impl PyWebSocket {
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
+        // The client id is not shown: reading it would mark the lease as started.
         format!(
-            "<WebSocket service='{}' client_id={:?}{}>",
+            "<WebSocket service='{}'{}>",
             self.service,
-            self.client_id.as_deref().unwrap_or(""),
             if self.closed(py) { " closed" } else { "" }
         )
     }

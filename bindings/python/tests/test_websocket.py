@@ -45,12 +45,23 @@ def test_returned_socket_is_reused(manager):
     with manager.websocket("comfy") as ws:
         first_id = ws.client_id
         ws.recv_json(timeout=2)
+        ws.finish()  # nothing of this lease is still running
     with manager.websocket("comfy") as ws:
         assert ws.client_id == first_id
         ws.send("x")
         assert ws.recv(timeout=2) == "x"
     pool = manager.stats()["services"][1]["websocket"]
     assert pool["acquisitions"] == 2 and pool["connections_created"] == 1
+
+
+def test_a_lease_ended_without_finish_is_not_reused(manager):
+    with manager.websocket("comfy") as ws:
+        first_id = ws.client_id  # a job may now run for this id
+        ws.recv_json(timeout=2)
+    with manager.websocket("comfy") as ws:
+        assert ws.client_id != first_id
+    pool = manager.stats()["services"][1]["websocket"]
+    assert pool["connections_created"] == 2 and pool["closed"]["abandoned"] == 1
 
 
 def test_peer_close_discards_socket(manager):

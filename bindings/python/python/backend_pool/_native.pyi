@@ -159,8 +159,12 @@ class WebSocket:
         """The next text or binary message; raises ``Timeout`` (the socket stays usable)."""
     def recv_json(self, timeout: float | None = None) -> Any:
         """The next text message decoded as JSON (binary messages skipped)."""
+    def finish(self) -> None:
+        """Ends the lease at a quiet point (nothing it started is still running): the socket
+        goes back to its pool."""
     def close(self) -> None:
-        """Returns the socket to its pool."""
+        """Ends the lease: back to the pool if it never read ``client_id`` nor sent,
+        closed otherwise."""
     def discard(self) -> None:
         """Closes the socket instead of returning it."""
     def __enter__(self) -> WebSocket: ...

@@ -1,0 +1,167 @@
+//! Opening a pooled WebSocket: TCP connect, TLS and the WebSocket handshake under one
+//! deadline (`connect_timeout_ms`), so a server that answers a byte at a time cannot stretch
+//! it; every TCP connection made is counted, and so is its close when the handshake fails.
+
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tungstenite::client::IntoClientRequest;
+
+use super::{tcp_of, WsConn, WsPool, WsStream};
+use crate::error::{Error, ErrorClass, Phase};
+use crate::service::{jittered, random_u64};
+use crate::stats::{CloseCause, PoolCounters};
+
+impl WsPool {
+    /// Opens a socket: TCP connect, TLS and handshake, all within one `connect_timeout_ms`.
+    /// A panic on the way (tungstenite asserts on its buffer settings) is a failed connect.
+    pub(super) fn connect(&self) -> Result<WsConn, Error> {
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.connect_inner()))
+                .unwrap_or_else(|panic| {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into());
+                    Err(Error::Transport {
+                        service: self.core.name.clone(),
+                        phase: Phase::Connect,
+                        source: format!("opening the socket panicked: {why}").into(),
+                    })
+                });
+        match &result {
+            Ok(_) => self.core.health.success(),
+            Err(e) => {
+                self.counters.connect_failures.fetch_add(1, Relaxed);
+                self.core
+                    .connection_failed(ErrorClass::Connect, crate::error::error_chain(e));
+            }
+        }
+        result
+    }
+
+    fn connect_inner(&self) -> Result<WsConn, Error> {
+        let core = &self.core;
+        let t = core.timeouts;
+        // One deadline for TCP, TLS and the handshake: a server answering a byte at a time
+        // cannot stretch it.
+        let deadline = Instant::now() + t.connect;
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Transport {
+            service: core.name.clone(),
+            phase: Phase::Connect,
+            source,
+        };
+        let timed_out = || Error::Timeout {
+            service: core.name.clone(),
+            phase: Phase::Connect,
+            after: t.connect,
+        };
+        let client_id = self
+            .config
+            .client_id_param
+            .as_ref()
+            .map(|_| format!("bp-{:016x}", random_u64()));
+        let mut url = core.endpoint.ws_url(&self.config.path);
+        if let (Some(param), Some(id)) = (&self.config.client_id_param, &client_id) {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&format!("{param}={id}"));
+        }
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| fail(e.into()))?;
+        for h in &core.headers {
+            let name = tungstenite::http::HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|e| fail(e.into()))?;
+            let value = tungstenite::http::HeaderValue::from_str(&h.value)
+                .map_err(|_| fail(format!("header '{}' has an invalid value", h.name).into()))?;
+            request.headers_mut().insert(name, value);
+        }
+        let host = core
+            .endpoint
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let tls = match &core.tls {
+            None => None,
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|_| fail(format!("'{host}' is not a valid TLS server name").into()))?;
+                Some((Arc::clone(&tls.rustls), name))
+            }
+        };
+        let addrs = (host, core.endpoint.port)
+            .to_socket_addrs()
+            .map_err(|e| fail(e.into()))?;
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address resolved");
+        let mut stream = None;
+        for addr in addrs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                last = io::ErrorKind::TimedOut.into();
+                break;
+            }
+            match TcpStream::connect_timeout(&addr, left) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let stream = match stream {
+            Some(s) => s,
+            None if last.kind() == io::ErrorKind::TimedOut => return Err(timed_out()),
+            None => return Err(fail(last.into())),
+        };
+        // Shutdown cuts a handshake that drips or stalls short (see `crate::abort`).
+        let _abort = core.aborts.watch_tcp(&stream);
+        // The TCP connection exists from here: count it, and its close if the handshake fails.
+        self.counters.created.fetch_add(1, Relaxed);
+        let opened = Opened(&self.counters);
+        let _ = stream.set_nodelay(true);
+        let stream = WsStream::open(stream, tls, deadline).map_err(|e| fail(e.into()))?;
+        let (mut socket, _response) =
+            tungstenite::client::client_with_config(request, stream, Some(self.ws_config))
+                .map_err(|e| match e {
+                    tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))
+                        if e.kind() == io::ErrorKind::TimedOut =>
+                    {
+                        timed_out()
+                    }
+                    tungstenite::HandshakeError::Failure(e) => fail(e.into()),
+                    // Only a non-blocking stream interrupts a handshake; the deadline passed.
+                    tungstenite::HandshakeError::Interrupted(_) => timed_out(),
+                })?;
+        // Idle from here: the socket's own timeouts rule until a lease sets a deadline.
+        let tcp = tcp_of(&socket);
+        tcp.set_read_timeout(Some(t.read_idle))
+            .and_then(|()| tcp.set_write_timeout(Some(t.request)))
+            .map_err(|e| fail(e.into()))?;
+        socket.get_mut().clear_deadline();
+        std::mem::forget(opened);
+        let now = Instant::now();
+        log::debug!(target: "backend_pool", "service '{}': WebSocket opened", core.name);
+        Ok(WsConn {
+            socket,
+            client_id,
+            lease: self.leases.register(),
+            expires: now + jittered(t.lifetime),
+            last_ping: now,
+        })
+    }
+}
+
+/// Counts the close of a TCP connection whose handshake failed (dropped unless disarmed).
+struct Opened<'a>(&'a PoolCounters);
+
+impl Drop for Opened<'_> {
+    fn drop(&mut self) {
+        self.0.closed(CloseCause::Broken, 1);
+        self.0.closed_total.fetch_add(1, Relaxed);
+    }
+}
