@@ -426,8 +426,17 @@ impl ServiceConfig {
                     );
                 }
             }
-            if http.max_body_bytes == 0 || http.input_buffer_bytes == 0 {
-                return invalid("http", "max_body_bytes and input_buffer_bytes must be > 0");
+            if http.max_body_bytes == 0 {
+                return invalid("http.max_body_bytes", "must be > 0");
+            }
+            for (field, value) in [
+                ("http.input_buffer_bytes", http.input_buffer_bytes),
+                ("http.output_buffer_bytes", http.output_buffer_bytes),
+                ("http.max_header_bytes", http.max_header_bytes),
+            ] {
+                if !(256..=16 << 20).contains(&value) {
+                    return invalid(field, "must be 256 bytes to 16 MiB");
+                }
             }
         }
         if let Some(ws) = &self.websocket {
@@ -446,9 +455,8 @@ impl ServiceConfig {
             }
         }
         if let Some(path) = &self.health_path {
-            if !path.starts_with('/') {
-                return invalid("health_path", "must start with '/'");
-            }
+            crate::http::validate::check_path(path)
+                .map_err(|why| ConfigError::invalid(name, "health_path", &why))?;
         }
         for (field, value) in [
             ("health_interval_ms", self.health_interval_ms),
@@ -471,10 +479,19 @@ impl ServiceConfig {
         if self.unhealthy_after == 0 {
             return invalid("unhealthy_after", "must be at least 1");
         }
-        for header in self.headers.keys().chain(self.secret_headers.keys()) {
-            if header.is_empty() || !header.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-                return invalid("headers", &format!("'{header}' is not a valid header name"));
-            }
+        // Sent on every request: checked here once (values unquoted: they may be secrets).
+        let plain = self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let secret = self
+            .secret_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()));
+        for (header, value) in plain.chain(secret) {
+            crate::http::validate::check_header(header, value)
+                .map_err(|why| ConfigError::invalid(name, "headers", &why))?;
+        }
+        if let Some(token) = &self.bearer_token {
+            crate::http::validate::check_header("Authorization", token.expose())
+                .map_err(|why| ConfigError::invalid(name, "bearer_token", &why))?;
         }
         Ok(())
     }

@@ -15,6 +15,7 @@
 mod request;
 mod response;
 mod transport;
+pub(crate) mod validate;
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
@@ -73,6 +74,8 @@ impl HttpPool {
             counters: Arc::new(PoolCounters::default()),
             leases: LeaseRegistry::default(),
             lifetime: t.lifetime,
+            origin: (core.endpoint.host.clone(), core.endpoint.port),
+            tls: core.tls.as_ref().map(|tls| Arc::clone(&tls.rustls)),
         });
         let r2d2 = r2d2::Pool::builder()
             .max_size(config.max_connections)

@@ -10,8 +10,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::response::{Response, StreamingResponse};
+use super::validate;
 use super::{HttpConnection, HttpPool};
-use crate::error::{Error, Phase};
+use crate::error::{Error, Phase, HEADER_LINES};
 
 /// A handle on one service's HTTP pool; cheap to clone, usable from any thread.
 ///
@@ -158,8 +159,16 @@ impl RequestBuilder {
             service: self.pool.core.name.clone(),
             source,
         })?;
-        self.header("Content-Type", "application/json")
-            .send_bytes(&bytes)
+        let typed = self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        let this = if typed {
+            self
+        } else {
+            self.header("Content-Type", "application/json")
+        };
+        this.send_bytes(&bytes)
     }
 
     /// Sends raw bytes and reads the whole response.
@@ -193,19 +202,41 @@ impl RequestBuilder {
         matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS")
     }
 
-    /// Checks out a connection and sends; retries a stale-connection failure once on a
-    /// fresh connection when the method is idempotent.
+    /// Checks the request (before checkout: an invalid one costs no connection), checks out
+    /// a connection and sends. A GET / HEAD / OPTIONS whose connection closed before any
+    /// response byte arrived is sent once more on a fresh connection; nothing is resent once
+    /// the server sent a byte of its response.
     fn execute(
         self,
         body: &[u8],
     ) -> Result<(HttpConnection, ureq::http::Response<ureq::Body>), Error> {
         let pool = &self.pool;
+        let counters = pool.counters();
+        let target = validate::target(
+            &pool.core.endpoint,
+            &pool.base,
+            &pool.core.headers,
+            &self.method,
+            &self.path,
+            &self.headers,
+            body.len(),
+            pool.config.output_buffer_bytes,
+        )
+        .map_err(|reason| {
+            let err = Error::InvalidRequest {
+                service: pool.core.name.clone(),
+                reason,
+            };
+            counters.error(err.class());
+            err
+        })?;
         let wait = self.wait.unwrap_or(pool.core.timeouts.wait);
         let conn = pool.checkout(wait, !self.probe)?;
-        let counters = pool.counters();
+        let wire = Arc::clone(&conn.item().wire);
         let mut retried = false;
         loop {
-            match self.send_once(&conn, body) {
+            wire.begin_attempt();
+            match self.send_once(&conn, &target, body) {
                 Ok(response) => {
                     counters.requests.fetch_add(1, Relaxed);
                     if !self.probe {
@@ -214,14 +245,16 @@ impl RequestBuilder {
                     return Ok((conn, response));
                 }
                 Err(e) => {
-                    let err = classify(pool, e);
-                    let stale = matches!(
-                        err,
-                        Error::ConnectionClosed {
-                            phase: Phase::Send | Phase::Receive,
-                            ..
-                        }
-                    );
+                    let err = if wire.reached() {
+                        classify(pool, e)
+                    } else {
+                        classify_unreached(pool, e)
+                    };
+                    // Only a connection that closed before any byte of a response: the
+                    // server cannot have acted on a request it never answered a byte to...
+                    // except by design, so only for methods that may be repeated.
+                    let stale =
+                        matches!(err, Error::ConnectionClosed { .. }) && wire.received() == 0;
                     if stale && !retried && self.idempotent() {
                         // ureq dropped the dead socket: the next try connects afresh.
                         retried = true;
@@ -242,19 +275,13 @@ impl RequestBuilder {
     fn send_once(
         &self,
         conn: &HttpConnection,
+        target: &validate::Target,
         body: &[u8],
     ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
-        let pool = &self.pool;
-        let mut request = ureq::http::Request::builder()
-            .method(self.method.as_str())
-            .uri(format!("{}{}", pool.base, self.path));
-        for h in &pool.core.headers {
-            request = request.header(h.name.as_str(), h.value.as_str());
-        }
-        for (k, v) in &self.headers {
-            request = request.header(k.as_str(), v.as_str());
-        }
-        let request = request.body(body)?;
+        let mut request = ureq::http::Request::new(body);
+        *request.method_mut() = target.method.clone();
+        *request.uri_mut() = target.uri.clone();
+        *request.headers_mut() = target.headers.clone();
         let agent = conn.agent();
         match self.timeout {
             Some(total) => agent.run(
@@ -265,6 +292,31 @@ impl RequestBuilder {
             ),
             None => agent.run(request),
         }
+    }
+}
+
+/// Maps a failure of an attempt that never reached a transport: resolving, connecting or the
+/// TLS handshake failed (a connect failure, whatever its I/O kind: out of file descriptors,
+/// an unknown host), or the HTTP client refused the request itself.
+fn classify_unreached(pool: &HttpPool, e: ureq::Error) -> Error {
+    let service = pool.core.name.clone();
+    match e {
+        ureq::Error::Http(_) | ureq::Error::BadUri(_) | ureq::Error::Protocol(_) => {
+            Error::InvalidRequest {
+                service,
+                reason: format!("the HTTP client refused the request: {e}"),
+            }
+        }
+        ureq::Error::Timeout(_) => Error::Timeout {
+            service,
+            phase: Phase::Connect,
+            after: pool.core.timeouts.connect,
+        },
+        e => Error::Transport {
+            service,
+            phase: Phase::Connect,
+            source: Box::new(e),
+        },
     }
 }
 
@@ -290,12 +342,6 @@ pub(super) fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
                 after,
             }
         }
-        ureq::Error::Io(io) if is_tls_failure(&io) => Error::Transport {
-            // rustls handshakes lazily, on the first read or write: still the connect phase.
-            service,
-            phase: Phase::Connect,
-            source: Box::new(io),
-        },
         ureq::Error::Io(io) => {
             use io::ErrorKind as K;
             match io.kind() {
@@ -338,6 +384,11 @@ pub(super) fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
             what: "response head",
             limit: limit as u64,
         },
+        ureq::Error::Protocol(ureq_proto::Error::HttpParseTooManyHeaders) => Error::TooLarge {
+            service,
+            what: HEADER_LINES,
+            limit: ureq_proto::client::MAX_RESPONSE_HEADERS as u64,
+        },
         e @ (ureq::Error::ConnectionFailed
         | ureq::Error::HostNotFound
         | ureq::Error::Tls(_)
@@ -353,10 +404,4 @@ pub(super) fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
             source: Box::new(e),
         },
     }
-}
-
-/// An I/O error carrying a rustls error (certificate, name, handshake).
-fn is_tls_failure(io: &io::Error) -> bool {
-    io.get_ref()
-        .is_some_and(|e| e.downcast_ref::<rustls::Error>().is_some())
 }
