@@ -1,7 +1,8 @@
 //! What a request may ask for, checked before it takes a connection: an origin-form path on
 //! the service, a method the client sends, headers that are well-formed and leave framing and
-//! routing to the pool. A request that fails a check is [`Error::InvalidRequest`]
-//! (`crate::Error`): it costs no connection and says nothing about the service's health.
+//! routing to the pool. A request that fails a check is
+//! [`Error::InvalidRequest`](crate::Error::InvalidRequest): it costs no connection and says
+//! nothing about the service's health.
 //!
 //! The path is appended to the service's base URL, so anything that is not an origin-form path
 //! (`/…` with an optional `?query`, RFC 9112 §3.2.1) could re-target the request — and the
