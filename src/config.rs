@@ -219,12 +219,14 @@ pub struct HttpPoolConfig {
     /// Largest response body read into memory; larger bodies need the streaming API.
     /// Defaults to 67 108 864 (64 MiB).
     pub max_body_bytes: u64,
-    /// Read buffer per connection (grows for large bodies only while they flow).
-    /// Defaults to 8192.
+    /// Read buffer per connection, 256 B to 16 MiB. It grows only while a response head longer
+    /// than it arrives (up to `max_header_bytes`), then shrinks back. Defaults to 8192.
     pub input_buffer_bytes: usize,
-    /// Write buffer per connection. Defaults to 4096.
+    /// Write buffer per connection, 256 B to 16 MiB; the request line and each header line
+    /// must fit in it. Defaults to 4096.
     pub output_buffer_bytes: usize,
-    /// Largest response head accepted. Defaults to 65 536.
+    /// Largest response head accepted, 256 B to 16 MiB (a larger one, or one of more than 128
+    /// header lines, is `too_large`). Defaults to 65 536.
     pub max_header_bytes: usize,
     /// Cap on connections held by streaming responses (`RequestBuilder::stream`: SSE, queued
     /// Gradio jobs, big downloads), so short calls always find capacity. `None` keeps a fifth

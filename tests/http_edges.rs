@@ -752,7 +752,11 @@ fn a_connection_closed_before_any_response_byte_is_retried_once_for_get_only() {
     let err = http.post("/stale").send_bytes(b"{}").unwrap_err();
     assert_eq!(err.class(), ErrorClass::Closed, "{err:?}");
     assert_eq!(server.requests(), 3, "POST is never resent");
-    assert_eq!(server.connections(), 3, "the retry did not use a fresh connection");
+    assert_eq!(
+        server.connections(),
+        3,
+        "the retry did not use a fresh connection"
+    );
     assert_eq!(http_stats(&m, "svc").retries, 1);
 }
 

@@ -2,10 +2,12 @@
 //!
 //! Each pooled item is a `ureq::Agent` whose own pool holds at most one idle connection, and
 //! an item is used by one caller at a time, so `max_connections` items mean at most
-//! `max_connections` TCP connections. A counting connector at the end of ureq's connector
-//! chain counts every real TCP connect and every close. In front of r2d2 sits a
-//! [`Slots`] gate: callers get permits in arrival order, wake on shutdown, and time out with
-//! the pool state; holding a permit, r2d2 always has an idle item or room to create one.
+//! `max_connections` TCP connections. Under ureq sit this crate's own resolver, connector
+//! and transport (`transport`): they count every real TCP connect and close, keep requests
+//! on the service's origin, and run every socket operation against its deadline. In front
+//! of r2d2 sits a [`Slots`] gate: callers get permits in arrival order, wake on shutdown, and
+//! time out with the pool state; holding a permit, r2d2 always has an idle item or room to
+//! create one.
 //!
 //! Stale keep-alive connections: ureq probes a pooled socket (a non-blocking read, no round
 //! trip) before reusing it and never reuses one idle longer than `keepalive_idle_ms`; if a

@@ -1,5 +1,11 @@
-//! Building and sending requests: [`HttpClient`], [`RequestBuilder`], and the mapping of
-//! ureq's errors onto this crate's phases and classes.
+//! Building and sending requests: [`HttpClient`], [`RequestBuilder`], the retry rule, and the
+//! mapping of ureq's errors onto this crate's phases and classes.
+//!
+//! A request is checked before it takes a connection (`validate`), then sent on a pooled
+//! connection. It is sent a second time, on a fresh connection, only if it is a `GET`, `HEAD`
+//! or `OPTIONS` and its connection closed before a single byte of a response arrived (a stale
+//! keep-alive connection); the transport counts those bytes, so a partial status line, a
+//! malformed or oversized head or a reset mid-body is never answered by a resend.
 
 use std::fmt;
 use std::io;
@@ -35,7 +41,9 @@ impl HttpClient {
         HttpClient { pool }
     }
 
-    /// A request with any method; `path` is appended to the service's base URL.
+    /// A request with `method` (any case: `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `OPTIONS`,
+    /// `PATCH`, `TRACE`) for `path`, an origin-form path (`/…` with an optional `?query`) that
+    /// is appended to the service's base URL. See [`RequestBuilder`] for what is checked.
     pub fn request(&self, method: &str, path: &str) -> RequestBuilder {
         RequestBuilder::new(Arc::clone(&self.pool), method, path)
     }
@@ -91,6 +99,48 @@ impl fmt::Debug for HttpClient {
 
 /// A request being built. Nothing is sent, and no connection is taken, until `call`,
 /// `send_*` or `stream`.
+///
+/// # What is checked, before a connection is taken
+///
+/// A request that fails a check returns [`Error::InvalidRequest`] naming the offending part:
+/// it costs no connection, leaves the pooled connections alone and does not count against the
+/// service's health.
+///
+/// * **The path stays on the service's origin.** It must be an origin-form path: it starts
+///   with a single `/`, and holds only RFC 3986 path and query characters (letters, digits,
+///   `-._~!$&'()*+,;=:@/`, `?` for the query, `%` followed by two hex digits). Anything else
+///   could re-target the request, and the service's bearer token, at another host or port
+///   (`@host:9999/x`, `:9999/x`, `//host/x`, `.evil.test/x`), or smuggle a header (CR/LF).
+///   Spaces, controls, `\`, `#` (a fragment is never sent), non-ASCII and `"<>[]^`{|}` must
+///   be percent-encoded by the caller; dot segments (`/../`, also `%2e%2e`) are refused,
+///   since servers resolve them out of the service URL's path prefix. The URI finally sent is
+///   checked to name the service's scheme, host and port, and the pool's resolver refuses any
+///   other host.
+/// * **The method** is one of the eight above (`CONNECT` would open a tunnel elsewhere); a
+///   `HEAD` request has no body.
+/// * **Headers**: names are tokens, values are visible ASCII, spaces and tabs (no CR, LF or
+///   other controls; non-ASCII must be encoded, e.g. RFC 8187). Values are never quoted in
+///   errors: they may be secrets. `Host`, `Content-Length`, `Transfer-Encoding`,
+///   `Connection`, `Keep-Alive`, `Upgrade`, `TE`, `Trailer` and `Proxy-Connection` are
+///   refused: the pool sets `Host` and the framing from the service URL and the body, and a
+///   caller's value would re-target the request (another virtual host), desynchronise the
+///   keep-alive connection (request smuggling) or change its fate behind the pool's back. A
+///   caller header replaces a configured header of the same name (e.g. `Authorization`);
+///   a header added twice is sent twice.
+/// * **Line lengths**: the request line and each header line fit in `output_buffer_bytes`
+///   (the client writes each whole).
+///
+/// ```no_run
+/// # fn main() -> Result<(), backend_pool::Error> {
+/// use backend_pool::{ErrorClass, ManagerConfig, PoolManager};
+///
+/// let manager = PoolManager::new(ManagerConfig::default())?;
+/// let http = manager.http("litellm")?;
+/// let err = http.get("@127.0.0.1:9999/steal").call().unwrap_err();
+/// assert_eq!(err.class(), ErrorClass::InvalidRequest); // nothing was sent anywhere
+/// let models = http.get("/v1/models?limit=5").header("X-Trace", "abc").call()?;
+/// # Ok(()) }
+/// ```
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder {
     pool: Arc<HttpPool>,
@@ -115,7 +165,8 @@ impl RequestBuilder {
         }
     }
 
-    /// Adds a header.
+    /// Adds a header (checked when the request is sent: see [`RequestBuilder`]). It replaces
+    /// a configured header of the same name; adding a name twice sends both.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_string(), value.to_string()));
         self
@@ -143,14 +194,17 @@ impl RequestBuilder {
     /// Sends the request without a body and reads the whole response.
     ///
     /// # Errors
-    /// Any [`Error`]: waiting, connecting, sending, receiving, or a body over
-    /// `max_body_bytes`. Non-2xx statuses are responses, not errors
+    /// [`Error::InvalidRequest`] before any connection is taken (see [`RequestBuilder`]);
+    /// then any [`Error`] of waiting, connecting (an unknown host or running out of file
+    /// descriptors included: class `connect`), sending, receiving, or a response head or body
+    /// over its limit (`too_large`). Non-2xx statuses are responses, not errors
     /// ([`Response::error_for_status`] turns them into errors).
     pub fn call(self) -> Result<Response, Error> {
         self.send_bytes(&[])
     }
 
-    /// Sends `body` as JSON (`Content-Type: application/json`) and reads the whole response.
+    /// Sends `body` as JSON (`Content-Type: application/json` unless the caller set a
+    /// `Content-Type`) and reads the whole response.
     ///
     /// # Errors
     /// As [`RequestBuilder::call`], plus [`Error::Json`] if `body` cannot be encoded.
