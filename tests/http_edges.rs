@@ -295,6 +295,38 @@ fn paths_that_leave_the_origin_are_rejected_before_checkout() {
 }
 
 #[test]
+fn neither_a_redirect_nor_the_raw_agent_leaves_the_origin() {
+    let attacker = TcpListener::bind("127.0.0.1:0").unwrap();
+    attacker.set_nonblocking(true).unwrap();
+    let evil = attacker.local_addr().unwrap().port();
+    let redirect = format!(
+        "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{evil}/x\r\nContent-Length: 0\r\n\r\n"
+    );
+    let server = RawServer::start(move |p| p.serve(redirect.as_bytes()));
+    let mut cfg = service("svc", &server.url());
+    cfg.bearer_token = Some(backend_pool::Secret::new("sk-secret"));
+    let m = manager(cfg);
+    let http = m.http("svc").unwrap();
+    // A redirect is a response for the caller, not followed.
+    let r = http.get("/moved").call().unwrap();
+    assert_eq!(r.status(), 302);
+    // The raw agent of a pooled connection connects to the service only.
+    let conn = http.checkout().unwrap();
+    let err = conn
+        .agent()
+        .get(&format!("http://127.0.0.1:{evil}/x"))
+        .call()
+        .unwrap_err();
+    assert!(err.to_string().contains("connects only to"), "{err}");
+    drop(conn);
+    assert!(
+        attacker.accept().is_err(),
+        "a connection reached the other port"
+    );
+    assert_eq!(server.requests(), 1);
+}
+
+#[test]
 fn the_service_prefix_stays_in_front_of_the_path() {
     let server = echo_server();
     let m = manager(service("svc", &format!("{}/api/v1", server.http_url())));

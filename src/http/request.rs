@@ -286,7 +286,7 @@ impl RequestBuilder {
         })?;
         let wait = self.wait.unwrap_or(pool.core.timeouts.wait);
         let conn = pool.checkout(wait, !self.probe)?;
-        let wire = Arc::clone(&conn.item().wire);
+        let wire = &conn.item().wire;
         let mut retried = false;
         loop {
             wire.begin_attempt();
@@ -304,9 +304,11 @@ impl RequestBuilder {
                     } else {
                         classify_unreached(pool, e)
                     };
-                    // Only a connection that closed before any byte of a response: the
-                    // server cannot have acted on a request it never answered a byte to...
-                    // except by design, so only for methods that may be repeated.
+                    // A resend only for a connection that closed before any byte of a
+                    // response (counted by the transport, whatever the error says): a stale
+                    // keep-alive connection. Any response byte means the server answered;
+                    // and even a silent server may have acted, so only methods that may be
+                    // repeated are resent.
                     let stale =
                         matches!(err, Error::ConnectionClosed { .. }) && wire.received() == 0;
                     if stale && !retried && self.idempotent() {
