@@ -83,6 +83,10 @@ impl fmt::Display for PoolState {
 
 type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// [`Error::TooLarge`]'s `what` for a response head with more header lines than the parser
+/// reads: its limit is a count, not bytes.
+pub(crate) const HEADER_LINES: &str = "number of header lines in the response head";
+
 /// An error from a pool operation. Each variant names the service; the classification
 /// ([`Error::class`]) is what the statistics count.
 #[derive(Debug)]
@@ -372,10 +376,13 @@ impl fmt::Display for Error {
                 service,
                 what,
                 limit,
-            } => write!(
-                f,
-                "service '{service}': {what} exceeds the limit of {limit} bytes"
-            ),
+            } => {
+                let unit = if *what == HEADER_LINES { "" } else { " bytes" };
+                write!(
+                    f,
+                    "service '{service}': {what} exceeds the limit of {limit}{unit}"
+                )
+            }
             Error::WebSocketClosed { service } => {
                 write!(
                     f,

@@ -7,11 +7,12 @@
 //! announced length before reading it. Every string that ends up in a request is checked for
 //! what the request can carry.
 
-use super::endpoint::{check_path, is_query_name, Endpoint};
+use super::endpoint::{is_query_name, Endpoint};
 use super::headers::is_token;
 use super::presets::{label, unknown_preset, PRESETS};
 use super::{ManagerConfig, ServiceConfig};
 use crate::error::ConfigError;
+use crate::http::validate::check_path;
 
 /// The longest duration a setting may hold (7 days): deadlines stay far from overflow.
 pub(crate) const MAX_DURATION_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -195,16 +196,6 @@ impl ServiceConfig {
                 lo,
                 hi,
             )?;
-            if http.max_header_bytes >= http.input_buffer_bytes {
-                return Err(bad(
-                    "http.max_header_bytes",
-                    format!(
-                        "({}) must be below input_buffer_bytes ({}): the whole response head \
-                         is read into that buffer",
-                        http.max_header_bytes, http.input_buffer_bytes
-                    ),
-                ));
-            }
             let bearer = self.bearer_token.as_ref().map(|t| t.expose().len());
             self.check_head_fits(http.output_buffer_bytes, bearer, "")?;
         }
@@ -222,7 +213,7 @@ impl ServiceConfig {
                 ws.max_connections,
             )?;
             duration(ws.pong_timeout_ms).map_err(|r| bad("websocket.pong_timeout_ms", r))?;
-            check_path(&ws.path, true).map_err(|why| bad("websocket.path", why))?;
+            check_path(&ws.path).map_err(|why| bad("websocket.path", why))?;
             if let Some(param) = &ws.client_id_param {
                 if !is_query_name(param) {
                     return Err(bad(
@@ -263,7 +254,7 @@ impl ServiceConfig {
             )?;
         }
         if let Some(path) = &self.health_path {
-            check_path(path, true).map_err(|why| bad("health_path", why))?;
+            check_path(path).map_err(|why| bad("health_path", why))?;
             if self.http.is_none() {
                 return Err(bad(
                     "health_path",

@@ -116,15 +116,15 @@ pub struct HttpPoolConfig {
     /// Largest response body read into memory, 1 byte to 4 GiB; larger bodies need the
     /// streaming API. Defaults to 67 108 864 (64 MiB).
     pub max_body_bytes: u64,
-    /// Read buffer per connection, 1024 bytes to 16 MiB and above `max_header_bytes` (the
-    /// whole response head must fit in it). Defaults to 8192.
+    /// Read buffer per connection, 1024 bytes to 16 MiB. It grows only while a response head
+    /// longer than it arrives (up to `max_header_bytes`), then shrinks back. Defaults to 8192.
     pub input_buffer_bytes: usize,
     /// Write buffer per connection, 1024 bytes to 16 MiB. A request head is written into it
     /// whole, so it must hold the configured headers plus 256 bytes for the request line,
     /// `Host` and `User-Agent`. Defaults to 4096.
     pub output_buffer_bytes: usize,
-    /// Largest response head accepted, 1024 bytes to 16 MiB, and below `input_buffer_bytes`.
-    /// Defaults to 4096.
+    /// Largest response head accepted, 1024 bytes to 16 MiB (a larger one, or one of more than
+    /// 128 header lines, is `too_large` and never resent). Defaults to 65 536.
     pub max_header_bytes: usize,
     /// Cap on connections held by streaming responses (`RequestBuilder::stream`: SSE, queued
     /// Gradio jobs, big downloads), so short calls always find capacity, 1 to
@@ -153,7 +153,7 @@ impl Default for HttpPoolConfig {
             max_body_bytes: 64 << 20,
             input_buffer_bytes: 8 * 1024,
             output_buffer_bytes: 4 * 1024,
-            max_header_bytes: 4 * 1024,
+            max_header_bytes: 64 * 1024,
             max_stream_connections: None,
         }
     }

@@ -2,10 +2,12 @@
 //!
 //! Each pooled item is a `ureq::Agent` whose own pool holds at most one idle connection, and
 //! an item is used by one caller at a time, so `max_connections` items mean at most
-//! `max_connections` TCP connections. A counting connector at the end of ureq's connector
-//! chain counts every real TCP connect and every close. In front of r2d2 sits a
-//! [`Slots`] gate: callers get permits in arrival order, wake on shutdown, and time out with
-//! the pool state; holding a permit, r2d2 always has an idle item or room to create one.
+//! `max_connections` TCP connections. Under ureq sit this crate's own resolver, connector
+//! and transport (`transport`): they count every real TCP connect and close, keep requests
+//! on the service's origin, and run every socket operation against its deadline. In front
+//! of r2d2 sits a [`Slots`] gate: callers get permits in arrival order, wake on shutdown, and
+//! time out with the pool state; holding a permit, r2d2 always has an idle item or room to
+//! create one.
 //!
 //! Streams: a streaming response may hold its connection for minutes (a queued Gradio job's
 //! SSE stream is open while the job waits its turn). A second `Slots` gate, sized
@@ -21,6 +23,7 @@
 mod request;
 mod response;
 mod transport;
+pub(crate) mod validate;
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
@@ -81,6 +84,8 @@ impl HttpPool {
             counters: Arc::new(PoolCounters::default()),
             leases: LeaseRegistry::default(),
             lifetime: t.lifetime,
+            origin: (core.endpoint.host.clone(), core.endpoint.port),
+            tls: core.tls.as_ref().map(|tls| Arc::clone(&tls.rustls)),
         });
         let r2d2 = r2d2::Pool::builder()
             .max_size(config.max_connections)

@@ -1,5 +1,11 @@
-//! Building and sending requests: [`HttpClient`], [`RequestBuilder`], and the mapping of
-//! ureq's errors onto this crate's phases and classes.
+//! Building and sending requests: [`HttpClient`], [`RequestBuilder`], the retry rule, and the
+//! mapping of ureq's errors onto this crate's phases and classes.
+//!
+//! A request is checked before it takes a connection (`validate`), then sent on a pooled
+//! connection. It is sent a second time, on a fresh connection, only if it is a `GET`, `HEAD`
+//! or `OPTIONS` and its connection closed before a single byte of a response arrived (a stale
+//! keep-alive connection); the transport counts those bytes, so a partial status line, a
+//! malformed or oversized head or a reset mid-body is never answered by a resend.
 
 use std::fmt;
 use std::io;
@@ -10,8 +16,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::response::{Response, StreamingResponse};
+use super::validate;
 use super::{HttpConnection, HttpPool};
-use crate::error::{Error, Phase};
+use crate::error::{Error, Phase, HEADER_LINES};
 
 /// A handle on one service's HTTP pool; cheap to clone, usable from any thread.
 ///
@@ -34,7 +41,9 @@ impl HttpClient {
         HttpClient { pool }
     }
 
-    /// A request with any method; `path` is appended to the service's base URL.
+    /// A request with `method` (any case: `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `OPTIONS`,
+    /// `PATCH`, `TRACE`) for `path`, an origin-form path (`/…` with an optional `?query`) that
+    /// is appended to the service's base URL. See [`RequestBuilder`] for what is checked.
     pub fn request(&self, method: &str, path: &str) -> RequestBuilder {
         RequestBuilder::new(Arc::clone(&self.pool), method, path)
     }
@@ -90,6 +99,48 @@ impl fmt::Debug for HttpClient {
 
 /// A request being built. Nothing is sent, and no connection is taken, until `call`,
 /// `send_*` or `stream`.
+///
+/// # What is checked, before a connection is taken
+///
+/// A request that fails a check returns [`Error::InvalidRequest`] naming the offending part:
+/// it costs no connection, leaves the pooled connections alone and does not count against the
+/// service's health.
+///
+/// * **The path stays on the service's origin.** It must be an origin-form path: it starts
+///   with a single `/`, and holds only RFC 3986 path and query characters (letters, digits,
+///   `-._~!$&'()*+,;=:@/`, `?` for the query, `%` followed by two hex digits). Anything else
+///   could re-target the request, and the service's bearer token, at another host or port
+///   (`@host:9999/x`, `:9999/x`, `//host/x`, `.evil.test/x`), or smuggle a header (CR/LF).
+///   Spaces, controls, `\`, `#` (a fragment is never sent), non-ASCII and `"<>[]^`{|}` must
+///   be percent-encoded by the caller; dot segments (`/../`, also `%2e%2e`) are refused,
+///   since servers resolve them out of the service URL's path prefix. The URI finally sent is
+///   checked to name the service's scheme, host and port, and the pool's resolver refuses any
+///   other host.
+/// * **The method** is one of the eight above (`CONNECT` would open a tunnel elsewhere); a
+///   `HEAD` request has no body.
+/// * **Headers**: names are tokens, values are visible ASCII, spaces and tabs (no CR, LF or
+///   other controls; non-ASCII must be encoded, e.g. RFC 8187). Values are never quoted in
+///   errors: they may be secrets. `Host`, `Content-Length`, `Transfer-Encoding`,
+///   `Connection`, `Keep-Alive`, `Upgrade`, `TE`, `Trailer` and `Proxy-Connection` are
+///   refused: the pool sets `Host` and the framing from the service URL and the body, and a
+///   caller's value would re-target the request (another virtual host), desynchronise the
+///   keep-alive connection (request smuggling) or change its fate behind the pool's back. A
+///   caller header replaces a configured header of the same name (e.g. `Authorization`);
+///   a header added twice is sent twice.
+/// * **Line lengths**: the request line and each header line fit in `output_buffer_bytes`
+///   (the client writes each whole).
+///
+/// ```no_run
+/// # fn main() -> Result<(), backend_pool::Error> {
+/// use backend_pool::{ErrorClass, ManagerConfig, PoolManager};
+///
+/// let manager = PoolManager::new(ManagerConfig::default())?;
+/// let http = manager.http("litellm")?;
+/// let err = http.get("@127.0.0.1:9999/steal").call().unwrap_err();
+/// assert_eq!(err.class(), ErrorClass::InvalidRequest); // nothing was sent anywhere
+/// let models = http.get("/v1/models?limit=5").header("X-Trace", "abc").call()?;
+/// # Ok(()) }
+/// ```
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder {
     pool: Arc<HttpPool>,
@@ -114,7 +165,8 @@ impl RequestBuilder {
         }
     }
 
-    /// Adds a header.
+    /// Adds a header (checked when the request is sent: see [`RequestBuilder`]). It replaces
+    /// a configured header of the same name; adding a name twice sends both.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_string(), value.to_string()));
         self
@@ -143,14 +195,17 @@ impl RequestBuilder {
     /// Sends the request without a body and reads the whole response.
     ///
     /// # Errors
-    /// Any [`Error`]: waiting, connecting, sending, receiving, or a body over
-    /// `max_body_bytes`. Non-2xx statuses are responses, not errors
+    /// [`Error::InvalidRequest`] before any connection is taken (see [`RequestBuilder`]);
+    /// then any [`Error`] of waiting, connecting (an unknown host or running out of file
+    /// descriptors included: class `connect`), sending, receiving, or a response head or body
+    /// over its limit (`too_large`). Non-2xx statuses are responses, not errors
     /// ([`Response::error_for_status`] turns them into errors).
     pub fn call(self) -> Result<Response, Error> {
         self.send_bytes(&[])
     }
 
-    /// Sends `body` as JSON (`Content-Type: application/json`) and reads the whole response.
+    /// Sends `body` as JSON (`Content-Type: application/json` unless the caller set a
+    /// `Content-Type`) and reads the whole response.
     ///
     /// # Errors
     /// As [`RequestBuilder::call`], plus [`Error::Json`] if `body` cannot be encoded.
@@ -159,8 +214,16 @@ impl RequestBuilder {
             service: self.pool.core.name.clone(),
             source,
         })?;
-        self.header("Content-Type", "application/json")
-            .send_bytes(&bytes)
+        let typed = self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        let this = if typed {
+            self
+        } else {
+            self.header("Content-Type", "application/json")
+        };
+        this.send_bytes(&bytes)
     }
 
     /// Sends raw bytes and reads the whole response.
@@ -204,19 +267,41 @@ impl RequestBuilder {
         matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS")
     }
 
-    /// Checks out a connection and sends; retries a stale-connection failure once on a
-    /// fresh connection when the method is idempotent.
+    /// Checks the request (before checkout: an invalid one costs no connection), checks out
+    /// a connection and sends. A GET / HEAD / OPTIONS whose connection closed before any
+    /// response byte arrived is sent once more on a fresh connection; nothing is resent once
+    /// the server sent a byte of its response.
     fn execute(
         self,
         body: &[u8],
     ) -> Result<(HttpConnection, ureq::http::Response<ureq::Body>), Error> {
         let pool = &self.pool;
+        let counters = pool.counters();
+        let target = validate::target(
+            &pool.core.endpoint,
+            &pool.base,
+            &pool.core.headers,
+            &self.method,
+            &self.path,
+            &self.headers,
+            body.len(),
+            pool.config.output_buffer_bytes,
+        )
+        .map_err(|reason| {
+            let err = Error::InvalidRequest {
+                service: pool.core.name.clone(),
+                reason,
+            };
+            counters.error(err.class());
+            err
+        })?;
         let wait = self.wait.unwrap_or(pool.core.timeouts.wait);
         let conn = pool.checkout(wait, !self.probe)?;
-        let counters = pool.counters();
+        let wire = &conn.item().wire;
         let mut retried = false;
         loop {
-            match self.send_once(&conn, body) {
+            wire.begin_attempt();
+            match self.send_once(&conn, &target, body) {
                 Ok(response) => {
                     counters.requests.fetch_add(1, Relaxed);
                     if !self.probe {
@@ -225,14 +310,18 @@ impl RequestBuilder {
                     return Ok((conn, response));
                 }
                 Err(e) => {
-                    let err = classify(pool, e);
-                    let stale = matches!(
-                        err,
-                        Error::ConnectionClosed {
-                            phase: Phase::Send | Phase::Receive,
-                            ..
-                        }
-                    );
+                    let err = if wire.reached() {
+                        classify(pool, e)
+                    } else {
+                        classify_unreached(pool, e)
+                    };
+                    // A resend only for a connection that closed before any byte of a
+                    // response (counted by the transport, whatever the error says): a stale
+                    // keep-alive connection. Any response byte means the server answered;
+                    // and even a silent server may have acted, so only methods that may be
+                    // repeated are resent.
+                    let stale =
+                        matches!(err, Error::ConnectionClosed { .. }) && wire.received() == 0;
                     if stale && !retried && self.idempotent() {
                         // ureq dropped the dead socket: the next try connects afresh.
                         retried = true;
@@ -253,19 +342,13 @@ impl RequestBuilder {
     fn send_once(
         &self,
         conn: &HttpConnection,
+        target: &validate::Target,
         body: &[u8],
     ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
-        let pool = &self.pool;
-        let mut request = ureq::http::Request::builder()
-            .method(self.method.as_str())
-            .uri(format!("{}{}", pool.base, self.path));
-        for h in &pool.core.headers {
-            request = request.header(h.name.as_str(), h.value.as_str());
-        }
-        for (k, v) in &self.headers {
-            request = request.header(k.as_str(), v.as_str());
-        }
-        let request = request.body(body)?;
+        let mut request = ureq::http::Request::new(body);
+        *request.method_mut() = target.method.clone();
+        *request.uri_mut() = target.uri.clone();
+        *request.headers_mut() = target.headers.clone();
         let agent = conn.agent();
         match self.timeout {
             Some(total) => agent.run(
@@ -276,6 +359,31 @@ impl RequestBuilder {
             ),
             None => agent.run(request),
         }
+    }
+}
+
+/// Maps a failure of an attempt that never reached a transport: resolving, connecting or the
+/// TLS handshake failed (a connect failure, whatever its I/O kind: out of file descriptors,
+/// an unknown host), or the HTTP client refused the request itself.
+fn classify_unreached(pool: &HttpPool, e: ureq::Error) -> Error {
+    let service = pool.core.name.clone();
+    match e {
+        ureq::Error::Http(_) | ureq::Error::BadUri(_) | ureq::Error::Protocol(_) => {
+            Error::InvalidRequest {
+                service,
+                reason: format!("the HTTP client refused the request: {e}"),
+            }
+        }
+        ureq::Error::Timeout(_) => Error::Timeout {
+            service,
+            phase: Phase::Connect,
+            after: pool.core.timeouts.connect,
+        },
+        e => Error::Transport {
+            service,
+            phase: Phase::Connect,
+            source: Box::new(e),
+        },
     }
 }
 
@@ -301,12 +409,6 @@ pub(super) fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
                 after,
             }
         }
-        ureq::Error::Io(io) if is_tls_failure(&io) => Error::Transport {
-            // rustls handshakes lazily, on the first read or write: still the connect phase.
-            service,
-            phase: Phase::Connect,
-            source: Box::new(io),
-        },
         ureq::Error::Io(io) => {
             use io::ErrorKind as K;
             match io.kind() {
@@ -349,6 +451,11 @@ pub(super) fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
             what: "response head",
             limit: limit as u64,
         },
+        ureq::Error::Protocol(ureq_proto::Error::HttpParseTooManyHeaders) => Error::TooLarge {
+            service,
+            what: HEADER_LINES,
+            limit: ureq_proto::client::MAX_RESPONSE_HEADERS as u64,
+        },
         e @ (ureq::Error::ConnectionFailed
         | ureq::Error::HostNotFound
         | ureq::Error::Tls(_)
@@ -364,10 +471,4 @@ pub(super) fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
             source: Box::new(e),
         },
     }
-}
-
-/// An I/O error carrying a rustls error (certificate, name, handshake).
-fn is_tls_failure(io: &io::Error) -> bool {
-    io.get_ref()
-        .is_some_and(|e| e.downcast_ref::<rustls::Error>().is_some())
 }

@@ -1,20 +1,39 @@
-//! What one pooled item is: a `ureq::Agent` holding at most one keep-alive connection, and
-//! the counting connector that sees every real TCP connect and close.
+//! What one pooled item is: a `ureq::Agent` holding at most one keep-alive connection, over
+//! this crate's own resolver, connector and transport. ureq keeps the HTTP/1.1 protocol, its
+//! keep-alive pool and the phase timeouts; everything that touches a socket is here:
+//!
+//! * [`PoolResolver`] resolves only the service's own host (any other host is refused, so not
+//!   even [`HttpConnection::agent`](super::HttpConnection::agent) leaves the origin). An IP
+//!   literal needs no lookup; a name is looked up on a helper thread bounded by the connect
+//!   deadline, and a failure names the host.
+//! * [`PoolConnector`] connects TCP to the resolved addresses within the connect deadline,
+//!   then completes the TLS handshake for `https`. It counts every real TCP connect; the
+//!   socket counts its close.
+//! * [`PoolTransport`](socket::PoolTransport) does all socket I/O against one deadline per operation: a signal
+//!   (`EINTR`) resumes the operation with the time left, so it neither fails the call nor
+//!   restarts its timeout (std's `write_all` alone would re-arm the full socket timeout
+//!   after every signal and never time out under a steady stream of them). Its input buffer
+//!   grows past `input_buffer_bytes` only while a response head needs it (up to
+//!   `max_header_bytes`) and shrinks back once the head is consumed, so an idle connection
+//!   holds `input_buffer_bytes + output_buffer_bytes`.
+//! * [`Wire`] records, per request attempt, whether a transport was reached and how many
+//!   response bytes arrived: what the retry rule (nothing is resent once a response byte
+//!   arrived) and the connect classification (a failure before any transport is a connect
+//!   failure, whatever its I/O kind) rely on.
+
+mod buffers;
+mod socket;
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use ureq::unversioned::resolver::DefaultResolver;
-use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport,
-};
 
 use crate::lease::{Lease, LeaseRegistry};
 use crate::service::jittered;
 use crate::stats::{CloseCause, PoolCounters};
+use socket::{PoolConnector, PoolResolver};
 
 /// What an agent's connector and its transports share with the pool item.
 #[derive(Default)]
@@ -24,6 +43,28 @@ pub(super) struct Wire {
     /// Set while a dropped stream drains its tail: how long the next read may wait, in µs
     /// (what is left of `DRAIN_WAIT`); 0 otherwise.
     pub(super) drain_wait_us: AtomicU64,
+    /// The current request attempt reached a transport (a new or pooled connection did I/O).
+    reached: AtomicBool,
+    /// Response bytes the current request attempt received.
+    received: AtomicU64,
+}
+
+impl Wire {
+    /// Starts a request attempt: nothing reached, nothing received.
+    pub(super) fn begin_attempt(&self) {
+        self.reached.store(false, Relaxed);
+        self.received.store(0, Relaxed);
+    }
+
+    /// Whether the current attempt reached a transport.
+    pub(super) fn reached(&self) -> bool {
+        self.reached.load(Relaxed)
+    }
+
+    /// Response bytes the current attempt received.
+    pub(super) fn received(&self) -> u64 {
+        self.received.load(Relaxed)
+    }
 }
 
 /// How long, in all, a dropped stream reads the rest of its body before the socket is closed.
@@ -56,19 +97,17 @@ pub(super) struct Shared {
     pub(super) counters: Arc<PoolCounters>,
     pub(super) leases: LeaseRegistry,
     pub(super) lifetime: Duration,
+    /// The service's host (as in its URL; IPv6 in brackets) and port: the only origin.
+    pub(super) origin: (String, u16),
+    /// TLS client configuration, for `https` services.
+    pub(super) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Shared {
     pub(super) fn new_agent(&self, wire: &Arc<Wire>) -> ureq::Agent {
-        let connector = DefaultConnector::default().chain(CountingConnector {
-            counters: Arc::clone(&self.counters),
-            wire: Arc::clone(wire),
-        });
-        ureq::Agent::with_parts(
-            self.agent_config.clone(),
-            connector,
-            DefaultResolver::default(),
-        )
+        let connector = PoolConnector::new(&self.counters, wire, self.tls.clone());
+        let resolver = PoolResolver::new(&self.origin.0, self.origin.1);
+        ureq::Agent::with_parts(self.agent_config.clone(), connector, resolver)
     }
 }
 
@@ -107,80 +146,5 @@ impl r2d2::ManageConnection for Manager {
             }
             None => false,
         }
-    }
-}
-
-/// Counts real TCP connects; the transport it wraps counts the close.
-pub(super) struct CountingConnector {
-    pub(super) counters: Arc<PoolCounters>,
-    pub(super) wire: Arc<Wire>,
-}
-
-impl fmt::Debug for CountingConnector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("CountingConnector")
-    }
-}
-
-impl Connector<Box<dyn Transport>> for CountingConnector {
-    type Out = CountedTransport;
-
-    fn connect(
-        &self,
-        _: &ConnectionDetails<'_>,
-        chained: Option<Box<dyn Transport>>,
-    ) -> Result<Option<CountedTransport>, ureq::Error> {
-        Ok(chained.map(|inner| {
-            self.counters.created.fetch_add(1, Relaxed);
-            self.wire.sockets.fetch_add(1, Relaxed);
-            CountedTransport {
-                inner,
-                counters: Arc::clone(&self.counters),
-                wire: Arc::clone(&self.wire),
-            }
-        }))
-    }
-}
-
-pub(super) struct CountedTransport {
-    pub(super) inner: Box<dyn Transport>,
-    pub(super) counters: Arc<PoolCounters>,
-    pub(super) wire: Arc<Wire>,
-}
-
-impl fmt::Debug for CountedTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl Drop for CountedTransport {
-    fn drop(&mut self) {
-        self.wire.sockets.fetch_sub(1, Relaxed);
-        self.counters.closed_total.fetch_add(1, Relaxed);
-    }
-}
-
-impl Transport for CountedTransport {
-    fn buffers(&mut self) -> &mut dyn Buffers {
-        self.inner.buffers()
-    }
-    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        self.inner.transmit_output(amount, timeout)
-    }
-    fn await_input(&mut self, mut timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        let drain_us = self.wire.drain_wait_us.load(Relaxed);
-        if drain_us != 0 {
-            let wait = Duration::from_micros(drain_us);
-            timeout.after = wait.into();
-            timeout.per_read = Some(wait.into());
-        }
-        self.inner.await_input(timeout)
-    }
-    fn is_open(&mut self) -> bool {
-        self.inner.is_open()
-    }
-    fn is_tls(&self) -> bool {
-        self.inner.is_tls()
     }
 }

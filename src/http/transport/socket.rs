@@ -1,0 +1,530 @@
+//! The socket layer under ureq: [`PoolResolver`], [`PoolConnector`] and [`PoolTransport`]
+//! (see the parent module's docs), and [`SocketIo`], which runs every read and write against
+//! one deadline and resumes it after a signal.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{mpsc, Arc, Weak};
+use std::time::{Duration, Instant};
+
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::time::Duration as UreqDuration;
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, NextTimeout, ShutdownHandle, Transport,
+};
+
+use super::buffers::PoolBuffers;
+use super::Wire;
+use crate::stats::{CloseCause, PoolCounters};
+
+/// Resolves the service's host only.
+pub(super) struct PoolResolver {
+    host: String,
+    port: u16,
+}
+
+impl PoolResolver {
+    pub(super) fn new(host: &str, port: u16) -> PoolResolver {
+        PoolResolver {
+            host: host.to_string(),
+            port,
+        }
+    }
+}
+
+impl fmt::Debug for PoolResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PoolResolver({}:{})", self.host, self.port)
+    }
+}
+
+impl Resolver for PoolResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().or(match uri.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        });
+        if !host.eq_ignore_ascii_case(&self.host) || port != Some(self.port) {
+            return Err(ureq::Error::Io(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "refused to connect to '{host}:{}': this pool connects only to '{}:{}'",
+                    port.unwrap_or(0),
+                    self.host,
+                    self.port
+                ),
+            )));
+        }
+        let mut addrs = self.empty();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            addrs.push(SocketAddr::new(ip, self.port));
+            return Ok(addrs);
+        }
+        for addr in lookup(bare, self.port, Deadline::new(timeout))? {
+            if addrs.try_push(addr).is_err() {
+                break;
+            }
+        }
+        if addrs.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        Ok(addrs)
+    }
+}
+
+/// Looks `host` up on a helper thread (the system resolver blocks and knows no deadline).
+/// A lookup past the deadline is abandoned; its thread ends with the lookup.
+fn lookup(host: &str, port: u16, deadline: Deadline) -> Result<Vec<SocketAddr>, ureq::Error> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let _ = tx.send((name.as_str(), port).to_socket_addrs());
+        })
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot resolve '{host}': no thread for the lookup: {e}"),
+            )
+        })?;
+    let answer = match deadline.left() {
+        Ok(None) => rx.recv().ok(),
+        Ok(Some(left)) => match rx.recv_timeout(left) {
+            Ok(answer) => Some(answer),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(ureq::Error::Timeout(deadline.reason))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+        },
+        Err(_) => return Err(ureq::Error::Timeout(deadline.reason)),
+    };
+    match answer {
+        Some(Ok(addrs)) => Ok(addrs.collect()),
+        Some(Err(e)) => {
+            Err(io::Error::new(e.kind(), format!("cannot resolve '{host}': {e}")).into())
+        }
+        None => Err(io::Error::other(format!("cannot resolve '{host}': the lookup ended")).into()),
+    }
+}
+
+// --- Connector ------------------------------------------------------------------------------
+
+/// Connects TCP (and TLS for `https`) and counts every real connect.
+pub(super) struct PoolConnector {
+    counters: Arc<PoolCounters>,
+    wire: Arc<Wire>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl PoolConnector {
+    pub(super) fn new(
+        counters: &Arc<PoolCounters>,
+        wire: &Arc<Wire>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> PoolConnector {
+        PoolConnector {
+            counters: Arc::clone(counters),
+            wire: Arc::clone(wire),
+            tls,
+        }
+    }
+}
+
+impl fmt::Debug for PoolConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PoolConnector")
+    }
+}
+
+impl Connector<()> for PoolConnector {
+    type Out = PoolTransport;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails<'_>,
+        _: Option<()>,
+    ) -> Result<Option<PoolTransport>, ureq::Error> {
+        let deadline = Deadline::new(details.timeout);
+        let stream = connect_tcp(&details.addrs, deadline)?;
+        let _ = stream.set_nodelay(true);
+        let socket = Socket::opened(stream, &self.counters, &self.wire);
+        (details.register_shutdown)(Arc::downgrade(&socket.stream) as Weak<dyn ShutdownHandle>)?;
+        let mut armed = Armed::default();
+        let tls = if details.needs_tls() {
+            match self.handshake(details, &socket.stream, &mut armed, deadline) {
+                Ok(conn) => Some(Box::new(conn)),
+                Err(e) => {
+                    self.counters.closed(CloseCause::Broken, 1);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        let config = details.config;
+        Ok(Some(PoolTransport {
+            socket,
+            armed,
+            tls,
+            buffers: PoolBuffers::new(
+                config.input_buffer_size(),
+                config.output_buffer_size(),
+                config.max_response_header_size(),
+            ),
+            wire: Arc::clone(&self.wire),
+        }))
+    }
+}
+
+impl PoolConnector {
+    fn handshake(
+        &self,
+        details: &ConnectionDetails<'_>,
+        stream: &TcpStream,
+        armed: &mut Armed,
+        deadline: Deadline,
+    ) -> Result<rustls::ClientConnection, ureq::Error> {
+        let config = self.tls.clone().ok_or_else(|| {
+            io::Error::other("https needs a TLS configuration and the service has none")
+        })?;
+        let host = details.uri.host().unwrap_or_default();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(bare.to_string()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("'{host}' is not a valid TLS server name: {e}"),
+            )
+        })?;
+        let mut conn = rustls::ClientConnection::new(config, name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut io = SocketIo {
+            stream,
+            deadline,
+            armed,
+        };
+        while conn.is_handshaking() {
+            conn.complete_io(&mut io)
+                .map_err(|e| io_error(e, deadline.reason))?;
+        }
+        Ok(conn)
+    }
+}
+
+/// Tries the resolved addresses in order, sharing the time left among those not yet tried.
+/// Errors that concern one address (refused, unreachable) move on to the next; others (out
+/// of file descriptors) end the attempt at once.
+fn connect_tcp(addrs: &ResolvedSocketAddrs, deadline: Deadline) -> Result<TcpStream, ureq::Error> {
+    let mut last = None;
+    let count = addrs.len();
+    for (i, addr) in addrs.iter().enumerate() {
+        let left = deadline
+            .left()
+            .map_err(|_| ureq::Error::Timeout(deadline.reason))?;
+        let attempt = match left {
+            None => TcpStream::connect(addr),
+            Some(left) => {
+                let share = (left / (count - i) as u32).max(Duration::from_millis(10));
+                TcpStream::connect_timeout(addr, share.min(left))
+            }
+        };
+        match attempt {
+            Ok(stream) => return Ok(stream),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                last = Some(ureq::Error::Timeout(deadline.reason));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::HostUnreachable
+                        | io::ErrorKind::NetworkUnreachable
+                        | io::ErrorKind::NetworkDown
+                        | io::ErrorKind::AddrNotAvailable
+                ) =>
+            {
+                last = Some(io::Error::new(e.kind(), format!("{addr}: {e}")).into());
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{addr}: {e}")).into()),
+        }
+    }
+    Err(last.unwrap_or(ureq::Error::HostNotFound))
+}
+
+/// A TCP connection, counted: opened when made, closed when dropped.
+struct Socket {
+    stream: Arc<TcpStream>,
+    counters: Arc<PoolCounters>,
+    wire: Arc<Wire>,
+}
+
+impl Socket {
+    fn opened(stream: TcpStream, counters: &Arc<PoolCounters>, wire: &Arc<Wire>) -> Socket {
+        counters.created.fetch_add(1, Relaxed);
+        wire.sockets.fetch_add(1, Relaxed);
+        Socket {
+            stream: Arc::new(stream),
+            counters: Arc::clone(counters),
+            wire: Arc::clone(wire),
+        }
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.wire.sockets.fetch_sub(1, Relaxed);
+        self.counters.closed_total.fetch_add(1, Relaxed);
+    }
+}
+
+// --- Transport ------------------------------------------------------------------------------
+
+/// One connection: the socket, its TLS session if any, its buffers.
+pub(super) struct PoolTransport {
+    socket: Socket,
+    armed: Armed,
+    tls: Option<Box<rustls::ClientConnection>>,
+    buffers: PoolBuffers,
+    wire: Arc<Wire>,
+}
+
+impl fmt::Debug for PoolTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolTransport")
+            .field("peer", &self.socket.stream.peer_addr().ok())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Transport for PoolTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.wire.reached.store(true, Relaxed);
+        let deadline = Deadline::new(timeout.for_write()).check()?;
+        let data = &self.buffers.output()[..amount];
+        let mut io = SocketIo {
+            stream: &self.socket.stream,
+            deadline,
+            armed: &mut self.armed,
+        };
+        let sent = match &mut self.tls {
+            None => io.write_all(data),
+            Some(tls) => {
+                let mut stream = rustls::Stream::new(&mut **tls, &mut io);
+                stream.write_all(data).and_then(|()| stream.flush())
+            }
+        };
+        sent.map_err(|e| io_error(e, deadline.reason))
+    }
+
+    fn await_input(&mut self, mut timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.wire.reached.store(true, Relaxed);
+        let drain_us = self.wire.drain_wait_us.load(Relaxed);
+        if drain_us != 0 {
+            let wait = Duration::from_micros(drain_us);
+            timeout.after = wait.into();
+            timeout.per_read = Some(wait.into());
+        }
+        let deadline = Deadline::new(timeout.for_read()).check()?;
+        let buf = self.buffers.input_append_buf();
+        if buf.is_empty() {
+            // At the growth cap: ureq reports the head as too large.
+            return Ok(false);
+        }
+        let mut io = SocketIo {
+            stream: &self.socket.stream,
+            deadline,
+            armed: &mut self.armed,
+        };
+        let read = match &mut self.tls {
+            None => io.read(buf),
+            Some(tls) => rustls::Stream::new(&mut **tls, &mut io).read(buf),
+        };
+        let n = read.map_err(|e| io_error(e, deadline.reason))?;
+        self.buffers.input_appended(n);
+        self.wire.received.fetch_add(n as u64, Relaxed);
+        Ok(n > 0)
+    }
+
+    /// A pooled connection is reusable only if nothing is waiting on it: a byte (or EOF, or
+    /// an error) there means the server closed it or sent something unasked.
+    fn is_open(&mut self) -> bool {
+        let stream = &*self.socket.stream;
+        if stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let quiet = matches!((&*stream).read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        stream.set_nonblocking(false).is_ok() && quiet
+    }
+
+    fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+/// A timeout that expired or the read/write timeouts a socket refused become ureq's timeout
+/// with the phase's reason; anything else stays an I/O error.
+fn io_error(e: io::Error, reason: ureq::Timeout) -> ureq::Error {
+    if e.kind() == io::ErrorKind::TimedOut {
+        ureq::Error::Timeout(reason)
+    } else {
+        ureq::Error::Io(e)
+    }
+}
+
+/// One operation's deadline.
+#[derive(Clone, Copy)]
+struct Deadline {
+    /// `None`: no deadline.
+    at: Option<Instant>,
+    reason: ureq::Timeout,
+}
+
+impl Deadline {
+    fn new(timeout: NextTimeout) -> Deadline {
+        let at = match timeout.after {
+            UreqDuration::Exact(d) => Some(Instant::now().checked_add(d).unwrap_or_else(far)),
+            UreqDuration::NotHappening => None,
+        };
+        Deadline {
+            at,
+            reason: timeout.reason,
+        }
+    }
+
+    /// Fails at once when no time is left (an I/O call cannot be given a zero timeout).
+    fn check(self) -> Result<Deadline, ureq::Error> {
+        match self.left() {
+            Ok(_) => Ok(self),
+            Err(_) => Err(ureq::Error::Timeout(self.reason)),
+        }
+    }
+
+    /// The time left (`None`: unbounded), or `TimedOut` once it has passed.
+    fn left(&self) -> io::Result<Option<Duration>> {
+        match self.at {
+            None => Ok(None),
+            Some(at) => match at.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Ok(Some(left)),
+                _ => Err(io::ErrorKind::TimedOut.into()),
+            },
+        }
+    }
+}
+
+/// A point far enough ahead to be "never" (an overflowing deadline).
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+/// The timeouts currently set on a socket, so unchanged ones cost no system call.
+#[derive(Default)]
+struct Armed {
+    read: Option<Duration>,
+    write: Option<Duration>,
+}
+
+/// How far an armed socket timeout may lie past the deadline before it is re-armed: saves a
+/// system call per read while a body flows under a steady per-read timeout.
+const ARM_SLACK: Duration = Duration::from_millis(5);
+
+fn arm(
+    armed: &mut Option<Duration>,
+    left: Option<Duration>,
+    set: impl FnOnce(Option<Duration>) -> io::Result<()>,
+) -> io::Result<()> {
+    let keep = match (*armed, left) {
+        (None, None) => true,
+        (Some(a), Some(l)) => a >= l && a - l <= ARM_SLACK,
+        _ => false,
+    };
+    if !keep {
+        set(left)?;
+        *armed = left;
+    }
+    Ok(())
+}
+
+/// The socket seen as `Read + Write` under one deadline: a read or write interrupted by a
+/// signal resumes with the time left; one that runs out of time fails with `TimedOut`.
+struct SocketIo<'a> {
+    stream: &'a TcpStream,
+    deadline: Deadline,
+    armed: &'a mut Armed,
+}
+
+impl Read for SocketIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let left = self.deadline.left()?;
+            let stream = self.stream;
+            arm(&mut self.armed.read, left, |d| stream.set_read_timeout(d))?;
+            match (&*self.stream).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The socket timeout expired: loop to see whether the deadline has too.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && left.is_some() => {}
+                result => return result,
+            }
+        }
+    }
+}
+
+impl Write for SocketIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            let left = self.deadline.left()?;
+            let stream = self.stream;
+            arm(&mut self.armed.write, left, |d| stream.set_write_timeout(d))?;
+            match (&*self.stream).write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && left.is_some() => {}
+                result => return result,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_armed_timeout_is_kept_only_within_the_slack_above_the_time_left() {
+        let ms = Duration::from_millis;
+        let mut armed = Some(ms(1000));
+        let mut calls = 0;
+        let mut set = |_| {
+            calls += 1;
+            Ok(())
+        };
+        arm(&mut armed, Some(ms(998)), &mut set).unwrap();
+        arm(&mut armed, Some(ms(900)), &mut set).unwrap();
+        arm(&mut armed, Some(ms(901)), &mut set).unwrap();
+        arm(&mut armed, None, &mut set).unwrap();
+        assert_eq!(calls, 3);
+        assert_eq!(armed, None);
+    }
+}

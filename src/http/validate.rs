@@ -1,0 +1,293 @@
+//! What a request may ask for, checked before it takes a connection: an origin-form path on
+//! the service, a method the client sends, headers that are well-formed and leave framing and
+//! routing to the pool. A request that fails a check is
+//! [`Error::InvalidRequest`](crate::Error::InvalidRequest): it costs no connection and says
+//! nothing about the service's health.
+//!
+//! The path is appended to the service's base URL, so anything that is not an origin-form path
+//! (`/…` with an optional `?query`, RFC 9112 §3.2.1) could re-target the request — and the
+//! service's bearer token — at another host or port (`@evil:9999/x`, `:9999/x`, `//evil/x`,
+//! `.evil.test/x`). Characters are held to RFC 3986: unreserved, sub-delims, `:`, `@`, `/`, `?`
+//! in the query, and `%` followed by two hex digits; everything else (spaces, controls, `\`,
+//! `#`, non-ASCII, `"<>[]^`{|}`) must be percent-encoded by the caller. Dot segments (`.`,
+//! `..`, also percent-encoded) are refused too: servers resolve them and would step out of a
+//! service URL's path prefix.
+
+use ureq::http::header::{HeaderMap, HeaderName, HeaderValue};
+use ureq::http::{Method, Uri};
+
+use crate::config::Endpoint;
+use crate::service::Header;
+
+/// Longest path (with its query) accepted: servers refuse far shorter request lines; large
+/// data belongs in the body.
+pub(super) const MAX_PATH_BYTES: usize = 32 * 1024;
+
+/// Headers the pool sets itself or that would re-target or re-frame the request: `Host`
+/// (another virtual host), `Content-Length` and `Transfer-Encoding` (set from the body; a
+/// second opinion desynchronises the connection: request smuggling), and the hop-by-hop
+/// headers that would change the pooled connection's fate behind the pool's back.
+pub(super) const MANAGED_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
+
+/// The methods sent (ureq sends no others; `CONNECT` would open a tunnel to another host).
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE",
+];
+
+/// A request that passed the checks, in the form it is sent (built once, cloned per try).
+pub(super) struct Target {
+    pub(super) method: Method,
+    pub(super) uri: Uri,
+    pub(super) headers: HeaderMap,
+}
+
+/// Checks a request and builds what is sent: the method, the URI on the service's origin,
+/// the service's headers followed by the caller's (a caller header replaces a service header
+/// of the same name; repeated caller headers are all sent).
+///
+/// `max_line` is the output buffer's size: the HTTP client writes the request line and each
+/// header line whole into it, so a longer one would fail after the connection was taken.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn target(
+    endpoint: &Endpoint,
+    base: &str,
+    service_headers: &[Header],
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body_len: usize,
+    max_line: usize,
+) -> Result<Target, String> {
+    let method = check_method(method)?;
+    if method == Method::HEAD && body_len > 0 {
+        return Err("a HEAD request carries no body".into());
+    }
+    check_path(path)?;
+    let uri: Uri = format!("{base}{path}")
+        .parse()
+        .map_err(|e| format!("path {} does not make a valid URI: {e}", quoted(path)))?;
+    let target_len = uri.path_and_query().map_or(1, |p| p.as_str().len());
+    // "METHOD target HTTP/1.1\r\n"
+    if method.as_str().len() + target_len + 12 > max_line {
+        return Err(format!(
+            "path {} makes a request line longer than output_buffer_bytes ({max_line})",
+            quoted(path)
+        ));
+    }
+    let scheme = if endpoint.tls { "https" } else { "http" };
+    let on_origin = uri.scheme_str() == Some(scheme)
+        && uri
+            .host()
+            .is_some_and(|h| h.eq_ignore_ascii_case(&endpoint.host))
+        && uri.port_u16() == Some(endpoint.port);
+    if !on_origin {
+        return Err(format!(
+            "path {path:?} leaves the service's origin {scheme}://{}:{}",
+            endpoint.host, endpoint.port
+        ));
+    }
+    let mut map = HeaderMap::with_capacity(service_headers.len() + headers.len());
+    for h in service_headers {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| format!("service header name {:?} is not a valid token", h.name))?;
+        // The value may be a secret: never quoted.
+        let value = header_value(&h.value)
+            .map_err(|why| format!("service header '{name}' has a value with {why}"))?;
+        check_line(&name, &value, max_line, "service header")?;
+        map.append(name, value);
+    }
+    let mut replaced: Vec<HeaderName> = Vec::new();
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("header name {name:?} is not a valid token"))?;
+        if MANAGED_HEADERS.contains(&name.as_str()) {
+            return Err(format!(
+                "header '{name}' is set by the pool (framing, routing, connection reuse) and \
+                 cannot be set per request"
+            ));
+        }
+        // The value may be a secret (an API key): never quoted.
+        let value =
+            header_value(value).map_err(|why| format!("header '{name}' has a value with {why}"))?;
+        check_line(&name, &value, max_line, "header")?;
+        if replaced.contains(&name) {
+            map.append(name, value);
+        } else {
+            map.insert(name.clone(), value);
+            replaced.push(name);
+        }
+    }
+    Ok(Target {
+        method,
+        uri,
+        headers: map,
+    })
+}
+
+/// "name: value\r\n", plus the blank line that ends the head if it is the last one.
+fn check_line(
+    name: &HeaderName,
+    value: &HeaderValue,
+    max_line: usize,
+    what: &str,
+) -> Result<(), String> {
+    let len = name.as_str().len() + value.len() + 6;
+    if len > max_line {
+        return Err(format!(
+            "{what} '{name}' makes a line of {len} bytes, longer than output_buffer_bytes \
+             ({max_line})"
+        ));
+    }
+    Ok(())
+}
+
+fn check_method(method: &str) -> Result<Method, String> {
+    if method == "CONNECT" {
+        return Err("method CONNECT opens a tunnel to another host and is not sent".into());
+    }
+    if !METHODS.contains(&method) {
+        return Err(format!(
+            "method {method:?} is not supported (use one of {})",
+            METHODS.join(", ")
+        ));
+    }
+    Method::from_bytes(method.as_bytes()).map_err(|e| format!("method {method:?}: {e}"))
+}
+
+/// Checks that `path` is an origin-form path: see the module docs.
+pub(crate) fn check_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "path {} must start with '/' (an origin-form path such as /v1/models): anything \
+             else could name another host",
+            quoted(path)
+        ));
+    }
+    if path.starts_with("//") {
+        return Err(format!(
+            "path {} starts with '//', which names another host",
+            quoted(path)
+        ));
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(format!(
+            "path of {} bytes is longer than {MAX_PATH_BYTES} (send large data in the body)",
+            path.len()
+        ));
+    }
+    let bytes = path.as_bytes();
+    for (i, c) in path.char_indices() {
+        let ok = match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' => true,
+            '-' | '.' | '_' | '~' | '!' | '$' | '&' | '\'' | '(' | ')' | '*' | '+' | ',' | ';'
+            | '=' | ':' | '@' | '/' | '?' => true,
+            '%' => {
+                let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return Err(format!(
+                        "path {} has a '%' at byte {i} not followed by two hex digits",
+                        quoted(path)
+                    ));
+                }
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            let why = match c {
+                '#' => "a fragment ('#') is never sent to a server".to_string(),
+                c if c.is_ascii_control() || c.is_whitespace() => {
+                    format!("a control or space character {c:?}")
+                }
+                c if !c.is_ascii() => format!("a non-ASCII character {c:?}"),
+                c => format!("the character {c:?}"),
+            };
+            return Err(format!(
+                "path {} has {why} at byte {i}: percent-encode it",
+                quoted(path)
+            ));
+        }
+    }
+    let path_only = path.split('?').next().unwrap_or_default();
+    for segment in path_only.split('/') {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(format!(
+                "path {} has a dot segment ('{segment}'): servers resolve it, out of the \
+                 service's path",
+                quoted(path)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A header value: visible ASCII, spaces and tabs only (no line breaks or other controls that
+/// would split or smuggle headers; non-ASCII must be encoded, e.g. RFC 8187).
+fn header_value(value: &str) -> Result<HeaderValue, &'static str> {
+    if let Some(b) = value
+        .bytes()
+        .find(|b| !(b.is_ascii_graphic() || *b == b' ' || *b == b'\t'))
+    {
+        return Err(match b {
+            b'\r' | b'\n' => "a line break",
+            b if b.is_ascii_control() => "a control character",
+            _ => "a non-ASCII character",
+        });
+    }
+    HeaderValue::from_str(value).map_err(|_| "an invalid character")
+}
+
+/// The path for an error message: escaped, and cut short if long.
+fn quoted(path: &str) -> String {
+    const SHOWN: usize = 120;
+    match path.char_indices().nth(SHOWN) {
+        Some((i, _)) => format!("{:?}… ({} bytes)", &path[..i], path.len()),
+        None => format!("{path:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_form_paths_pass_and_others_say_why() {
+        for ok in ["/", "/a?b=c&d=%2F", "/a:b@c", "/x?y=/z?w", "/..x", "/a//b"] {
+            assert_eq!(check_path(ok), Ok(()), "{ok}");
+        }
+        let why = |p: &str| check_path(p).unwrap_err();
+        assert!(why("@h:1/x").contains("must start with '/'"));
+        assert!(why("//h/x").contains("'//'"));
+        assert!(why("/x#y").contains("fragment"));
+        assert!(why("/x\r\n").contains("control"));
+        assert!(why("/é").contains("non-ASCII"));
+        assert!(why("/%4").contains("two hex digits"));
+        assert!(why("/a/%2E%2e/b").contains("dot segment"));
+        assert!(why(&"/a".repeat(20_000)).contains("longer than"));
+        assert!(
+            why(&format!("x{}", "a".repeat(500))).len() < 400,
+            "message not cut short"
+        );
+    }
+
+    #[test]
+    fn header_values_refuse_line_breaks_controls_and_non_ascii() {
+        assert!(header_value("a\tb c!~").is_ok());
+        assert!(header_value("").is_ok());
+        assert_eq!(header_value("a\r\nb").unwrap_err(), "a line break");
+        assert_eq!(header_value("a\0").unwrap_err(), "a control character");
+        assert_eq!(header_value("a\u{7f}").unwrap_err(), "a control character");
+        assert_eq!(header_value("é").unwrap_err(), "a non-ASCII character");
+    }
+}
