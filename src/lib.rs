@@ -39,6 +39,7 @@
 #![warn(rust_2018_idioms)]
 
 mod abort;
+mod clock;
 mod config;
 mod error;
 mod health;

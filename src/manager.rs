@@ -276,7 +276,7 @@ impl PoolManager {
         wait_in_use: bool,
     ) -> Result<ShutdownReport, Error> {
         let start = Instant::now();
-        let end = start + deadline;
+        let end = crate::clock::deadline(start, deadline);
         let first = !self.shared.closed.swap(true, Ordering::AcqRel);
         if first {
             log::debug!(target: "backend_pool", "pool manager shutting down");

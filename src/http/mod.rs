@@ -163,7 +163,7 @@ impl HttpPool {
         if gate {
             self.core.health.gate()?;
         }
-        let deadline = deadline(start, wait);
+        let deadline = crate::clock::deadline(start, wait);
         match self.slots.acquire(deadline) {
             Ok(_) => {}
             Err(AcquireError::Closed) => return Err(self.shutting_down()),
@@ -221,7 +221,7 @@ impl HttpPool {
         if gate {
             self.core.health.gate()?;
         }
-        match self.streams.acquire(deadline(start, wait)) {
+        match self.streams.acquire(crate::clock::deadline(start, wait)) {
             Ok(_) => Ok(StreamTurn {
                 pool: Arc::clone(self),
             }),
@@ -418,15 +418,6 @@ impl HttpPool {
     pub(crate) fn in_use(&self) -> usize {
         self.slots.occupancy().in_use
     }
-}
-
-/// `start + wait`; a wait too long to add (a caller's `Duration::MAX`) waits a year.
-fn deadline(start: Instant, wait: Duration) -> Instant {
-    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-    start
-        .checked_add(wait)
-        .or_else(|| start.checked_add(YEAR))
-        .unwrap_or(start)
 }
 
 /// A stream's turn (see [`HttpPool::stream_turn`]); given back when dropped, whatever the

@@ -109,7 +109,9 @@ impl WsGuard {
         *self.started.get_mut() = true;
         let wait = self.pool.core.timeouts.request;
         let conn = self.conn();
-        conn.socket.get_mut().set_deadline(deadline_after(wait));
+        conn.socket
+            .get_mut()
+            .set_deadline(crate::clock::deadline(Instant::now(), wait));
         let result = conn.socket.send(message);
         result.map_err(|e| match e {
             tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
@@ -160,7 +162,7 @@ impl WsGuard {
         self.conn()
             .socket
             .get_mut()
-            .set_deadline(deadline_after(wait));
+            .set_deadline(crate::clock::deadline(Instant::now(), wait));
         loop {
             let result = self.conn().socket.read();
             match result {
@@ -303,11 +305,4 @@ impl Drop for WsGuard {
             self.pool.give_back(conn, end);
         }
     }
-}
-
-/// `wait` from now, saturating far in the future instead of overflowing.
-fn deadline_after(wait: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(wait)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }

@@ -165,7 +165,7 @@ impl WsPool {
 
     fn checkout_inner(self: &Arc<Self>, start: Instant, wait: Duration) -> Result<WsGuard, Error> {
         self.core.health.gate()?;
-        let idle = match self.slots.acquire(start + wait) {
+        let idle = match self.slots.acquire(crate::clock::deadline(start, wait)) {
             Ok(idle) => idle,
             Err(AcquireError::Closed) => {
                 return Err(Error::ShuttingDown {

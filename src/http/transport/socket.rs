@@ -402,7 +402,7 @@ struct Deadline {
 impl Deadline {
     fn new(timeout: NextTimeout) -> Deadline {
         let at = match timeout.after {
-            UreqDuration::Exact(d) => Some(Instant::now().checked_add(d).unwrap_or_else(far)),
+            UreqDuration::Exact(d) => Some(crate::clock::deadline(Instant::now(), d)),
             UreqDuration::NotHappening => None,
         };
         Deadline {
@@ -429,11 +429,6 @@ impl Deadline {
             },
         }
     }
-}
-
-/// A point far enough ahead to be "never" (an overflowing deadline).
-fn far() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 /// The timeouts currently set on a socket, so unchanged ones cost no system call.
