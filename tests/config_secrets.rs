@@ -1,9 +1,10 @@
 //! Configuration errors never carry a secret: a bearer token or a `secret_headers` value in a
 //! broken file, text or Python dict (JSON) stays out of the error's `Display` and `Debug`,
 //! however the configuration is broken, while the error still names the line, the column, the
-//! key and what was expected.
+//! key and what was expected. A configuration saved from a redacted dump (`"<redacted>"` in
+//! place of a secret) is refused instead of sending that text as the token.
 
-use backend_pool::{ConfigError, ManagerConfig};
+use backend_pool::{ConfigError, ManagerConfig, PoolManager, Secret, ServiceConfig};
 use proptest::prelude::*;
 
 const BASE: &str = "[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n";
@@ -284,6 +285,116 @@ fn non_secret_values_are_still_shown_by_the_rules() {
         ManagerConfig::from_toml_str("[[service]]\nname = \"a\"\nurl = \"ftp://bad.example\"\n")
             .unwrap_err();
     assert!(e.to_string().contains("ftp://bad.example"), "{e}");
+}
+
+/// The rules that echo a value keep out the parts of it that are secrets in practice: a URL's
+/// credentials and query (where API keys go), and a "variable name" that is the token pasted
+/// into `bearer_token_env`.
+#[test]
+fn rules_do_not_echo_secrets_put_in_the_wrong_key() {
+    let svc = |line: String| format!("[[service]]\nname = \"a\"\n{line}\n");
+    for (text, field, shown) in [
+        (svc(format!("url = \"http://user:{SECRET}@127.0.0.1:1\"")), "url", "127.0.0.1:1"),
+        (svc(format!("url = \"http://{SECRET}@127.0.0.1:1/v1\"")), "url", "/v1"),
+        (svc(format!("url = \"http://127.0.0.1:1/v1?api_key={SECRET}\"")), "url", "127.0.0.1:1/v1"),
+        (svc(format!("url = \"http://127.0.0.1:1/#{SECRET}\"")), "url", "127.0.0.1:1"),
+        (svc(format!("url = \"ftp://u:{SECRET}@h/?k={SECRET}\"")), "url", "ftp://"),
+        (svc(format!("url = \"http://u:{SECRET}@h:0\"")), "url", "url"),
+        (
+            svc(format!("url = \"http://127.0.0.1:1\"\n[service.headers]\nX-Api-Key = \"{SECRET}\\n\"")),
+            "headers",
+            "X-Api-Key",
+        ),
+        (
+            svc(format!("url = \"http://127.0.0.1:1\"\n[service.headers]\nAuthorization = \"Bearer {SECRET}\\r\\n\"")),
+            "headers",
+            "Authorization",
+        ),
+        (
+            svc(format!("url = \"http://127.0.0.1:1\"\nbearer_token_env = \"{SECRET}==\"")),
+            "bearer_token_env",
+            "environment variable",
+        ),
+    ] {
+        let e = ManagerConfig::from_toml_str(&text).expect_err(&text);
+        let shown_text = assert_hidden(&e, SECRET, &text);
+        match &e {
+            ConfigError::Invalid { field: f, .. } => assert_eq!(f, field, "{shown_text}"),
+            other => panic!("not Invalid: {other}"),
+        }
+        assert!(e.to_string().contains(shown), "{shown} missing: {e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A configuration written out holds "<redacted>" in place of each secret.
+// ---------------------------------------------------------------------------------------
+
+fn with_secrets() -> ServiceConfig {
+    let mut s = ServiceConfig::new("llm", "http://127.0.0.1:4000");
+    s.bearer_token = Some(Secret::new(SECRET));
+    s
+}
+
+fn assert_redacted_dump_refused(e: &ConfigError, field: &str) {
+    let shown = format!("{e}");
+    match e {
+        ConfigError::Invalid { field: f, .. } => assert_eq!(f, field, "{shown}"),
+        other => panic!("not Invalid on {field}: {other}"),
+    }
+    assert!(shown.contains("redacted dump"), "{shown}");
+    assert!(shown.contains("again"), "{shown}");
+    if field == "bearer_token" {
+        assert!(shown.contains("bearer_token_env"), "{shown}");
+    }
+}
+
+#[test]
+fn a_config_saved_from_a_redacted_dump_is_refused_naming_the_key() {
+    let config = ManagerConfig::empty().with_service(with_secrets());
+    // TOML round trip.
+    let text = toml::to_string(&config).unwrap();
+    assert!(
+        text.contains("<redacted>") && !text.contains(SECRET),
+        "{text}"
+    );
+    let e = ManagerConfig::from_toml_str(&text).unwrap_err();
+    assert_redacted_dump_refused(&e, "bearer_token");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("bearer_token"))
+        .unwrap()
+        + 1;
+    assert_eq!(e.location().unwrap().line as usize, line, "{e}\n{text}");
+    // JSON round trip (what a Python dict saved from a dump sends).
+    let text = serde_json::to_string_pretty(&config).unwrap();
+    let e = ManagerConfig::from_json_str(&text).unwrap_err();
+    assert_redacted_dump_refused(&e, "bearer_token");
+    // A secret header, the same; the error names the header.
+    let mut s = ServiceConfig::new("llm", "http://127.0.0.1:4000");
+    s.secret_headers
+        .insert("X-Api-Key".into(), Secret::new(SECRET));
+    let text = toml::to_string(&ManagerConfig::empty().with_service(s)).unwrap();
+    let e = ManagerConfig::from_toml_str(&text).unwrap_err();
+    assert_redacted_dump_refused(&e, "secret_headers");
+    assert!(e.to_string().contains("X-Api-Key"), "{e}");
+}
+
+#[test]
+fn a_redacted_placeholder_built_in_code_is_refused_at_start() {
+    let mut s = ServiceConfig::new("llm", "http://127.0.0.1:4000");
+    s.bearer_token = Some(Secret::new("<redacted>"));
+    assert_redacted_dump_refused(&s.validate().unwrap_err(), "bearer_token");
+    let e = PoolManager::new(ManagerConfig::empty().with_service(s)).unwrap_err();
+    let source = std::error::Error::source(&e).unwrap().to_string();
+    assert!(
+        source.contains("bearer_token") && source.contains("redacted"),
+        "{source}"
+    );
+    let mut s = ServiceConfig::new("llm", "http://127.0.0.1:4000");
+    s.secret_headers
+        .insert("X-Key".into(), Secret::new("<redacted>"));
+    assert_redacted_dump_refused(&s.validate().unwrap_err(), "secret_headers");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use super::presets::label;
 use super::rules::{bad, Bad};
+use super::service::REDACTED;
 use super::{Secret, ServiceConfig};
 use crate::error::ConfigError;
 
@@ -50,13 +51,21 @@ impl ServiceConfig {
                      Authorization"
                 )));
             }
+            // A credential put in `headers` instead of `secret_headers` is not shown either.
+            let hidden = is_secret || names_a_credential(&lower);
             if let Some(first) = seen.insert(lower, name) {
                 return Err(fail(format!(
                     "'{name}' repeats '{first}' (header names ignore case)"
                 )));
             }
+            if is_secret && value.trim() == REDACTED {
+                return Err(fail(format!(
+                    "'{name}' {}",
+                    redacted_dump("supply the header's value again")
+                )));
+            }
             if !is_header_value(value) {
-                let shown = if is_secret {
+                let shown = if hidden {
                     String::new()
                 } else {
                     format!(" {value:?}")
@@ -64,7 +73,7 @@ impl ServiceConfig {
                 return Err(fail(format!(
                     "'{name}' has a value{shown} a header cannot carry: only visible ASCII, \
                      spaces and tabs (no line breaks){}",
-                    if is_secret {
+                    if hidden {
                         " (the value is not shown)"
                     } else {
                         ""
@@ -150,6 +159,27 @@ impl ServiceConfig {
         }
         Ok(Some(Secret(token)))
     }
+}
+
+/// Why a secret that reads `<redacted>` is refused: the configuration was written out (where
+/// every secret serialises as that placeholder) and read back; sending the placeholder would
+/// fail every request with a 401 that says nothing about why. `supply` says how to give the
+/// secret again.
+pub(crate) fn redacted_dump(supply: &str) -> String {
+    format!(
+        "is \"{REDACTED}\", the placeholder secrets are written out as: this configuration was \
+         saved from a redacted dump; {supply}"
+    )
+}
+
+/// A header (lowercase name) whose value is a credential by its name: `Authorization`,
+/// `Proxy-Authorization`, `Cookie`, or a name with `key`, `token`, `secret`, `auth` or
+/// `password` in it (`X-Api-Key`, `X-Auth-Token`).
+fn names_a_credential(lower: &str) -> bool {
+    lower == "cookie"
+        || ["auth", "key", "token", "secret", "password"]
+            .iter()
+            .any(|w| lower.contains(w))
 }
 
 /// An HTTP header name: a non-empty token (RFC 9110 `tchar`).
