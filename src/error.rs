@@ -443,7 +443,8 @@ impl fmt::Display for ConfigLocation {
 /// Errors found in a file or a text carry the [`ConfigLocation`] of the key (or of its table,
 /// when the key was left out and its default breaks a rule); configurations built in code
 /// have none. Secrets (`bearer_token`, `secret_headers`, the variable `bearer_token_env`
-/// names) are never part of a message.
+/// names) are never part of a message, nor of `Debug`: a [`ConfigError::Parse`] quotes no
+/// value and no source line, whatever broke the text.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -454,11 +455,13 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Syntax error, wrong type or unknown key; the message carries the line, column and key.
+    /// Syntax error, wrong type or unknown key.
     Parse {
         /// `TOML` or `JSON`.
         format: &'static str,
-        /// The parser's message.
+        /// What is wrong, in the parser's words, after the key when it is known:
+        /// ``key `service.secret_headers`: invalid type: string, expected a map``. Never a
+        /// value from the text, nor its source line: a value may be a secret.
         message: String,
         /// Where, when the parser said.
         at: Option<ConfigLocation>,
@@ -524,12 +527,11 @@ impl fmt::Display for ConfigError {
                 message,
                 at,
             } => {
-                // The parser's message already names the line and column.
-                write!(f, "invalid {format} configuration")?;
-                if let Some(file) = at.as_ref().and_then(|at| at.file.as_ref()) {
-                    write!(f, " in '{file}'")?;
+                write!(f, "invalid {format} configuration: {message}")?;
+                match at {
+                    Some(at) => write!(f, " ({at})"),
+                    None => Ok(()),
                 }
-                write!(f, ": {message}")
             }
             ConfigError::Invalid {
                 service,

@@ -14,10 +14,15 @@ impl Endpoint {
     /// Parses `http(s)://host[:port][/prefix]`: an ASCII host name, an IPv4 address or a
     /// bracketed IPv6 address; a port of 1 to 65535 in digits; no credentials, query or
     /// fragment; a prefix of URL path characters.
+    ///
+    /// Errors show the URL without its credentials, query and fragment (`shown`): that is
+    /// where a URL carries API keys.
     pub(crate) fn parse(url: &str) -> Result<Endpoint, String> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        let raw = url;
+        let url = shown(raw);
+        let (tls, rest) = if let Some(rest) = raw.strip_prefix("http://") {
             (false, rest)
-        } else if let Some(rest) = url.strip_prefix("https://") {
+        } else if let Some(rest) = raw.strip_prefix("https://") {
             (true, rest)
         } else {
             return Err(format!(
@@ -30,7 +35,8 @@ impl Endpoint {
         };
         if authority.contains('@') || path.contains(['?', '#']) {
             return Err(format!(
-                "'{url}' must not carry credentials, a query or a fragment"
+                "'{url}' must not carry credentials, a query or a fragment (a token goes in \
+                 bearer_token or secret_headers)"
             ));
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
@@ -110,6 +116,31 @@ impl Endpoint {
             "{scheme}://{}:{}{}{path}",
             self.host, self.port, self.prefix
         )
+    }
+}
+
+/// `url` as errors show it: credentials (`user:pass@`), a query and a fragment, where a URL
+/// carries API keys, each replaced by `…`.
+fn shown(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let (rest, tail) = match rest.find(['?', '#']) {
+        Some(i) => (
+            &rest[..i],
+            if rest[i..].starts_with('?') {
+                "?…"
+            } else {
+                "#…"
+            },
+        ),
+        None => (rest, ""),
+    };
+    let authority = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority].rfind('@') {
+        Some(at) => format!("{scheme}…@{}{tail}", &rest[at + 1..]),
+        None => format!("{scheme}{rest}{tail}"),
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use super::presets::label;
 use super::rules::{bad, Bad};
+use super::service::REDACTED;
 use super::{Secret, ServiceConfig};
 use crate::error::ConfigError;
 
@@ -19,12 +20,15 @@ impl ServiceConfig {
     pub(super) fn check_headers(&self) -> Result<(), Bad> {
         let bearer = self.bearer_token.is_some() || self.bearer_token_env.is_some();
         let mut seen: HashMap<String, &str> = HashMap::new();
-        let plain = self.headers.iter().map(|(k, v)| ("headers", k, v.as_str()));
+        let plain = self
+            .headers
+            .iter()
+            .map(|(k, v)| ("headers", k, v.as_str(), false));
         let secret = self
             .secret_headers
             .iter()
-            .map(|(k, v)| ("secret_headers", k, v.expose()));
-        for (field, name, value) in plain.chain(secret) {
+            .map(|(k, v)| ("secret_headers", k, v.expose(), true));
+        for (field, name, value, is_secret) in plain.chain(secret) {
             let fail = |reason: String| Bad {
                 field: field.to_string(),
                 key: Some(name.clone()),
@@ -47,9 +51,16 @@ impl ServiceConfig {
                      Authorization"
                 )));
             }
+            // A credential put in `headers` instead of `secret_headers` is not shown either.
             if let Some(first) = seen.insert(lower, name) {
                 return Err(fail(format!(
                     "'{name}' repeats '{first}' (header names ignore case)"
+                )));
+            }
+            if is_secret && value.trim() == REDACTED {
+                return Err(fail(format!(
+                    "'{name}' {}",
+                    redacted_dump("supply the header's value again")
                 )));
             }
             if !is_header_value(value) {
@@ -138,6 +149,17 @@ impl ServiceConfig {
         }
         Ok(Some(Secret(token)))
     }
+}
+
+/// Why a secret that reads `<redacted>` is refused: the configuration was written out (where
+/// every secret serialises as that placeholder) and read back; sending the placeholder would
+/// fail every request with a 401 that says nothing about why. `supply` says how to give the
+/// secret again.
+pub(crate) fn redacted_dump(supply: &str) -> String {
+    format!(
+        "is \"{REDACTED}\", the placeholder secrets are written out as: this configuration was \
+         saved from a redacted dump; {supply}"
+    )
 }
 
 /// An HTTP header name: a non-empty token (RFC 9110 `tchar`).

@@ -7,7 +7,8 @@
 //! them panic or abort.
 //!
 //! Loading a text runs in four steps, each naming the line of what it rejects:
-//! 1. parse into the typed structs (syntax, types and unknown keys: the parser's own line);
+//! 1. parse into the typed structs (syntax, types and unknown keys: the parser's own line,
+//!    its words without the values it quotes, [`redact`]);
 //! 2. for entries with `preset = "…"`, overlay the entry's keys on the preset
 //!    ([`presets`]);
 //! 3. validate ([`rules`]); a broken rule is placed at its key's line ([`locate`]);
@@ -15,12 +16,13 @@
 //!
 //! * `service.rs`: the structs and their defaults; `presets.rs`: the known backends;
 //!   `rules.rs`: the bounds; `endpoint.rs`: URLs and paths; `headers.rs`: headers and the
-//!   bearer token; `locate.rs`: lines.
+//!   bearer token; `locate.rs`: lines and keys; `redact.rs`: parse messages without values.
 
 mod endpoint;
 mod headers;
 mod locate;
 mod presets;
+mod redact;
 mod rules;
 mod service;
 
@@ -151,8 +153,9 @@ impl ManagerConfig {
     /// Parses and validates TOML text.
     ///
     /// # Errors
-    /// [`ConfigError::Parse`] for a syntax error, a wrong type or an unknown key (the message
-    /// names the line and column); [`ConfigError::Invalid`] or
+    /// [`ConfigError::Parse`] for a syntax error, a wrong type or an unknown key (at its line
+    /// and column, naming the key and what was expected, never a value from the text: it may
+    /// be a secret); [`ConfigError::Invalid`] or
     /// [`ConfigError::DuplicateService`] for a broken rule, located at the key's line (or its
     /// table's, when the key was left out); an unknown `preset` or an unreadable `ca_file`
     /// the same way.
@@ -233,32 +236,44 @@ impl Source<'_> {
         Ok(config)
     }
 
-    /// The text parsed into `T`; a parse error carries its place.
+    /// The text parsed into `T`; a parse error carries its place and key, and no value from
+    /// the text ([`redact`]).
     fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        let (message, offset, line_col) = match self.format {
+        // The parser's words (never `toml`'s `Display`, which quotes the source line), and
+        // the byte offset of the error.
+        let (words, offset) = match self.format {
             Format::Toml => match toml::from_str(self.text) {
                 Ok(v) => return Ok(v),
-                Err(e) => {
-                    let offset = e.span().map(|s| s.start);
-                    (e.to_string().trim_end().to_string(), offset, None)
-                }
+                Err(e) => (e.message().to_string(), e.span().map(|s| s.start)),
             },
             Format::Json => match serde_json::from_str(self.text) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    let at = (e.line() > 0).then(|| (e.line(), e.column()));
-                    (e.to_string(), None, at)
+                    let words = e.to_string();
+                    let words = match e.line() {
+                        0 => words,
+                        line => {
+                            let suffix = format!(" at line {line} column {}", e.column());
+                            words.strip_suffix(&suffix).unwrap_or(&words).to_string()
+                        }
+                    };
+                    let offset = (e.line() > 0)
+                        .then(|| locate::json_offset_at(self.text, e.line(), e.column()));
+                    (words, offset)
                 }
             },
         };
-        let at = match (offset, line_col) {
-            (Some(offset), _) => Some(self.location(offset)),
-            (None, Some((line, column))) => Some(ConfigLocation {
-                file: self.file_name(),
-                line: u32::try_from(line).unwrap_or(u32::MAX),
-                column: u32::try_from(column).unwrap_or(u32::MAX),
-            }),
-            (None, None) => self.file.map(|_| ConfigLocation {
+        let mut message = redact::parser_message(&words);
+        let key = offset.and_then(|offset| match self.format {
+            Format::Toml => locate::toml_key_at(self.text, offset),
+            Format::Json => locate::json_key_at(self.text, offset),
+        });
+        if let Some(key) = key {
+            message = format!("key `{key}`: {message}");
+        }
+        let at = match offset {
+            Some(offset) => Some(self.location(offset)),
+            None => self.file.map(|_| ConfigLocation {
                 file: self.file_name(),
                 line: 1,
                 column: 1,

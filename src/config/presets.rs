@@ -141,7 +141,9 @@ pub(crate) fn apply(raw: &Value, services: &mut [ServiceConfig]) -> Result<(), P
             merged["health_path"] = Value::Null;
         }
         overlay(&mut merged, entry);
-        *service = serde_json::from_value(merged).map_err(|e| problem(e.to_string()))?;
+        // serde's words quote the value they reject: the entry's secrets are in `merged`.
+        *service = serde_json::from_value(merged)
+            .map_err(|e| problem(super::redact::parser_message(&e.to_string())))?;
     }
     Ok(())
 }

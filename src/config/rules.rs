@@ -8,8 +8,9 @@
 //! what the request can carry.
 
 use super::endpoint::{is_query_name, Endpoint};
-use super::headers::is_token;
+use super::headers::{is_token, redacted_dump};
 use super::presets::{label, unknown_preset, PRESETS};
+use super::service::REDACTED;
 use super::{ManagerConfig, ServiceConfig};
 use crate::error::ConfigError;
 use crate::http::validate::check_path;
@@ -283,6 +284,14 @@ impl ServiceConfig {
             MAX_UNHEALTHY_AFTER,
         )?;
         if let Some(token) = &self.bearer_token {
+            if token.expose().trim() == REDACTED {
+                return Err(bad(
+                    "bearer_token",
+                    redacted_dump(
+                        "supply the token again, in bearer_token or through bearer_token_env",
+                    ),
+                ));
+            }
             if !is_token(token.expose()) {
                 return Err(bad(
                     "bearer_token",
@@ -293,9 +302,12 @@ impl ServiceConfig {
         }
         if let Some(var) = &self.bearer_token_env {
             if var.is_empty() || !var.bytes().all(|b| b.is_ascii_graphic() && b != b'=') {
+                // Not echoed: a "name" with `=` or a space is most likely the token itself.
                 return Err(bad(
                     "bearer_token_env",
-                    format!("'{var}' is not an environment variable name"),
+                    "is not an environment variable name: it is empty or holds '=', a space or \
+                     a character other than visible ASCII (the value is not shown, in case it \
+                     is the token itself, which goes in bearer_token)",
                 ));
             }
         }

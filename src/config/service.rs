@@ -313,8 +313,13 @@ mod pool_switch {
     }
 }
 
+/// What a [`Secret`] prints and serialises as.
+pub(crate) const REDACTED: &str = "<redacted>";
+
 /// A secret string (API key, token): `Debug` and `Display` print `<redacted>`, and it
-/// serialises as `"<redacted>"`, so a config dump or a stats file cannot leak it.
+/// serialises as `"<redacted>"`, so a config dump or a stats file cannot leak it. A dump read
+/// back is refused (a `bearer_token` or `secret_headers` value of `<redacted>` fails
+/// validation), rather than sending `<redacted>` as the secret.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(pub(super) String);
@@ -333,18 +338,18 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
+        f.write_str(REDACTED)
     }
 }
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
+        f.write_str(REDACTED)
     }
 }
 
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
+        s.serialize_str(REDACTED)
     }
 }

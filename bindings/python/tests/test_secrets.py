@@ -59,3 +59,36 @@ def test_a_config_error_does_not_echo_a_secret_value(backends):
     with pytest.raises(backend_pool.ConfigError) as e:
         backend_pool.PoolManager(config)
     assert "max_connections" in str(e.value) and KEY not in str(e.value), str(e.value)
+
+
+BASE = '[[service]]\nname = "a"\nurl = "http://127.0.0.1:1"\n'
+
+
+@pytest.mark.parametrize(
+    "config, key",
+    [
+        # A dict (sent as JSON): wrong types and unknown keys around a secret.
+        ({"service": [{"name": "a", "url": "http://127.0.0.1:1", "secret_headers": KEY}]}, "secret_headers"),
+        ({"service": [{"name": "a", "url": "http://127.0.0.1:1", "bearer_token": [KEY]}]}, "bearer_token"),
+        ({"service": [{"name": "a", "url": "http://127.0.0.1:1", "secret_headers": {"X-Key": {"v": KEY}}}]}, "X-Key"),
+        ({"service": [{"name": "a", "url": "http://127.0.0.1:1", "bearer_tokn": KEY}]}, "bearer_tokn"),
+        # TOML text: a typo on the token's line.
+        (BASE + f'bearer_token = "{KEY}\n', "bearer_token"),
+        (BASE + f"bearer_token = {KEY}\n", "bearer_token"),
+        (BASE + f'bearer_token = "{KEY}"x\n', "bearer_token"),
+        (BASE + f'[service.secret_headers]\nX-Key = "{KEY}\n', "X-Key"),
+        (BASE + f'secret_headers = "{KEY}"\n', "secret_headers"),
+    ],
+)
+def test_a_broken_config_names_the_key_but_not_the_secret(config, key):
+    with pytest.raises(backend_pool.ConfigError) as e:
+        backend_pool.PoolManager(config)
+    text = str(e.value) + repr(e.value)
+    assert KEY not in text, text
+    assert key in str(e.value) and "line" in str(e.value), str(e.value)
+
+
+def test_a_config_saved_from_a_redacted_dump_is_refused():
+    config = {"service": [{"name": "a", "url": "http://127.0.0.1:1", "bearer_token": "<redacted>"}]}
+    with pytest.raises(backend_pool.ConfigError, match="bearer_token.*redacted dump"):
+        backend_pool.PoolManager(config)
