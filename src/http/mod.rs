@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use crate::error::{error_chain, Error, ErrorClass, PoolKind, PoolState};
 use crate::lease::LeaseRegistry;
 use crate::service::ServiceCore;
-use crate::slots::{AcquireError, Slots};
+use crate::slots::{AcquireError, Permit, Slots};
 use crate::stats::{CloseCause, PoolCounters, PoolStats};
 use crate::HttpPoolConfig;
 
@@ -173,6 +173,7 @@ impl HttpPool {
                 return Err(self.timeout(start, state));
             }
         }
+        let permit = Permit::new(&self.slots);
         // Holding a permit, r2d2 has an idle item or room for one. An idle one is the common
         // case and needs no clock read; creating one waits briefly on r2d2's worker.
         let item = match self.r2d2.try_get() {
@@ -185,12 +186,15 @@ impl HttpPool {
             }
         };
         match item {
-            Ok(item) => Ok(HttpConnection {
-                item: Some(item),
-                pool: Arc::clone(self),
-            }),
+            Ok(item) => {
+                permit.keep();
+                Ok(HttpConnection {
+                    item: Some(item),
+                    pool: Arc::clone(self),
+                })
+            }
             Err(_) => {
-                self.slots.release(None);
+                drop(permit);
                 Err(self.timeout(start, self.state()))
             }
         }

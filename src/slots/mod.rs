@@ -272,6 +272,28 @@ impl<T> Slots<T> {
     }
 }
 
+/// A permit taken from [`Slots`] by a checkout: given back when dropped (an error, or a panic
+/// while the connection is being opened or taken), kept when a guard takes it over.
+pub(crate) struct Permit<'a, T>(&'a Slots<T>);
+
+impl<'a, T> Permit<'a, T> {
+    /// Holds a permit `slots` just handed out.
+    pub(crate) fn new(slots: &'a Slots<T>) -> Self {
+        Permit(slots)
+    }
+
+    /// The permit passes to the connection's guard, which releases it.
+    pub(crate) fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl<T> Drop for Permit<'_, T> {
+    fn drop(&mut self) {
+        self.0.release(None);
+    }
+}
+
 #[cfg(all(test, not(backend_pool_loom)))]
 mod tests;
 

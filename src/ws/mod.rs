@@ -47,7 +47,7 @@ use crate::config::WsPoolConfig;
 use crate::error::{Error, PoolKind, PoolState};
 use crate::lease::{Lease, LeaseRegistry};
 use crate::service::ServiceCore;
-use crate::slots::{AcquireError, Slots};
+use crate::slots::{AcquireError, Permit, Slots};
 use crate::stats::{CloseCause, PoolCounters, PoolStats};
 
 mod connect;
@@ -81,22 +81,6 @@ enum LeaseEnd {
     Abandoned,
     /// An error, a close frame, a panic, or [`WsGuard::discard`].
     Broken,
-}
-
-/// A permit taken from the slots: given back when dropped (an error or a panic while a
-/// socket is being opened), kept when a guard takes it over.
-struct Permit<'a>(&'a Slots<WsConn>);
-
-impl Permit<'_> {
-    fn keep(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        self.0.release(None);
-    }
 }
 
 /// A service's WebSocket pool.
@@ -187,7 +171,7 @@ impl WsPool {
                 })
             }
         };
-        let permit = Permit(&self.slots);
+        let permit = Permit::new(&self.slots);
         let conn = match idle {
             Some(conn) => conn,
             None => self.connect()?,
