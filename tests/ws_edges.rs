@@ -637,6 +637,37 @@ fn a_read_timeout_in_the_middle_of_a_frame_does_not_return_the_socket() {
     );
 }
 
+/// "first" and the first half of "second" in one write; the rest of "second" 100 ms later.
+fn split_second_message() -> Raw {
+    Raw::start(move |s, stop| {
+        let mut ws = accept(s);
+        let _ = ws.get_mut().write_all(b"\x81\x05first\x81\x06sec");
+        thread::sleep(Duration::from_millis(100));
+        let _ = ws.get_mut().write_all(b"ond");
+        idle_until(stop, Duration::from_secs(20));
+    })
+}
+
+#[test]
+fn bytes_of_a_later_message_behind_a_whole_one_do_not_close_a_finished_socket() {
+    // Found against the real ComfyUI stand-in: the read that returns the job's last event
+    // often takes in the start of the next broadcast. That is not half of this lease's
+    // message: the next lease reads it whole, so the socket is reused.
+    let server = split_second_message();
+    let m = manager(ws_service(&server.url("http"), |_, _| {}));
+    let mut ws = m.websocket("ws").unwrap();
+    thread::sleep(Duration::from_millis(50)); // "first" and "sec" are in the socket buffer
+    let first = ws.read_timeout(Duration::from_secs(2)).unwrap();
+    assert_eq!(first.into_text().unwrap().as_str(), "first");
+    ws.finish();
+    let mut next = m.websocket("ws").unwrap();
+    let second = next.read_timeout(Duration::from_secs(2)).unwrap();
+    assert_eq!(second.into_text().unwrap().as_str(), "second");
+    next.finish();
+    assert_eq!(server.accepted(), 1, "a finished socket was not reused");
+    assert_eq!(ws_stats(&m).closed.abandoned, 0);
+}
+
 #[test]
 fn half_a_frame_behind_a_whole_message_does_not_return_the_socket() {
     // "first" and half of the next frame arrive in one segment: the read that returns

@@ -54,6 +54,10 @@ pub struct WsGuard {
     started: AtomicBool,
     /// [`WsGuard::finish`] was called.
     finished: bool,
+    /// The last read timed out inside a message: the rest of it would reach the next lease.
+    /// (Bytes of a later message buffered behind one that was read whole are not this: the
+    /// next lease reads that message whole.)
+    cut_mid_message: bool,
 }
 
 impl WsGuard {
@@ -64,6 +68,7 @@ impl WsGuard {
             broken: false,
             started: AtomicBool::new(false),
             finished: false,
+            cut_mid_message: false,
         }
     }
 
@@ -166,7 +171,10 @@ impl WsGuard {
         loop {
             let result = self.conn().socket.read();
             match result {
-                Ok(m @ (Message::Text(_) | Message::Binary(_))) => return Ok(m),
+                Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
+                    self.cut_mid_message = false;
+                    return Ok(m);
+                }
                 Ok(Message::Close(_)) => {
                     self.broken = true;
                     self.pool.counters.error(ErrorClass::Closed);
@@ -181,7 +189,8 @@ impl WsGuard {
                         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
                     ) =>
                 {
-                    return Err(self.timed_out(Phase::Read, wait))
+                    self.cut_mid_message = !self.conn().socket.get_ref().at_rest();
+                    return Err(self.timed_out(Phase::Read, wait));
                 }
                 Err(e) => return Err(self.failed(e, Phase::Read)),
             }
@@ -297,7 +306,7 @@ impl Drop for WsGuard {
         if let Some(conn) = self.conn.take() {
             let end = if self.broken || std::thread::panicking() {
                 LeaseEnd::Broken
-            } else if *self.started.get_mut() && !self.finished {
+            } else if self.cut_mid_message || (*self.started.get_mut() && !self.finished) {
                 LeaseEnd::Abandoned
             } else {
                 LeaseEnd::Quiet

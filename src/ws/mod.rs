@@ -204,7 +204,7 @@ impl WsPool {
         conn.lease.end();
         let cause = if end == LeaseEnd::Broken || !conn.socket.can_write() {
             Some(CloseCause::Broken)
-        } else if end == LeaseEnd::Abandoned || !conn.socket.get_ref().at_rest() {
+        } else if end == LeaseEnd::Abandoned {
             Some(CloseCause::Abandoned)
         } else if conn.expires <= Instant::now() {
             Some(CloseCause::Lifetime)
