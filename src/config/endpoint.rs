@@ -92,8 +92,8 @@ impl Endpoint {
                 .filter(|p| *p != 0)
                 .ok_or_else(|| format!("'{url}' has an invalid port '{p}' (1 to 65535)"))?,
         };
-        if let Err(why) = check_path_chars(path, false) {
-            return Err(format!("'{url}': {why}"));
+        if let Err(why) = check_chars(path, false) {
+            return Err(format!("'{url}': its path has {why}"));
         }
         Ok(Endpoint {
             tls,
@@ -144,46 +144,90 @@ fn shown(url: &str) -> String {
     }
 }
 
-/// The characters of a URL path (RFC 3986 `pchar` and `/`, `%` followed by two hex digits),
-/// and with `query`, a `?` and query characters.
-fn check_path_chars(path: &str, query: bool) -> Result<(), String> {
-    let bytes = path.as_bytes();
-    let mut in_query = false;
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let ok = match b {
-            b'%' => {
-                let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
-                if !(hex(i + 1) && hex(i + 2)) {
-                    return Err("'%' must be followed by two hex digits".into());
-                }
-                i += 2;
-                true
-            }
-            b'?' if query => {
-                in_query = true;
-                true
-            }
-            b'?' => false,
-            b'#' => return Err("a fragment ('#') is never sent".into()),
-            b'/' | b':' | b'@' => true,
-            _ => is_unreserved(b) || is_sub_delim(b),
-        };
-        if !ok {
-            let c = path[i..].chars().next().unwrap_or('?');
-            let what = if c.is_whitespace() || c.is_control() {
-                format!("{c:?}")
-            } else {
-                format!("'{c}'")
-            };
-            let part = if in_query { "query" } else { "path" };
+/// Longest request path (with its query) accepted: servers refuse far shorter request
+/// lines; large data belongs in the body.
+pub(crate) const MAX_PATH_BYTES: usize = 32 * 1024;
+
+/// Checks that `path` is an origin-form path (RFC 9112 §3.2.1): `/…` with an optional
+/// `?query`, RFC 3986 characters only (see [`check_chars`]), not `//…` (which names another
+/// host), no dot segments (`.`, `..`, also percent-encoded: servers resolve them and would
+/// step out of a service URL's path prefix), at most [`MAX_PATH_BYTES`]. Request paths,
+/// `health_path` and `websocket.path` all pass here.
+pub(crate) fn check_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "path {} must start with '/' (an origin-form path such as /v1/models): anything \
+             else could name another host",
+            quoted(path)
+        ));
+    }
+    if path.starts_with("//") {
+        return Err(format!(
+            "path {} starts with '//', which names another host",
+            quoted(path)
+        ));
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(format!(
+            "path of {} bytes is longer than {MAX_PATH_BYTES} (send large data in the body)",
+            path.len()
+        ));
+    }
+    check_chars(path, true).map_err(|why| format!("path {} has {why}", quoted(path)))?;
+    let path_only = path.split('?').next().unwrap_or_default();
+    for segment in path_only.split('/') {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        if decoded == "." || decoded == ".." {
             return Err(format!(
-                "{what} is not allowed in a URL {part} (percent-encode it)"
+                "path {} has a dot segment ('{segment}'): servers resolve it, out of the \
+                 service's path",
+                quoted(path)
             ));
         }
-        i += 1;
     }
     Ok(())
+}
+
+/// The characters of a URL path: unreserved, sub-delims, `:`, `@`, `/`, and `%` followed by
+/// two hex digits; with `query`, also `?` (a query). Anything else (spaces, controls, `\`,
+/// `#`, non-ASCII, `"<>[]^`{|}`) must be percent-encoded. The error says what and where.
+fn check_chars(path: &str, query: bool) -> Result<(), String> {
+    let bytes = path.as_bytes();
+    for (i, c) in path.char_indices() {
+        let ok = match c {
+            '%' => {
+                let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return Err(format!("a '%' at byte {i} not followed by two hex digits"));
+                }
+                true
+            }
+            '?' => query,
+            '/' | ':' | '@' => true,
+            c => c.is_ascii() && (is_unreserved(c as u8) || is_sub_delim(c as u8)),
+        };
+        if !ok {
+            let what = match c {
+                '#' => "a fragment ('#'), which is never sent to a server".to_string(),
+                c if c.is_ascii_control() || c.is_whitespace() => {
+                    format!("a control or space character {c:?}")
+                }
+                c if !c.is_ascii() => format!("a non-ASCII character {c:?}"),
+                c => format!("the character {c:?}"),
+            };
+            return Err(format!("{what} at byte {i}: percent-encode it"));
+        }
+    }
+    Ok(())
+}
+
+/// A path for an error message: escaped, and cut short if long.
+pub(crate) fn quoted(path: &str) -> String {
+    const SHOWN: usize = 120;
+    match path.char_indices().nth(SHOWN) {
+        Some((i, _)) => format!("{:?}… ({} bytes)", &path[..i], path.len()),
+        None => format!("{path:?}"),
+    }
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -238,11 +282,27 @@ mod tests {
 
     #[test]
     fn paths_names_and_values() {
-        assert!(check_path_chars("/prompt", false).is_ok());
-        assert!(check_path_chars("/a?b=c&d", true).is_ok());
-        assert!(check_path_chars("/a?b", false).is_err());
-        assert!(check_path_chars("/a b", true).is_err());
-        assert!(check_path_chars("/a\r\n", true).is_err());
+        assert!(check_chars("/prompt", false).is_ok());
+        assert!(check_chars("/a?b=c&d", true).is_ok());
+        assert!(check_chars("/a?b", false).is_err());
+        assert!(check_chars("/a b", true).is_err());
+        assert!(check_chars("/a\r\n", true).is_err());
+        for ok in ["/", "/a?b=c&d=%2F", "/a:b@c", "/x?y=/z?w", "/..x", "/a//b"] {
+            assert_eq!(check_path(ok), Ok(()), "{ok}");
+        }
+        let why = |p: &str| check_path(p).unwrap_err();
+        assert!(why("@h:1/x").contains("must start with '/'"));
+        assert!(why("//h/x").contains("'//'"));
+        assert!(why("/x#y").contains("fragment"));
+        assert!(why("/x\r\n").contains("control"));
+        assert!(why("/é").contains("non-ASCII"));
+        assert!(why("/%4").contains("two hex digits"));
+        assert!(why("/a/%2E%2e/b").contains("dot segment"));
+        assert!(why(&"/a".repeat(20_000)).contains("longer than"));
+        assert!(
+            why(&format!("x{}", "a".repeat(500))).len() < 400,
+            "message not cut short"
+        );
         assert!(is_query_name("clientId") && !is_query_name("a=b") && !is_query_name(""));
     }
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, ConfigLocation};
-pub(crate) use endpoint::Endpoint;
+pub(crate) use endpoint::{check_path, quoted, Endpoint};
 use locate::Step;
 use rules::{Problem, MAX_DURATION_MS};
 pub use service::{HttpPoolConfig, Secret, ServiceConfig, WsPoolConfig};

@@ -7,13 +7,12 @@
 //! announced length before reading it. Every string that ends up in a request is checked for
 //! what the request can carry.
 
-use super::endpoint::{is_query_name, Endpoint};
+use super::endpoint::{check_path, is_query_name, Endpoint};
 use super::headers::{is_token, redacted_dump};
 use super::presets::{label, unknown_preset, PRESETS};
 use super::service::REDACTED;
 use super::{ManagerConfig, ServiceConfig};
 use crate::error::ConfigError;
-use crate::http::validate::check_path;
 
 /// The longest duration a setting may hold (7 days): deadlines stay far from overflow.
 pub(crate) const MAX_DURATION_MS: u64 = 7 * 24 * 3600 * 1000;

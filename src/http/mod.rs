@@ -23,7 +23,7 @@
 mod request;
 mod response;
 mod transport;
-pub(crate) mod validate;
+mod validate;
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;

@@ -16,12 +16,8 @@
 use ureq::http::header::{HeaderMap, HeaderName, HeaderValue};
 use ureq::http::{Method, Uri};
 
-use crate::config::Endpoint;
+use crate::config::{check_path, quoted, Endpoint};
 use crate::service::Header;
-
-/// Longest path (with its query) accepted: servers refuse far shorter request lines; large
-/// data belongs in the body.
-pub(super) const MAX_PATH_BYTES: usize = 32 * 1024;
 
 /// Headers the pool sets itself or that would re-target or re-frame the request: `Host`
 /// (another virtual host), `Content-Length` and `Transfer-Encoding` (set from the body; a
@@ -164,74 +160,6 @@ fn check_method(method: &str) -> Result<Method, String> {
     Method::from_bytes(method.as_bytes()).map_err(|e| format!("method {method:?}: {e}"))
 }
 
-/// Checks that `path` is an origin-form path: see the module docs.
-pub(crate) fn check_path(path: &str) -> Result<(), String> {
-    if !path.starts_with('/') {
-        return Err(format!(
-            "path {} must start with '/' (an origin-form path such as /v1/models): anything \
-             else could name another host",
-            quoted(path)
-        ));
-    }
-    if path.starts_with("//") {
-        return Err(format!(
-            "path {} starts with '//', which names another host",
-            quoted(path)
-        ));
-    }
-    if path.len() > MAX_PATH_BYTES {
-        return Err(format!(
-            "path of {} bytes is longer than {MAX_PATH_BYTES} (send large data in the body)",
-            path.len()
-        ));
-    }
-    let bytes = path.as_bytes();
-    for (i, c) in path.char_indices() {
-        let ok = match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' => true,
-            '-' | '.' | '_' | '~' | '!' | '$' | '&' | '\'' | '(' | ')' | '*' | '+' | ',' | ';'
-            | '=' | ':' | '@' | '/' | '?' => true,
-            '%' => {
-                let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
-                if !(hex(i + 1) && hex(i + 2)) {
-                    return Err(format!(
-                        "path {} has a '%' at byte {i} not followed by two hex digits",
-                        quoted(path)
-                    ));
-                }
-                true
-            }
-            _ => false,
-        };
-        if !ok {
-            let why = match c {
-                '#' => "a fragment ('#') is never sent to a server".to_string(),
-                c if c.is_ascii_control() || c.is_whitespace() => {
-                    format!("a control or space character {c:?}")
-                }
-                c if !c.is_ascii() => format!("a non-ASCII character {c:?}"),
-                c => format!("the character {c:?}"),
-            };
-            return Err(format!(
-                "path {} has {why} at byte {i}: percent-encode it",
-                quoted(path)
-            ));
-        }
-    }
-    let path_only = path.split('?').next().unwrap_or_default();
-    for segment in path_only.split('/') {
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        if decoded == "." || decoded == ".." {
-            return Err(format!(
-                "path {} has a dot segment ('{segment}'): servers resolve it, out of the \
-                 service's path",
-                quoted(path)
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// A header value: visible ASCII, spaces and tabs only (no line breaks or other controls that
 /// would split or smuggle headers; non-ASCII must be encoded, e.g. RFC 8187).
 fn header_value(value: &str) -> Result<HeaderValue, &'static str> {
@@ -248,38 +176,9 @@ fn header_value(value: &str) -> Result<HeaderValue, &'static str> {
     HeaderValue::from_str(value).map_err(|_| "an invalid character")
 }
 
-/// The path for an error message: escaped, and cut short if long.
-fn quoted(path: &str) -> String {
-    const SHOWN: usize = 120;
-    match path.char_indices().nth(SHOWN) {
-        Some((i, _)) => format!("{:?}… ({} bytes)", &path[..i], path.len()),
-        None => format!("{path:?}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn origin_form_paths_pass_and_others_say_why() {
-        for ok in ["/", "/a?b=c&d=%2F", "/a:b@c", "/x?y=/z?w", "/..x", "/a//b"] {
-            assert_eq!(check_path(ok), Ok(()), "{ok}");
-        }
-        let why = |p: &str| check_path(p).unwrap_err();
-        assert!(why("@h:1/x").contains("must start with '/'"));
-        assert!(why("//h/x").contains("'//'"));
-        assert!(why("/x#y").contains("fragment"));
-        assert!(why("/x\r\n").contains("control"));
-        assert!(why("/é").contains("non-ASCII"));
-        assert!(why("/%4").contains("two hex digits"));
-        assert!(why("/a/%2E%2e/b").contains("dot segment"));
-        assert!(why(&"/a".repeat(20_000)).contains("longer than"));
-        assert!(
-            why(&format!("x{}", "a".repeat(500))).len() < 400,
-            "message not cut short"
-        );
-    }
 
     #[test]
     fn header_values_refuse_line_breaks_controls_and_non_ascii() {
