@@ -20,6 +20,7 @@
 //! request still fails with the connection closed before any response byte, a GET or HEAD is
 //! retried once on a fresh connection, anything else returns [`Error::ConnectionClosed`].
 
+mod classify;
 mod request;
 mod response;
 mod transport;
@@ -371,7 +372,7 @@ impl HttpPool {
                     match read.read_to_vec() {
                         Ok(_) if status < 500 => break Ok(()),
                         Ok(_) => break Err(format!("{method} {path} answered {status}")),
-                        Err(e) => request::classify(self, e),
+                        Err(e) => classify::classify(self, e),
                     }
                 }
                 Err(ureq::Error::Timeout(_)) => {
@@ -380,7 +381,7 @@ impl HttpPool {
                         "{method} {path}: no answer within {t:?} (health_timeout_ms)"
                     ));
                 }
-                Err(e) => request::classify(self, e),
+                Err(e) => classify::classify(self, e),
             };
             // A keep-alive connection the server closed meanwhile: once more on a fresh one.
             if !retried && matches!(err, Error::ConnectionClosed { .. }) {
