@@ -15,7 +15,7 @@ use crate::health::HealthSnapshot;
 use crate::http::{HttpClient, HttpPool};
 use crate::maintenance;
 use crate::registry::{Registry, Service};
-use crate::service::ServiceCore;
+use crate::service::ServiceContext;
 use crate::stats::{ManagerStats, ServiceStats};
 use crate::ws::{WsGuard, WsPool};
 
@@ -85,7 +85,7 @@ impl PoolManager {
         );
         let mut services = Vec::with_capacity(config.service.len());
         for sc in &config.service {
-            let core = Arc::new(ServiceCore::new(sc)?);
+            let core = Arc::new(ServiceContext::new(sc)?);
             let http = sc
                 .http
                 .clone()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::http::HttpPool;
-use crate::service::ServiceCore;
+use crate::service::ServiceContext;
 use crate::stats::PoolCounters;
 use crate::ws::WsPool;
 
@@ -44,7 +44,7 @@ impl Registry {
 
 /// One service: what its pools share, its pools, its maintenance step.
 pub(crate) struct Service {
-    pub core: Arc<ServiceCore>,
+    pub core: Arc<ServiceContext>,
     pub http: Option<Arc<HttpPool>>,
     pub ws: Option<Arc<WsPool>>,
     /// Its maintenance step: one at a time.
@@ -53,7 +53,7 @@ pub(crate) struct Service {
 
 impl Service {
     pub(crate) fn new(
-        core: Arc<ServiceCore>,
+        core: Arc<ServiceContext>,
         http: Option<Arc<HttpPool>>,
         ws: Option<Arc<WsPool>>,
     ) -> Service {
