@@ -31,7 +31,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::{error_chain, Error, ErrorClass, PoolKind, PoolState};
+use crate::error::{Error, ErrorClass, PoolKind, PoolState};
 use crate::lease::LeaseRegistry;
 use crate::service::ServiceContext;
 use crate::slots::{AcquireError, Permit, Slots};
@@ -251,7 +251,7 @@ impl HttpPool {
             self.counters().connect_failures.fetch_add(1, Relaxed);
         }
         if affects_health && matches!(class, ErrorClass::Connect | ErrorClass::Closed) {
-            self.core.connection_failed(class, error_chain(err));
+            self.core.connection_failed(class, err.chain().to_string());
         }
     }
 
@@ -343,7 +343,7 @@ impl HttpPool {
         self.slots.release(None);
         let conn = match self.checkout(t, false) {
             Ok(conn) => conn,
-            Err(e) => return Some(Err(error_chain(&e))),
+            Err(e) => return Some(Err(e.chain().to_string())),
         };
         let agent = conn.agent();
         let _abort = self.core.aborts.watch_agent(agent);
@@ -391,7 +391,7 @@ impl HttpPool {
             }
             self.failed(&err, false);
             broken = true;
-            break Err(error_chain(&err));
+            break Err(err.chain().to_string());
         };
         if broken {
             conn.discard();

@@ -38,7 +38,7 @@ impl WsPool {
             Err(e) => {
                 self.counters.connect_failures.fetch_add(1, Relaxed);
                 self.core
-                    .connection_failed(ErrorClass::Connect, crate::error::error_chain(e));
+                    .connection_failed(ErrorClass::Connect, e.chain().to_string());
             }
         }
         result

@@ -271,7 +271,7 @@ impl WsGuard {
             // The peer went away: counts against health like a failed connect.
             self.pool
                 .core
-                .connection_failed(ErrorClass::Closed, crate::error::error_chain(&err));
+                .connection_failed(ErrorClass::Closed, err.chain().to_string());
         }
         err
     }
