@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::config::ManagerConfig;
-use crate::error::{Error, PoolKind};
+use crate::error::{ConfigError, Error, PoolKind};
 use crate::health::HealthSnapshot;
 use crate::http::{HttpClient, HttpPool};
 use crate::maintenance;
@@ -99,7 +99,7 @@ impl PoolManager {
         let registry = Arc::new(Registry::new(services));
         let maintenance = maintenance::Maintenance::start(&registry, config.maintenance_interval())
             .map_err(|e| {
-                Error::Config(crate::ConfigError::invalid(
+                Error::Config(ConfigError::invalid(
                     "(manager)",
                     "maintenance thread",
                     &format!("could not be started: {e}"),

@@ -31,12 +31,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::HttpPoolConfig;
 use crate::error::{Error, ErrorClass, PoolKind, PoolState};
 use crate::lease::LeaseRegistry;
 use crate::service::ServiceContext;
 use crate::slots::{AcquireError, Permit, Slots};
 use crate::stats::{CloseCause, PoolCounters, PoolStats};
-use crate::HttpPoolConfig;
 
 pub use request::{HttpClient, RequestBuilder};
 pub use response::{Response, StreamingResponse};
