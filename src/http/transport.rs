@@ -1,6 +1,7 @@
-//! What one pooled item is: a `ureq::Agent` holding at most one keep-alive connection, over
-//! this crate's own resolver, connector and transport. ureq keeps the HTTP/1.1 protocol, its
-//! keep-alive pool and the phase timeouts; everything that touches a socket is here:
+//! What one pooled item ([`PooledAgent`], made by r2d2 through [`AgentFactory`]) is: a
+//! `ureq::Agent` holding at most one keep-alive connection, over this crate's own resolver,
+//! connector and transport. ureq keeps the HTTP/1.1 protocol, its keep-alive pool and the
+//! phase timeouts; everything that touches a socket is here:
 //!
 //! * [`PoolResolver`] resolves only the service's own host (any other host is refused, so not
 //!   even [`HttpConnection::agent`](super::HttpConnection::agent) leaves the origin). An IP
