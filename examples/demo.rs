@@ -127,7 +127,7 @@ fn parse_args() -> Result<Args, String> {
 fn run(args: &Args) -> Result<u64, String> {
     let (config, mocks) = match &args.config {
         Some(path) => (
-            ManagerConfig::from_file(path).map_err(|e| error_chain(&e))?,
+            ManagerConfig::from_file(path).map_err(|e| e.chain().to_string())?,
             Vec::new(),
         ),
         None => start_mocks(),
@@ -136,7 +136,7 @@ fn run(args: &Args) -> Result<u64, String> {
     if targets.is_empty() {
         return Err("no service to drive".into());
     }
-    let manager = PoolManager::new(config).map_err(|e| error_chain(&e))?;
+    let manager = PoolManager::new(config).map_err(|e| e.chain().to_string())?;
     eprintln!(
         "driving {} service(s) with {} caller threads for {} s",
         targets.len(),
@@ -162,7 +162,7 @@ fn run(args: &Args) -> Result<u64, String> {
             "shutdown: {} ms, maintenance thread joined: {}, still in use: {:?}",
             report.elapsed_ms, report.maintenance_joined, report.still_in_use
         ),
-        Err(e) => eprintln!("shutdown failed: {}", error_chain(&e)),
+        Err(e) => eprintln!("shutdown failed: {}", e.chain()),
     }
     drop(mocks); // stops the servers after the pools have closed their connections
     Ok(targets.iter().map(|t| t.failed.load(Relaxed)).sum())
@@ -311,7 +311,9 @@ fn caller(manager: &PoolManager, target: &Target, seed: u64, stop: &AtomicBool) 
 
 /// ComfyUI: lease a WebSocket, queue a prompt for its client id, follow it to the end.
 fn comfy_prompt(manager: &PoolManager, service: &str, n: u64) -> Op {
-    let mut ws = manager.websocket(service).map_err(|e| error_chain(&e))?;
+    let mut ws = manager
+        .websocket(service)
+        .map_err(|e| e.chain().to_string())?;
     let client_id = ws.client_id().unwrap_or_default().to_string();
     let body = json!({
         "prompt": {"1": {"class_type": "KSampler", "inputs": {"seed": n, "steps": 2}}},
@@ -323,7 +325,7 @@ fn comfy_prompt(manager: &PoolManager, service: &str, n: u64) -> Op {
         .as_str()
         .ok_or("POST /prompt: no prompt_id")?;
     loop {
-        let event: Value = ws.read_json().map_err(|e| error_chain(&e))?;
+        let event: Value = ws.read_json().map_err(|e| e.chain().to_string())?;
         let data = &event["data"];
         if data["prompt_id"].as_str() != Some(prompt_id) {
             continue; // `status` broadcasts and the like
@@ -360,7 +362,7 @@ fn chat(manager: &PoolManager, service: &str, n: u64, stream: bool) -> Op {
         .post("/v1/chat/completions")
         .header("Content-Type", "application/json")
         .stream(&bytes)
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| e.chain().to_string())?;
     check_status("streamed chat completion", sse.status())?;
     read_sse(&mut sse, |_, data| data == "[DONE]")
 }
@@ -376,7 +378,7 @@ fn gradio_call(manager: &PoolManager, service: &str, n: u64) -> Op {
     let mut sse = http(manager, service)?
         .get(&format!("/gradio_api/call/generate/{id}"))
         .stream(&[])
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| e.chain().to_string())?;
     check_status("Gradio result stream", sse.status())?;
     let mut failed = false;
     read_sse(&mut sse, |event, _| {
@@ -398,7 +400,7 @@ fn rvc_convert(manager: &PoolManager, service: &str) -> Op {
     let reply = http(manager, service)?
         .post("/convert")
         .send_json(&body)
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| e.chain().to_string())?;
     check_status("POST /convert", reply.status())?;
     match reply.body().starts_with(b"RIFF") {
         true => Ok(()),
@@ -411,7 +413,7 @@ fn echo(manager: &PoolManager, service: &str, n: u64) -> Op {
     let reply = http(manager, service)?
         .get(&format!("/echo?x={n}"))
         .call()
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| e.chain().to_string())?;
     check_status("GET /echo", reply.status())?;
     match reply.text() == n.to_string() {
         true => Ok(()),
@@ -423,12 +425,12 @@ fn get(manager: &PoolManager, service: &str, path: &str) -> Op {
     let reply = http(manager, service)?
         .get(path)
         .call()
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| e.chain().to_string())?;
     check_status(&format!("GET {path}"), reply.status())
 }
 
 fn http(manager: &PoolManager, service: &str) -> Result<backend_pool::HttpClient, String> {
-    manager.http(service).map_err(|e| error_chain(&e))
+    manager.http(service).map_err(|e| e.chain().to_string())
 }
 
 fn post_json(
@@ -440,9 +442,9 @@ fn post_json(
     let reply = http(manager, service)?
         .post(path)
         .send_json(body)
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| e.chain().to_string())?;
     check_status(&format!("POST {path}"), reply.status())?;
-    reply.json().map_err(|e| error_chain(&e))
+    reply.json().map_err(|e| e.chain().to_string())
 }
 
 fn check_status(what: &str, status: u16) -> Op {
@@ -525,17 +527,6 @@ fn base64(data: &[u8]) -> String {
         }
     }
     out
-}
-
-/// An error with its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }
 
 fn print_table(stats: &ManagerStats, targets: &[Target], mocks: &[(String, TestServer)]) {

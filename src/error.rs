@@ -2,7 +2,8 @@
 //!
 //! Every [`Error`] names the service and the phase it happened in. Source errors are kept and
 //! reachable through [`std::error::Error::source`]; `Display` prints only this layer's words,
-//! so a chain prints each cause once.
+//! so a chain prints each cause once: [`ErrorChain`], the crate's one formatter of a whole
+//! chain (`Error::chain`), prints them all on one line.
 
 use std::fmt;
 use std::time::Duration;
@@ -319,6 +320,23 @@ impl Error {
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::PoolTimeout { .. } | Error::Timeout { .. })
     }
+
+    /// This error and its causes on one line (see [`ErrorChain`]).
+    ///
+    /// ```
+    /// use backend_pool::{ManagerConfig, PoolManager, ServiceConfig};
+    ///
+    /// // Nothing listens on port 9.
+    /// let config = ManagerConfig::empty().with_service(ServiceConfig::new("svc", "http://127.0.0.1:9"));
+    /// let manager = PoolManager::new(config)?;
+    /// let err = manager.http("svc")?.get("/").call().unwrap_err();
+    /// let line = err.chain().to_string(); // what failed, then why, down to the OS's reason
+    /// assert!(line.starts_with(&err.to_string()), "{line}");
+    /// # Ok::<(), backend_pool::Error>(())
+    /// ```
+    pub fn chain(&self) -> ErrorChain<'_> {
+        ErrorChain::new(self)
+    }
 }
 
 impl fmt::Display for Error {
@@ -496,6 +514,11 @@ impl ConfigError {
         }
     }
 
+    /// This error and its cause on one line (see [`ErrorChain`]).
+    pub fn chain(&self) -> ErrorChain<'_> {
+        ErrorChain::new(self)
+    }
+
     /// Where the problem is in the configuration text, when it came from one.
     pub fn location(&self) -> Option<&ConfigLocation> {
         match self {
@@ -565,16 +588,46 @@ impl std::error::Error for ConfigError {
     }
 }
 
-/// An error and its sources on one line (for health records and logs).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+/// An error and every cause under it on one line, outermost first, joined by `": "` (for
+/// logs, health records and messages to a user).
+///
+/// Each layer's `Display` prints only its own words and keeps its cause for
+/// [`source`](std::error::Error::source), so `Display` alone drops the causes and this prints
+/// each exactly once. [`Error::chain`] and [`ConfigError::chain`] make one; [`ErrorChain::new`]
+/// takes any error (the I/O error of a [`StreamingResponse`](crate::StreamingResponse) read,
+/// say).
+///
+/// ```
+/// use backend_pool::{ConfigError, ErrorChain, ManagerConfig};
+///
+/// let err = ManagerConfig::from_file("/nonexistent/services.toml").unwrap_err();
+/// assert!(matches!(err, ConfigError::Io { .. }));
+/// let line = err.chain().to_string(); // the path, then the OS's reason
+/// assert!(line.starts_with(&err.to_string()) && line.len() > err.to_string().len(), "{line}");
+///
+/// let io = std::io::Error::other("connection reset");
+/// assert_eq!(ErrorChain::new(&io).to_string(), "connection reset");
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorChain<'a>(&'a (dyn std::error::Error + 'a));
+
+impl<'a> ErrorChain<'a> {
+    /// The chain of `error` and its sources.
+    pub fn new(error: &'a (dyn std::error::Error + 'a)) -> Self {
+        ErrorChain(error)
     }
-    text
+}
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -617,5 +670,31 @@ mod tests {
         assert!(text.contains("connection refused"));
         assert_eq!(e.class(), ErrorClass::PoolTimeout);
         assert_eq!(e.phase(), Some(Phase::Wait));
+    }
+
+    #[test]
+    fn chain_prints_each_cause_once_on_one_line() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let config = ConfigError::Io {
+            path: "services.toml".into(),
+            source: io,
+        };
+        let config_text = config.to_string();
+        assert_eq!(
+            config.chain().to_string(),
+            format!("{config_text}: no such file")
+        );
+        // Three layers: each printed once, outermost first.
+        let e = Error::Transport {
+            service: "rvc".into(),
+            phase: Phase::Connect,
+            source: Box::new(config),
+        };
+        let text = e.chain().to_string();
+        assert_eq!(text, format!("{e}: {config_text}: no such file"));
+        assert_eq!(text.matches("no such file").count(), 1, "{text}");
+        // Any error, and one without a source is its own words.
+        let plain = std::io::Error::other("refused");
+        assert_eq!(ErrorChain::new(&plain).to_string(), "refused");
     }
 }

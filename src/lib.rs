@@ -47,6 +47,7 @@ mod http;
 mod lease;
 mod maintenance;
 mod manager;
+mod registry;
 mod service;
 mod slots;
 mod stats;
@@ -54,7 +55,9 @@ mod sync;
 mod ws;
 
 pub use config::{HttpPoolConfig, ManagerConfig, Secret, ServiceConfig, WsPoolConfig};
-pub use error::{ConfigError, ConfigLocation, Error, ErrorClass, Phase, PoolKind, PoolState};
+pub use error::{
+    ConfigError, ConfigLocation, Error, ErrorChain, ErrorClass, Phase, PoolKind, PoolState,
+};
 pub use health::{HealthSnapshot, HealthState};
 pub use http::{HttpClient, HttpConnection, RequestBuilder, Response, StreamingResponse};
 pub use manager::{global, InUse, PoolManager, ShutdownReport};

@@ -4,7 +4,7 @@
 //! # Design
 //!
 //! * **One scheduler thread** (`backend-pool-maintenance`) per manager holds only a `Weak` to
-//!   the manager's state, wakes on a crossbeam `tick` (`maintenance_interval_ms`) and stops
+//!   the manager's [`Registry`], wakes on a crossbeam `tick` (`maintenance_interval_ms`) and stops
 //!   when the stop channel fires or disconnects. It does no I/O: on each tick it decides, per
 //!   service, whether a health check is due and queues that service's *step*.
 //! * **A step** is everything one service needs in one pass (`maintain_service`): HTTP idle
@@ -40,10 +40,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, tick, Receiver, Sender};
-use parking_lot::Mutex;
 
 use crate::health::HealthState;
-use crate::manager::{Service, Shared};
+use crate::registry::{Registry, Service};
 
 /// The most worker threads a manager runs, whatever its number of services.
 pub(crate) const MAX_WORKERS: usize = 16;
@@ -51,15 +50,6 @@ pub(crate) const MAX_WORKERS: usize = 16;
 /// How long dropping a manager waits for its maintenance threads (steps in flight are
 /// aborted first, so they end within microseconds to milliseconds).
 pub(crate) const DROP_JOIN: Duration = Duration::from_millis(50);
-
-/// A service's maintenance state: one step at a time.
-#[derive(Default)]
-pub(crate) struct Step {
-    /// A step of this service is queued or running.
-    scheduled: AtomicBool,
-    /// Held while a step runs: keeps `run_now` and a background step apart.
-    running: Mutex<()>,
-}
 
 /// A service's step, queued by the scheduler for the workers.
 struct Task {
@@ -81,8 +71,8 @@ impl Maintenance {
     ///
     /// # Errors
     /// When the system refuses a thread; those already started stop and are joined.
-    pub(crate) fn start(shared: &Arc<Shared>, interval: Duration) -> std::io::Result<Self> {
-        let services = shared.services.len();
+    pub(crate) fn start(registry: &Arc<Registry>, interval: Duration) -> std::io::Result<Self> {
+        let services = registry.services.len();
         let (stop_tx, stop_rx) = bounded::<()>(1);
         let (exited_tx, exited_rx) = bounded::<()>(0);
         let (task_tx, task_rx) = bounded::<Task>(services.max(1));
@@ -94,7 +84,7 @@ impl Maintenance {
         let workers = services.min(MAX_WORKERS);
         for i in 0..workers {
             let (weak, tasks, exited) =
-                (Arc::downgrade(shared), task_rx.clone(), exited_tx.clone());
+                (Arc::downgrade(registry), task_rx.clone(), exited_tx.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("backend-pool-maint-{i}"))
                 .spawn(move || {
@@ -111,7 +101,7 @@ impl Maintenance {
                 }
             }
         }
-        let weak = Arc::downgrade(shared);
+        let weak = Arc::downgrade(registry);
         let spawned = std::thread::Builder::new()
             .name("backend-pool-maintenance".into())
             .spawn(move || {
@@ -148,20 +138,25 @@ impl Maintenance {
 }
 
 /// The scheduler's loop: on each tick, queue a step for every service without one in flight.
-fn schedule(shared: &Weak<Shared>, interval: Duration, stop: &Receiver<()>, tasks: &Sender<Task>) {
+fn schedule(
+    registry: &Weak<Registry>,
+    interval: Duration,
+    stop: &Receiver<()>,
+    tasks: &Sender<Task>,
+) {
     let ticker = tick(interval);
     let mut next_probe: Vec<Instant> = Vec::new();
     loop {
         select! {
             recv(stop) -> _ => return,
             recv(ticker) -> _ => {
-                let Some(shared) = shared.upgrade() else { return };
-                if shared.is_closed() {
+                let Some(registry) = registry.upgrade() else { return };
+                if registry.is_closed() {
                     return;
                 }
                 let now = Instant::now();
-                next_probe.resize(shared.services.len(), now);
-                for (i, (service, next)) in shared.services.iter().zip(&mut next_probe).enumerate() {
+                next_probe.resize(registry.services.len(), now);
+                for (i, (service, next)) in registry.services.iter().zip(&mut next_probe).enumerate() {
                     if service.step.scheduled.swap(true, Ordering::AcqRel) {
                         continue; // its last step is still running: never two at once
                     }
@@ -187,17 +182,17 @@ fn due(service: &Service, next: &mut Instant, now: Instant) -> bool {
 }
 
 /// A worker's loop: run queued steps until the queue disconnects (the scheduler stopped).
-fn work(shared: &Weak<Shared>, tasks: &Receiver<Task>) {
+fn work(registry: &Weak<Registry>, tasks: &Receiver<Task>) {
     while let Ok(task) = tasks.recv() {
-        let Some(shared) = shared.upgrade() else {
+        let Some(registry) = registry.upgrade() else {
             return;
         };
-        let Some(service) = shared.services.get(task.service) else {
+        let Some(service) = registry.services.get(task.service) else {
             continue;
         };
         // Clears `scheduled` even if the step panics.
         let _done = Scheduled(&service.step.scheduled);
-        if shared.is_closed() {
+        if registry.is_closed() {
             continue;
         }
         // Busy only while `run_now` runs this service's step: then this one is not needed.
@@ -217,9 +212,9 @@ impl Drop for Scheduled<'_> {
 }
 
 /// One pass over every service on the calling thread, every health check due.
-pub(crate) fn run_now(shared: &Shared) {
-    for service in &shared.services {
-        if shared.is_closed() {
+pub(crate) fn run_now(registry: &Registry) {
+    for service in &registry.services {
+        if registry.is_closed() {
             return;
         }
         let _running = service.step.running.lock();

@@ -1,8 +1,8 @@
-//! [`PoolManager`]: the registry of services, the entry point for checkouts, statistics and
-//! shutdown; and the process-wide handle for hosts such as a Blender add-on.
+//! [`PoolManager`]: the entry point for checkouts, statistics and shutdown, over its services
+//! (a [`Registry`] it shares with its maintenance threads); and the process-wide handle for
+//! hosts such as a Blender add-on.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,45 +10,14 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::config::ManagerConfig;
-use crate::error::{Error, PoolKind};
+use crate::error::{ConfigError, Error, PoolKind};
 use crate::health::HealthSnapshot;
 use crate::http::{HttpClient, HttpPool};
 use crate::maintenance;
-use crate::service::ServiceCore;
+use crate::registry::{Registry, Service};
+use crate::service::ServiceContext;
 use crate::stats::{ManagerStats, ServiceStats};
 use crate::ws::{WsGuard, WsPool};
-
-/// One service's pools.
-pub(crate) struct Service {
-    pub core: Arc<ServiceCore>,
-    pub http: Option<Arc<HttpPool>>,
-    pub ws: Option<Arc<WsPool>>,
-    /// Its maintenance step: one at a time.
-    pub step: maintenance::Step,
-}
-
-impl Service {
-    /// The counters of the service's first pool (HTTP, else WebSocket).
-    pub(crate) fn counters(&self) -> Option<&crate::stats::PoolCounters> {
-        match (&self.http, &self.ws) {
-            (Some(http), _) => Some(http.counters()),
-            (None, Some(ws)) => Some(ws.counters()),
-            (None, None) => None,
-        }
-    }
-}
-
-/// State the maintenance thread reaches through a `Weak`.
-pub(crate) struct Shared {
-    pub services: Vec<Service>,
-    closed: AtomicBool,
-}
-
-impl Shared {
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-}
 
 /// Owns every connection to every configured backend.
 ///
@@ -72,7 +41,7 @@ impl Shared {
 /// # Ok(()) }
 /// ```
 pub struct PoolManager {
-    shared: Arc<Shared>,
+    registry: Arc<Registry>,
     maintenance: Mutex<Option<maintenance::Maintenance>>,
 }
 
@@ -116,7 +85,7 @@ impl PoolManager {
         );
         let mut services = Vec::with_capacity(config.service.len());
         for sc in &config.service {
-            let core = Arc::new(ServiceCore::new(sc)?);
+            let core = Arc::new(ServiceContext::new(sc)?);
             let http = sc
                 .http
                 .clone()
@@ -125,42 +94,32 @@ impl PoolManager {
                 .websocket
                 .clone()
                 .map(|wc| Arc::new(WsPool::new(Arc::clone(&core), wc)));
-            services.push(Service {
-                core,
-                http,
-                ws,
-                step: maintenance::Step::default(),
-            });
+            services.push(Service::new(core, http, ws));
         }
-        let shared = Arc::new(Shared {
-            services,
-            closed: AtomicBool::new(false),
-        });
-        let maintenance = maintenance::Maintenance::start(&shared, config.maintenance_interval())
+        let registry = Arc::new(Registry::new(services));
+        let maintenance = maintenance::Maintenance::start(&registry, config.maintenance_interval())
             .map_err(|e| {
-            Error::Config(crate::ConfigError::invalid(
-                "(manager)",
-                "maintenance thread",
-                &format!("could not be started: {e}"),
-            ))
-        })?;
-        log::debug!(target: "backend_pool", "pool manager started with {} services", shared.services.len());
+                Error::Config(ConfigError::invalid(
+                    "(manager)",
+                    "maintenance thread",
+                    &format!("could not be started: {e}"),
+                ))
+            })?;
+        log::debug!(target: "backend_pool", "pool manager started with {} services", registry.services.len());
         Ok(PoolManager {
-            shared,
+            registry,
             maintenance: Mutex::new(Some(maintenance)),
         })
     }
 
     fn service(&self, name: &str) -> Result<&Service, Error> {
-        if self.shared.is_closed() {
+        if self.registry.is_closed() {
             return Err(Error::ShuttingDown {
                 service: Some(name.to_string()),
             });
         }
-        self.shared
-            .services
-            .iter()
-            .find(|s| s.core.name == name)
+        self.registry
+            .find(name)
             .ok_or_else(|| Error::UnknownService {
                 name: name.to_string(),
                 known: self.service_names().iter().map(|s| s.to_string()).collect(),
@@ -213,7 +172,7 @@ impl PoolManager {
 
     /// The configured service names, in order.
     pub fn service_names(&self) -> Vec<&str> {
-        self.shared
+        self.registry
             .services
             .iter()
             .map(|s| s.core.name.as_str())
@@ -225,10 +184,8 @@ impl PoolManager {
     /// # Errors
     /// [`Error::UnknownService`].
     pub fn health(&self, service: &str) -> Result<HealthSnapshot, Error> {
-        self.shared
-            .services
-            .iter()
-            .find(|s| s.core.name == service)
+        self.registry
+            .find(service)
             .map(|s| s.core.health.snapshot())
             .ok_or_else(|| Error::UnknownService {
                 name: service.to_string(),
@@ -240,7 +197,7 @@ impl PoolManager {
     /// [`ManagerStats::to_prometheus`].
     pub fn stats(&self) -> ManagerStats {
         ManagerStats::new(
-            self.shared
+            self.registry
                 .services
                 .iter()
                 .map(|s| ServiceStats {
@@ -277,11 +234,11 @@ impl PoolManager {
     ) -> Result<ShutdownReport, Error> {
         let start = Instant::now();
         let end = crate::clock::deadline(start, deadline);
-        let first = !self.shared.closed.swap(true, Ordering::AcqRel);
+        let first = self.registry.close();
         if first {
             log::debug!(target: "backend_pool", "pool manager shutting down");
         }
-        for s in &self.shared.services {
+        for s in &self.registry.services {
             if let Some(p) = &s.http {
                 p.close();
             }
@@ -290,7 +247,7 @@ impl PoolManager {
             }
         }
         // After the pools closed: what an aborted step hands back is closed, not kept.
-        for s in &self.shared.services {
+        for s in &self.registry.services {
             s.core.aborts.abort_all();
         }
         let mut joined = true;
@@ -321,7 +278,7 @@ impl PoolManager {
 
     fn in_use(&self) -> Vec<InUse> {
         let mut out = Vec::new();
-        for s in &self.shared.services {
+        for s in &self.registry.services {
             let counts = [
                 (PoolKind::Http, s.http.as_ref().map_or(0, |p| p.in_use())),
                 (PoolKind::WebSocket, s.ws.as_ref().map_or(0, |p| p.in_use())),
@@ -346,7 +303,7 @@ impl PoolManager {
     /// bounded by its own deadlines (a background step of the same service is waited for);
     /// a shutdown cuts the pass short.
     pub fn run_maintenance(&self) {
-        maintenance::run_now(&self.shared);
+        maintenance::run_now(&self.registry);
     }
 }
 
@@ -354,7 +311,7 @@ impl fmt::Debug for PoolManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PoolManager")
             .field("services", &self.service_names())
-            .field("closed", &self.shared.is_closed())
+            .field("closed", &self.registry.is_closed())
             .finish()
     }
 }

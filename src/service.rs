@@ -1,5 +1,6 @@
-//! What a service's pools share: its settings resolved once (URLs, headers, timeouts, TLS
-//! roots), its health, and the last connect error.
+//! What a service's pools share ([`ServiceContext`]): its settings resolved once (URLs,
+//! headers, timeouts, TLS roots), its health, its blocked I/O to cut short at shutdown, and
+//! the last connect error.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,9 @@ pub(crate) struct Timeouts {
     pub health_interval: Duration,
 }
 
-pub(crate) struct ServiceCore {
+/// One service's context, shared by its pools (each holds it as `core`) and its
+/// maintenance step.
+pub(crate) struct ServiceContext {
     pub name: String,
     pub config: ServiceConfig,
     pub endpoint: Endpoint,
@@ -51,8 +54,8 @@ pub(crate) struct ServiceCore {
     last_connect_error: Mutex<Option<String>>,
 }
 
-impl ServiceCore {
-    pub(crate) fn new(config: &ServiceConfig) -> Result<ServiceCore, ConfigError> {
+impl ServiceContext {
+    pub(crate) fn new(config: &ServiceConfig) -> Result<ServiceContext, ConfigError> {
         config.validate()?;
         let name = config.name.clone();
         let endpoint =
@@ -93,7 +96,7 @@ impl ServiceCore {
         } else {
             None
         };
-        Ok(ServiceCore {
+        Ok(ServiceContext {
             health: Health::new(&name, config.unhealthy_after),
             name,
             config: config.clone(),

@@ -807,11 +807,7 @@ fn litellm_bearer_key_streaming_liveliness_probe_and_the_key_never_leaks() {
     for e in [&status_err, &timeout_err, &connect_err, &unavailable] {
         exposed.push(format!("{e}"));
         exposed.push(format!("{e:?}"));
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            exposed.push(s.to_string());
-            source = s.source();
-        }
+        exposed.push(e.chain().to_string());
     }
     let stats = m.stats();
     exposed.push(stats.to_json());

@@ -5,8 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::presets::label;
-use super::rules::{bad, Bad};
+use super::problem::{bad, label, Bad};
 use super::service::REDACTED;
 use super::{Secret, ServiceConfig};
 use crate::error::ConfigError;

@@ -16,12 +16,14 @@
 //!
 //! * `service.rs`: the structs and their defaults; `presets.rs`: the known backends;
 //!   `rules.rs`: the bounds; `endpoint.rs`: URLs and paths; `headers.rs`: headers and the
-//!   bearer token; `locate.rs`: lines and keys; `redact.rs`: parse messages without values.
+//!   bearer token; `problem.rs`: a broken rule and where it is, as every check reports it;
+//!   `locate.rs`: lines and keys; `redact.rs`: parse messages without values.
 
 mod endpoint;
 mod headers;
 mod locate;
 mod presets;
+mod problem;
 mod redact;
 mod rules;
 mod service;
@@ -34,7 +36,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ConfigError, ConfigLocation};
 pub(crate) use endpoint::{check_path, quoted, Endpoint};
 use locate::Step;
-use rules::{Problem, MAX_DURATION_MS};
+use problem::Problem;
+use rules::MAX_DURATION_MS;
 pub use service::{HttpPoolConfig, Secret, ServiceConfig, WsPoolConfig};
 
 /// The whole manager's configuration: the services and the maintenance cadence.

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::rules::Problem;
+use super::problem::{label, Problem};
 use super::{HttpPoolConfig, ServiceConfig, WsPoolConfig};
 use crate::error::ConfigError;
 
@@ -166,14 +166,5 @@ fn overlay(base: &mut Value, over: &Value) {
                 base.insert(key.clone(), value.clone());
             }
         }
-    }
-}
-
-/// The service's name for messages, `(unnamed)` when it has none yet.
-pub(crate) fn label(name: &str) -> &str {
-    if name.is_empty() {
-        "(unnamed)"
-    } else {
-        name
     }
 }

@@ -9,7 +9,8 @@
 
 use super::endpoint::{check_path, is_query_name, Endpoint};
 use super::headers::{is_token, redacted_dump};
-use super::presets::{label, unknown_preset, PRESETS};
+use super::presets::{unknown_preset, PRESETS};
+use super::problem::{bad, Bad, Problem};
 use super::service::REDACTED;
 use super::{ManagerConfig, ServiceConfig};
 use crate::error::ConfigError;
@@ -29,34 +30,6 @@ pub(crate) const MAX_BUFFER_BYTES: usize = 16 << 20;
 pub(crate) const MIN_HTTP_BUFFER_BYTES: usize = 1024;
 /// Cap on WebSocket message and frame sizes (1 GiB).
 pub(crate) const MAX_MESSAGE_BYTES: usize = 1 << 30;
-
-/// A rule broken somewhere in a [`ManagerConfig`]: the error, and where its key is (for
-/// finding its line in a file).
-#[derive(Debug)]
-pub(crate) struct Problem {
-    /// The service's index in `service`; `None` for the manager's own keys.
-    pub service: Option<usize>,
-    /// The key's path inside the service (or the manager): `["http", "max_connections"]`,
-    /// `["headers", "X-Key"]`.
-    pub path: Vec<String>,
-    /// Boxed: the error is large and this is the cold path.
-    pub error: Box<ConfigError>,
-}
-
-/// A rule broken in one service: the field (dotted), a key under it (a header name), why.
-pub(super) struct Bad {
-    pub(super) field: String,
-    pub(super) key: Option<String>,
-    pub(super) reason: String,
-}
-
-pub(super) fn bad(field: &str, reason: impl Into<String>) -> Bad {
-    Bad {
-        field: field.to_string(),
-        key: None,
-        reason: reason.into(),
-    }
-}
 
 impl ManagerConfig {
     /// The first broken rule, with where it is.
@@ -96,12 +69,6 @@ impl ManagerConfig {
             }
         }
         Ok(())
-    }
-}
-
-impl Bad {
-    fn into_error(self, service: &ServiceConfig) -> ConfigError {
-        ConfigError::invalid(label(&service.name), &self.field, &self.reason)
     }
 }
 

@@ -20,6 +20,7 @@
 //! request still fails with the connection closed before any response byte, a GET or HEAD is
 //! retried once on a fresh connection, anything else returns [`Error::ConnectionClosed`].
 
+mod classify;
 mod request;
 mod response;
 mod transport;
@@ -30,23 +31,23 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::{error_chain, Error, ErrorClass, PoolKind, PoolState};
+use crate::config::HttpPoolConfig;
+use crate::error::{Error, ErrorClass, PoolKind, PoolState};
 use crate::lease::LeaseRegistry;
-use crate::service::ServiceCore;
+use crate::service::ServiceContext;
 use crate::slots::{AcquireError, Permit, Slots};
 use crate::stats::{CloseCause, PoolCounters, PoolStats};
-use crate::HttpPoolConfig;
 
 pub use request::{HttpClient, RequestBuilder};
 pub use response::{Response, StreamingResponse};
-use transport::{HttpConn, Manager, Shared, Wire};
+use transport::{AgentFactory, AgentParts, PooledAgent, Wire};
 
 /// A service's HTTP pool.
 pub(crate) struct HttpPool {
-    pub(crate) core: Arc<ServiceCore>,
+    pub(crate) core: Arc<ServiceContext>,
     pub(crate) config: HttpPoolConfig,
-    shared: Arc<Shared>,
-    r2d2: r2d2::Pool<Manager>,
+    parts: Arc<AgentParts>,
+    r2d2: r2d2::Pool<AgentFactory>,
     slots: Slots<()>,
     /// Stream turns: held by each [`StreamingResponse`] (and while it waits for a connection).
     streams: Slots<()>,
@@ -55,7 +56,7 @@ pub(crate) struct HttpPool {
 
 impl HttpPool {
     pub(crate) fn new(
-        core: Arc<ServiceCore>,
+        core: Arc<ServiceContext>,
         config: HttpPoolConfig,
         threads: Arc<scheduled_thread_pool::ScheduledThreadPool>,
     ) -> HttpPool {
@@ -79,7 +80,7 @@ impl HttpPool {
         if let Some(tls) = &core.tls {
             builder = builder.tls_config(tls.ureq.clone());
         }
-        let shared = Arc::new(Shared {
+        let parts = Arc::new(AgentParts {
             agent_config: builder.build(),
             counters: Arc::new(PoolCounters::default()),
             leases: LeaseRegistry::default(),
@@ -97,20 +98,20 @@ impl HttpPool {
             .max_lifetime(None)
             .connection_timeout(t.wait)
             .thread_pool(threads)
-            .build_unchecked(Manager(Arc::clone(&shared)));
+            .build_unchecked(AgentFactory(Arc::clone(&parts)));
         HttpPool {
             base: core.endpoint.http_base(),
             slots: Slots::new(config.max_connections as usize),
             streams: Slots::new(config.stream_cap() as usize),
             core,
             config,
-            shared,
+            parts,
             r2d2,
         }
     }
 
     pub(crate) fn counters(&self) -> &PoolCounters {
-        &self.shared.counters
+        &self.parts.counters
     }
 
     /// Occupancy in TCP connections: `idle` counts open sockets not checked out (pool items
@@ -250,7 +251,7 @@ impl HttpPool {
             self.counters().connect_failures.fetch_add(1, Relaxed);
         }
         if affects_health && matches!(class, ErrorClass::Connect | ErrorClass::Closed) {
-            self.core.connection_failed(class, error_chain(err));
+            self.core.connection_failed(class, err.chain().to_string());
         }
     }
 
@@ -302,7 +303,7 @@ impl HttpPool {
                 // The server may already have closed it; release the socket now rather
                 // than at the next use. The item stays.
                 let wire = Arc::new(Wire::default());
-                let old = std::mem::replace(&mut item.agent, self.shared.new_agent(&wire));
+                let old = std::mem::replace(&mut item.agent, self.parts.new_agent(&wire));
                 let old_wire = std::mem::replace(&mut item.wire, wire);
                 self.counters()
                     .closed(CloseCause::Idle, old_wire.sockets.load(Relaxed) as u64);
@@ -323,7 +324,7 @@ impl HttpPool {
     }
 
     fn report_leaks(&self, now: Instant) {
-        for leak in self.shared.leases.scan(self.core.timeouts.leak, now) {
+        for leak in self.parts.leases.scan(self.core.timeouts.leak, now) {
             self.counters().leaks_detected.fetch_add(1, Relaxed);
             log::warn!(target: "backend_pool",
                 "service '{}': HTTP connection held for {:?} by thread '{}' (leak threshold {:?})",
@@ -342,7 +343,7 @@ impl HttpPool {
         self.slots.release(None);
         let conn = match self.checkout(t, false) {
             Ok(conn) => conn,
-            Err(e) => return Some(Err(error_chain(&e))),
+            Err(e) => return Some(Err(e.chain().to_string())),
         };
         let agent = conn.agent();
         let _abort = self.core.aborts.watch_agent(agent);
@@ -371,7 +372,7 @@ impl HttpPool {
                     match read.read_to_vec() {
                         Ok(_) if status < 500 => break Ok(()),
                         Ok(_) => break Err(format!("{method} {path} answered {status}")),
-                        Err(e) => request::classify(self, e),
+                        Err(e) => classify::classify(self, e),
                     }
                 }
                 Err(ureq::Error::Timeout(_)) => {
@@ -380,7 +381,7 @@ impl HttpPool {
                         "{method} {path}: no answer within {t:?} (health_timeout_ms)"
                     ));
                 }
-                Err(e) => request::classify(self, e),
+                Err(e) => classify::classify(self, e),
             };
             // A keep-alive connection the server closed meanwhile: once more on a fresh one.
             if !retried && matches!(err, Error::ConnectionClosed { .. }) {
@@ -390,7 +391,7 @@ impl HttpPool {
             }
             self.failed(&err, false);
             broken = true;
-            break Err(error_chain(&err));
+            break Err(err.chain().to_string());
         };
         if broken {
             conn.discard();
@@ -440,12 +441,12 @@ impl Drop for StreamTurn {
 /// pool is shut down, it is closed instead.
 #[must_use = "the connection returns to the pool when dropped"]
 pub struct HttpConnection {
-    item: Option<r2d2::PooledConnection<Manager>>,
+    item: Option<r2d2::PooledConnection<AgentFactory>>,
     pool: Arc<HttpPool>,
 }
 
 impl HttpConnection {
-    fn item(&self) -> &HttpConn {
+    fn item(&self) -> &PooledAgent {
         self.item.as_ref().expect("item present until drop")
     }
 

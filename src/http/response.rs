@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 
-use super::request::classify;
+use super::classify::classify;
 use super::transport::{DRAIN_BYTES, DRAIN_WAIT};
 use super::{HttpConnection, HttpPool, StreamTurn};
 use crate::error::{Error, Phase};

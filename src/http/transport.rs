@@ -1,6 +1,7 @@
-//! What one pooled item is: a `ureq::Agent` holding at most one keep-alive connection, over
-//! this crate's own resolver, connector and transport. ureq keeps the HTTP/1.1 protocol, its
-//! keep-alive pool and the phase timeouts; everything that touches a socket is here:
+//! What one pooled item ([`PooledAgent`], made by r2d2 through [`AgentFactory`]) is: a
+//! `ureq::Agent` holding at most one keep-alive connection, over this crate's own resolver,
+//! connector and transport. ureq keeps the HTTP/1.1 protocol, its keep-alive pool and the
+//! phase timeouts; everything that touches a socket is here:
 //!
 //! * [`PoolResolver`] resolves only the service's own host (any other host is refused, so not
 //!   even [`HttpConnection::agent`](super::HttpConnection::agent) leaves the origin). An IP
@@ -72,8 +73,9 @@ pub(super) const DRAIN_WAIT: Duration = Duration::from_millis(20);
 /// How much of a dropped stream's body is read to save its connection.
 pub(super) const DRAIN_BYTES: u64 = 64 * 1024;
 
-/// One pooled item: an agent that holds at most one keep-alive connection.
-pub(crate) struct HttpConn {
+/// One pooled item (r2d2's connection): an agent that holds at most one keep-alive
+/// connection. Callers hold it inside an [`HttpConnection`](super::HttpConnection).
+pub(crate) struct PooledAgent {
     pub(super) agent: ureq::Agent,
     pub(super) wire: Arc<Wire>,
     pub(super) lease: Arc<Lease>,
@@ -83,16 +85,18 @@ pub(crate) struct HttpConn {
     pub(super) close: Option<CloseCause>,
 }
 
-impl fmt::Debug for HttpConn {
+impl fmt::Debug for PooledAgent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpConn")
+        f.debug_struct("PooledAgent")
             .field("sockets", &self.wire.sockets.load(Relaxed))
             .finish_non_exhaustive()
     }
 }
 
-/// State the r2d2 manager and the connectors share with the pool.
-pub(super) struct Shared {
+/// What every agent of one pool is made of (its configuration, the only origin, TLS, an
+/// item's lifetime) and reports to (the pool's counters and lease registry): shared by the
+/// [`AgentFactory`], the connectors and the pool.
+pub(super) struct AgentParts {
     pub(super) agent_config: ureq::config::Config,
     pub(super) counters: Arc<PoolCounters>,
     pub(super) leases: LeaseRegistry,
@@ -103,7 +107,7 @@ pub(super) struct Shared {
     pub(super) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-impl Shared {
+impl AgentParts {
     pub(super) fn new_agent(&self, wire: &Arc<Wire>) -> ureq::Agent {
         let connector = PoolConnector::new(&self.counters, wire, self.tls.clone());
         let resolver = PoolResolver::new(&self.origin.0, self.origin.1);
@@ -111,18 +115,19 @@ impl Shared {
     }
 }
 
-pub(super) struct Manager(pub(super) Arc<Shared>);
+/// r2d2's `ManageConnection`: makes [`PooledAgent`]s and drops those marked to close.
+pub(super) struct AgentFactory(pub(super) Arc<AgentParts>);
 
-impl r2d2::ManageConnection for Manager {
-    type Connection = HttpConn;
+impl r2d2::ManageConnection for AgentFactory {
+    type Connection = PooledAgent;
     type Error = io::Error;
 
     /// Creating an item does no I/O: the agent connects on first use. So this never fails
     /// and a backend that is down cannot make r2d2 retry in a loop.
-    fn connect(&self) -> Result<HttpConn, io::Error> {
+    fn connect(&self) -> Result<PooledAgent, io::Error> {
         let wire = Arc::new(Wire::default());
         let now = Instant::now();
-        Ok(HttpConn {
+        Ok(PooledAgent {
             agent: self.0.new_agent(&wire),
             wire,
             lease: self.0.leases.register(),
@@ -132,16 +137,16 @@ impl r2d2::ManageConnection for Manager {
         })
     }
 
-    fn is_valid(&self, _: &mut HttpConn) -> Result<(), io::Error> {
+    fn is_valid(&self, _: &mut PooledAgent) -> Result<(), io::Error> {
         Ok(())
     }
 
-    fn has_broken(&self, conn: &mut HttpConn) -> bool {
-        match conn.close {
+    fn has_broken(&self, item: &mut PooledAgent) -> bool {
+        match item.close {
             Some(cause) => {
                 self.0
                     .counters
-                    .closed(cause, conn.wire.sockets.load(Relaxed) as u64);
+                    .closed(cause, item.wire.sockets.load(Relaxed) as u64);
                 true
             }
             None => false,

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tungstenite::client::IntoClientRequest;
 
-use super::{tcp_of, WsConn, WsPool, WsStream};
+use super::{tcp_of, PooledSocket, WsPool, WsStream};
 use crate::error::{Error, ErrorClass, Phase};
 use crate::service::{jittered, random_u64};
 use crate::stats::{CloseCause, PoolCounters};
@@ -18,7 +18,7 @@ use crate::stats::{CloseCause, PoolCounters};
 impl WsPool {
     /// Opens a socket: TCP connect, TLS and handshake, all within one `connect_timeout_ms`.
     /// A panic on the way (tungstenite asserts on its buffer settings) is a failed connect.
-    pub(super) fn connect(&self) -> Result<WsConn, Error> {
+    pub(super) fn connect(&self) -> Result<PooledSocket, Error> {
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.connect_inner()))
                 .unwrap_or_else(|panic| {
@@ -38,13 +38,13 @@ impl WsPool {
             Err(e) => {
                 self.counters.connect_failures.fetch_add(1, Relaxed);
                 self.core
-                    .connection_failed(ErrorClass::Connect, crate::error::error_chain(e));
+                    .connection_failed(ErrorClass::Connect, e.chain().to_string());
             }
         }
         result
     }
 
-    fn connect_inner(&self) -> Result<WsConn, Error> {
+    fn connect_inner(&self) -> Result<PooledSocket, Error> {
         let core = &self.core;
         let t = core.timeouts;
         // One deadline for TCP, TLS and the handshake: a server answering a byte at a time
@@ -146,7 +146,7 @@ impl WsPool {
         std::mem::forget(opened);
         let now = Instant::now();
         log::debug!(target: "backend_pool", "service '{}': WebSocket opened", core.name);
-        Ok(WsConn {
+        Ok(PooledSocket {
             socket,
             client_id,
             lease: self.leases.register(),

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tungstenite::Message;
 
-use super::{LeaseEnd, Socket, WsConn, WsPool};
+use super::{LeaseEnd, PooledSocket, Socket, WsPool};
 use crate::error::{Error, ErrorClass, Phase};
 
 /// A WebSocket checked out of a pool: a lease. Send and read through the guard so errors are
@@ -46,7 +46,7 @@ use crate::error::{Error, ErrorClass, Phase};
 /// ```
 #[must_use = "the lease ends when the guard is dropped"]
 pub struct WsGuard {
-    conn: Option<WsConn>,
+    conn: Option<PooledSocket>,
     pool: Arc<WsPool>,
     broken: bool,
     /// The lease exposed its client id or sent: something it started may still be running.
@@ -61,7 +61,7 @@ pub struct WsGuard {
 }
 
 impl WsGuard {
-    pub(super) fn new(conn: WsConn, pool: Arc<WsPool>) -> WsGuard {
+    pub(super) fn new(conn: PooledSocket, pool: Arc<WsPool>) -> WsGuard {
         WsGuard {
             conn: Some(conn),
             pool,
@@ -72,11 +72,11 @@ impl WsGuard {
         }
     }
 
-    pub(super) fn conn_ref(&self) -> Option<&WsConn> {
+    pub(super) fn conn_ref(&self) -> Option<&PooledSocket> {
         self.conn.as_ref()
     }
 
-    fn conn(&mut self) -> &mut WsConn {
+    fn conn(&mut self) -> &mut PooledSocket {
         self.conn.as_mut().expect("socket present until drop")
     }
 
@@ -271,7 +271,7 @@ impl WsGuard {
             // The peer went away: counts against health like a failed connect.
             self.pool
                 .core
-                .connection_failed(ErrorClass::Closed, crate::error::error_chain(&err));
+                .connection_failed(ErrorClass::Closed, err.chain().to_string());
         }
         err
     }

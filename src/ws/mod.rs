@@ -46,7 +46,7 @@ use tungstenite::{Message, WebSocket};
 use crate::config::WsPoolConfig;
 use crate::error::{Error, PoolKind, PoolState};
 use crate::lease::{Lease, LeaseRegistry};
-use crate::service::ServiceCore;
+use crate::service::ServiceContext;
 use crate::slots::{AcquireError, Permit, Slots};
 use crate::stats::{CloseCause, PoolCounters, PoolStats};
 
@@ -62,7 +62,9 @@ pub use stream::WsStream;
 /// The socket type the pool holds.
 pub type Socket = WebSocket<WsStream>;
 
-pub(crate) struct WsConn {
+/// One pooled item: a socket with its client id, lease and lifetime. Callers hold it inside a
+/// [`WsGuard`].
+pub(crate) struct PooledSocket {
     socket: Socket,
     client_id: Option<String>,
     lease: Arc<Lease>,
@@ -85,16 +87,16 @@ enum LeaseEnd {
 
 /// A service's WebSocket pool.
 pub(crate) struct WsPool {
-    pub(crate) core: Arc<ServiceCore>,
+    pub(crate) core: Arc<ServiceContext>,
     pub(crate) config: WsPoolConfig,
-    slots: Slots<WsConn>,
+    slots: Slots<PooledSocket>,
     pub(super) counters: PoolCounters,
     leases: LeaseRegistry,
     ws_config: WebSocketConfig,
 }
 
 impl WsPool {
-    pub(crate) fn new(core: Arc<ServiceCore>, config: WsPoolConfig) -> WsPool {
+    pub(crate) fn new(core: Arc<ServiceContext>, config: WsPoolConfig) -> WsPool {
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(config.read_buffer_bytes)
             .write_buffer_size(config.write_buffer_bytes)
@@ -183,7 +185,7 @@ impl WsPool {
     /// Closes a socket off-lock: a close frame (bounded by 100 ms) for a healthy one; a
     /// broken or abandoned one is only shut down (its peer may not be reading, and an
     /// abandoned lease is closed on its caller's thread).
-    fn close_conn(&self, mut conn: WsConn, cause: CloseCause) {
+    fn close_conn(&self, mut conn: PooledSocket, cause: CloseCause) {
         self.counters.closed(cause, 1);
         self.counters.closed_total.fetch_add(1, Relaxed);
         if !matches!(cause, CloseCause::Broken | CloseCause::Abandoned) {
@@ -200,7 +202,7 @@ impl WsPool {
     /// Returns a guard's socket: idle again only when its lease ended at a quiet point and
     /// the stream stopped between two messages; otherwise closed (broken, abandoned, expired,
     /// or the pool is shut down). The maintenance refill replaces what is closed.
-    fn give_back(&self, mut conn: WsConn, end: LeaseEnd) {
+    fn give_back(&self, mut conn: PooledSocket, end: LeaseEnd) {
         conn.lease.end();
         let cause = if end == LeaseEnd::Broken || !conn.socket.can_write() {
             Some(CloseCause::Broken)
@@ -405,7 +407,7 @@ impl WsPool {
 
 /// An idle socket borrowed by maintenance, and what tending it found.
 struct Tended {
-    conn: WsConn,
+    conn: PooledSocket,
     since: Instant,
     ping: bool,
     outcome: Result<(), String>,

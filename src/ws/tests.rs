@@ -9,7 +9,7 @@ use backend_pool_testkit::TestServer;
 use super::WsPool;
 use crate::config::{ServiceConfig, WsPoolConfig};
 use crate::error::ErrorClass;
-use crate::service::ServiceCore;
+use crate::service::ServiceContext;
 
 #[test]
 fn a_panic_while_connecting_gives_the_permit_back() {
@@ -17,7 +17,7 @@ fn a_panic_while_connecting_gives_the_permit_back() {
         .websocket("/ws", |_| {})
         .build()
         .unwrap();
-    let core = ServiceCore::new(&ServiceConfig::new("ws", server.http_url())).unwrap();
+    let core = ServiceContext::new(&ServiceConfig::new("ws", server.http_url())).unwrap();
     // tungstenite asserts that its write buffer is below its maximum (usize::MAX): this
     // config makes every handshake panic as it completes. Validation would reject it, so the
     // pool is built around it.

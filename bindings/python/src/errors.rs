@@ -2,7 +2,7 @@
 
 use std::io;
 
-use backend_pool::{ConfigError, Error, Phase};
+use backend_pool::{ConfigError, Error, ErrorChain, Phase};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -70,13 +70,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         Error::Config(_) => "ConfigError",
         _ => "BackendPoolError",
     };
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
+    let mut message = err.chain().to_string();
     if let Some(phase) = err.phase() {
         let words = phase.to_string();
         if !message.contains(&words) {
@@ -101,13 +95,10 @@ pub(crate) fn config_to_py(err: ConfigError) -> PyErr {
 /// Maps an I/O error while reading a streamed body of `service`.
 pub(crate) fn stream_io(service: &str, err: io::Error) -> PyErr {
     let timeout = is_timeout(&err);
-    let mut message = format!("service '{service}': reading the response body failed: {err}");
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
+    let message = format!(
+        "service '{service}': reading the response body failed: {}",
+        ErrorChain::new(&err)
+    );
     Raised {
         class: if timeout {
             "Timeout"

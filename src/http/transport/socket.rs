@@ -158,7 +158,7 @@ impl Connector<()> for PoolConnector {
         let deadline = Deadline::new(details.timeout);
         let stream = connect_tcp(&details.addrs, deadline)?;
         let _ = stream.set_nodelay(true);
-        let socket = Socket::opened(stream, &self.counters, &self.wire);
+        let socket = CountedTcp::opened(stream, &self.counters, &self.wire);
         (details.register_shutdown)(Arc::downgrade(&socket.stream) as Weak<dyn ShutdownHandle>)?;
         let mut armed = Armed::default();
         let tls = if details.needs_tls() {
@@ -267,17 +267,17 @@ fn connect_tcp(addrs: &ResolvedSocketAddrs, deadline: Deadline) -> Result<TcpStr
 }
 
 /// A TCP connection, counted: opened when made, closed when dropped.
-struct Socket {
+struct CountedTcp {
     stream: Arc<TcpStream>,
     counters: Arc<PoolCounters>,
     wire: Arc<Wire>,
 }
 
-impl Socket {
-    fn opened(stream: TcpStream, counters: &Arc<PoolCounters>, wire: &Arc<Wire>) -> Socket {
+impl CountedTcp {
+    fn opened(stream: TcpStream, counters: &Arc<PoolCounters>, wire: &Arc<Wire>) -> CountedTcp {
         counters.created.fetch_add(1, Relaxed);
         wire.sockets.fetch_add(1, Relaxed);
-        Socket {
+        CountedTcp {
             stream: Arc::new(stream),
             counters: Arc::clone(counters),
             wire: Arc::clone(wire),
@@ -285,7 +285,7 @@ impl Socket {
     }
 }
 
-impl Drop for Socket {
+impl Drop for CountedTcp {
     fn drop(&mut self) {
         self.wire.sockets.fetch_sub(1, Relaxed);
         self.counters.closed_total.fetch_add(1, Relaxed);
@@ -296,7 +296,7 @@ impl Drop for Socket {
 
 /// One connection: the socket, its TLS session if any, its buffers.
 pub(super) struct PoolTransport {
-    socket: Socket,
+    socket: CountedTcp,
     armed: Armed,
     tls: Option<Box<rustls::ClientConnection>>,
     buffers: PoolBuffers,
