@@ -43,7 +43,7 @@ def _import_backend_pool():
 
 bp = _import_backend_pool()
 
-# Health probes per backend (see the crate's BACKENDS.md): cheap, unauthenticated, no side
+# Health probes per backend (the crate's README, "Presets"): cheap, unauthenticated, no side
 # effects. Never LiteLLM's GET /health (it calls every model).
 KNOWN = {
     "comfyui": {

@@ -1,4 +1,4 @@
-//! The mock backends honour the contracts described in BACKENDS.md.
+//! The mock backends honour the contracts of the real ones that the crate relies on (README: "Presets" and "Running against real backends").
 
 mod common;
 
