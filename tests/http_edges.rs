@@ -1044,26 +1044,7 @@ mod eintr {
     /// A TLS server on 127.0.0.1 that sleeps 150 ms before the handshake and before each
     /// answer. Returns its port, the path of its certificate's PEM and its accept count.
     fn slow_tls_server(answer: Vec<u8>) -> (u16, String, Arc<AtomicUsize>) {
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-        let pem = std::env::temp_dir().join(format!(
-            "backend-pool-http-edges-{}.pem",
-            std::process::id()
-        ));
-        std::fs::write(&pem, cert.cert.pem()).unwrap();
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(cert.cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der())),
-            )
-            .unwrap(),
-        );
+        let (config, pem) = support::self_signed(&["127.0.0.1"], "http-edges");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));

@@ -11,7 +11,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use backend_pool::{ErrorClass, Message, Phase, ServiceConfig, WsPoolConfig};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::{manager, service};
 
 struct TlsServer {
@@ -23,28 +22,8 @@ struct TlsServer {
 /// `ok`, or (with `websocket`) echoes WebSocket messages. Writes the certificate's PEM to
 /// a temporary file and returns its path.
 fn tls_server(names: &[&str], websocket: bool) -> (TlsServer, String) {
-    let cert =
-        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .unwrap();
-    let pem_path = std::env::temp_dir().join(format!(
-        "backend-pool-test-{}-{}.pem",
-        std::process::id(),
-        names.join("_").replace(['.', ':'], "-") + if websocket { "-ws" } else { "" }
-    ));
-    std::fs::write(&pem_path, cert.cert.pem()).unwrap();
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(cert.cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der())),
-        )
-        .unwrap(),
-    );
+    let tag = names.join("_").replace(['.', ':'], "-") + if websocket { "-ws" } else { "" };
+    let (config, pem_path) = support::self_signed(names, &format!("test-{tag}"));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));

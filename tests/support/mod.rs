@@ -61,3 +61,29 @@ pub fn pool_threads() -> usize {
 /// Signal delivery to a blocked thread (EINTR).
 #[cfg(unix)]
 pub mod signals;
+
+/// A self-signed certificate for `names` (written as PEM to a temp file named with `tag`, for
+/// a service's `ca_file`) and a rustls server configuration serving it.
+pub fn self_signed(
+    names: &[&str],
+    tag: &str,
+) -> (std::sync::Arc<rustls::ServerConfig>, std::path::PathBuf) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let cert =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let pem = std::env::temp_dir().join(format!("backend-pool-{tag}-{}.pem", std::process::id()));
+    std::fs::write(&pem, cert.cert.pem()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from(cert.cert.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der())),
+    )
+    .unwrap();
+    (std::sync::Arc::new(config), pem)
+}
