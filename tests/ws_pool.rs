@@ -245,3 +245,25 @@ fn a_message_over_the_limit_is_classified_and_the_socket_dropped() {
         1
     );
 }
+
+#[test]
+fn sockets_maintenance_is_pinging_are_not_reported_in_use() {
+    let server = echo_server();
+    let mut cfg = ws_service(&server.http_url(), 2, 2);
+    cfg.unhealthy_after = 1_000; // keep pinging deaf sockets
+    cfg.health_interval_ms = 50; // every pass pings
+    let m = manager(cfg);
+    let pool = |m: &backend_pool::PoolManager| m.stats().services[0].websocket.clone().unwrap();
+    assert!(eventually(Duration::from_secs(2), || pool(&m).idle == 2));
+    // Each maintenance pass now holds both sockets for the whole pong timeout (300 ms).
+    server.set_fault(Fault::WsIgnorePings);
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        let p = pool(&m);
+        assert_eq!(p.in_use, 0, "no caller holds a socket: {p:?}");
+        thread::sleep(Duration::from_millis(5));
+    }
+    server.set_fault(Fault::None);
+    // The pings did run (and failed): this was not a quiet second.
+    assert!(pool(&m).closed.health > 0, "{:?}", pool(&m));
+}

@@ -273,18 +273,18 @@ impl HttpPool {
 
     /// Maintenance: closes sockets idle past the keep-alive limit, drops items idle past
     /// `idle_timeout` beyond the minimum or past their lifetime. Borrows idle items with
-    /// permits, so it never takes a connection a caller is waiting for.
+    /// maintenance permits, so it never takes a connection a caller is waiting for.
     pub(crate) fn maintain(&self, now: Instant) {
         let idle = self.r2d2.state().idle_connections as usize;
         let mut borrowed = Vec::with_capacity(idle);
         for _ in 0..idle {
-            if self.slots.try_acquire().is_none() {
+            if self.slots.try_tend().is_none() {
                 break;
             }
             match self.r2d2.try_get() {
                 Some(item) => borrowed.push(item),
                 None => {
-                    self.slots.release(None);
+                    self.slots.release_tended(None);
                     break;
                 }
             }
@@ -313,7 +313,7 @@ impl HttpPool {
         // Return in reverse so r2d2's LIFO stack keeps its order (warm sockets on top).
         for item in borrowed.into_iter().rev() {
             drop(item);
-            self.slots.release(None);
+            self.slots.release_tended(None);
         }
         // Shut down meanwhile: `close` drained r2d2's idle items without the ones borrowed
         // here. Checked after returning them (r2d2's lock orders the two), close them now.
@@ -339,8 +339,8 @@ impl HttpPool {
     pub(crate) fn probe(self: &Arc<Self>, path: &str) -> Option<Result<(), String>> {
         let t = self.core.timeouts.health;
         let deadline = Instant::now() + t;
-        let _ = self.slots.try_acquire()?;
-        self.slots.release(None);
+        let _ = self.slots.try_tend()?;
+        self.slots.release_tended(None);
         let conn = match self.checkout(t, false) {
             Ok(conn) => conn,
             Err(e) => return Some(Err(e.chain().to_string())),

@@ -93,7 +93,7 @@ impl Model {
                     Ok(format!("acquire -> {id}"))
                 }
                 Err(AcquireError::Timeout(occ)) => {
-                    if !self.closed && occ.in_use < self.max {
+                    if !self.closed && occ.in_use + occ.tending < self.max {
                         return Err(format!("timed out with a permit free: {occ:?}"));
                     }
                     Ok("acquire -> timeout".into())
@@ -139,9 +139,9 @@ impl Model {
                 let n = borrowed.len();
                 for idle in borrowed {
                     if rng.below(4) == 0 {
-                        self.slots.release(None); // failed its health ping
+                        self.slots.release_tended(None); // failed its health ping
                         self.destroy(idle.item)?;
-                    } else if let Some(back) = self.slots.restore(idle.item, idle.since) {
+                    } else if let Some(back) = self.slots.restore_tended(idle.item, idle.since) {
                         self.destroy(back)?;
                     }
                 }
@@ -150,7 +150,7 @@ impl Model {
             7 => {
                 if self.slots.reserve_below(self.min) {
                     let id = self.fresh();
-                    if let Some(back) = self.slots.release(Some(id)) {
+                    if let Some(back) = self.slots.release_tended(Some(id)) {
                         self.destroy(back)?;
                     }
                     return Ok(format!("refill {id}"));

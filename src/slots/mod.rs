@@ -7,6 +7,12 @@
 //! back and hands the permit straight to the oldest waiter (first come, first served, one
 //! targeted wake-up per release instead of a thundering herd). Nothing here does I/O: callers
 //! connect and close after the guard is dropped.
+//!
+//! Maintenance takes permits too (to ping or check idle connections, to open the minimum),
+//! through its own methods (`try_tend`, `borrow_idle`, `reserve_below`) and gives them back
+//! through its own (`release_tended`, `restore_tended`). Those permits count against capacity
+//! like any other but are reported as `tending`, not `in_use`: statistics show what callers
+//! hold, not a maintenance pass that happened to run when they were read.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -32,9 +38,12 @@ pub(crate) enum AcquireError {
 /// Permits held, idle connections and waiters at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Occupancy {
+    /// Permits held by callers.
     pub in_use: usize,
     pub idle: usize,
     pub waiting: usize,
+    /// Permits held by maintenance (not in `in_use`).
+    pub tending: usize,
 }
 
 struct Waiter {
@@ -45,7 +54,10 @@ struct Waiter {
 
 struct State<T> {
     idle: Vec<Idle<T>>,
+    /// Permits out, maintenance's included.
     in_use: usize,
+    /// Of those, held by maintenance.
+    tending: usize,
     queue: VecDeque<Arc<Waiter>>,
     closed: bool,
 }
@@ -65,6 +77,7 @@ impl<T> Slots<T> {
             state: Mutex::new(State {
                 idle: Vec::new(),
                 in_use: 0,
+                tending: 0,
                 queue: VecDeque::new(),
                 closed: false,
             }),
@@ -113,20 +126,22 @@ impl<T> Slots<T> {
         }
     }
 
-    /// Takes a permit without waiting and without jumping the queue (maintenance work:
-    /// probing idle connections, refilling the minimum). Returns the newest idle connection,
-    /// if any, with the permit.
-    pub(crate) fn try_acquire(&self) -> Option<Option<T>> {
+    /// Takes a maintenance permit without waiting and without jumping the queue (checking
+    /// idle connections). Returns the newest idle connection, if any, with the permit; give
+    /// it back with [`Slots::release_tended`].
+    pub(crate) fn try_tend(&self) -> Option<Option<T>> {
         let mut st = lock(&self.state);
         if st.closed || !st.queue.is_empty() || st.in_use >= self.max {
             return None;
         }
         st.in_use += 1;
+        st.tending += 1;
         Some(st.idle.pop().map(|i| i.item))
     }
 
-    /// Takes a permit to open one more connection while the total (in use + idle) is below
-    /// `min`: the maintenance refill. Never ahead of waiting callers.
+    /// Takes a maintenance permit to open one more connection while the total (in use +
+    /// idle) is below `min`: the refill. Never ahead of waiting callers. Give it back with
+    /// [`Slots::release_tended`].
     pub(crate) fn reserve_below(&self, min: usize) -> bool {
         let mut st = lock(&self.state);
         let ok = !st.closed
@@ -135,6 +150,7 @@ impl<T> Slots<T> {
             && st.in_use + st.idle.len() < min;
         if ok {
             st.in_use += 1;
+            st.tending += 1;
         }
         ok
     }
@@ -144,16 +160,31 @@ impl<T> Slots<T> {
     /// Returns the connection when the pool is closed, so the caller closes it (off-lock).
     pub(crate) fn release(&self, item: Option<T>) -> Option<T> {
         // The clock is read only when a connection comes back (it costs ~50 ns).
-        self.put_back(item.map(|item| (item, Instant::now())))
+        self.put_back(item.map(|item| (item, Instant::now())), false)
     }
 
-    /// Gives back a connection borrowed by [`Slots::borrow_idle`], keeping its idle age.
+    /// Gives back a connection as idle since `since` (the fuzz test runs a virtual clock).
+    #[cfg(all(test, not(backend_pool_loom)))]
     pub(crate) fn restore(&self, item: T, since: Instant) -> Option<T> {
-        self.put_back(Some((item, since)))
+        self.put_back(Some((item, since)), false)
     }
 
-    fn put_back(&self, item: Option<(T, Instant)>) -> Option<T> {
+    /// [`Slots::release`] for a maintenance permit.
+    pub(crate) fn release_tended(&self, item: Option<T>) -> Option<T> {
+        self.put_back(item.map(|item| (item, Instant::now())), true)
+    }
+
+    /// [`Slots::restore`] for a connection maintenance borrowed ([`Slots::borrow_idle`],
+    /// [`Slots::try_tend`]).
+    pub(crate) fn restore_tended(&self, item: T, since: Instant) -> Option<T> {
+        self.put_back(Some((item, since)), true)
+    }
+
+    fn put_back(&self, item: Option<(T, Instant)>, tended: bool) -> Option<T> {
         let mut st = lock(&self.state);
+        if tended {
+            st.tending -= 1;
+        }
         let rejected = match item {
             Some((item, since)) if !st.closed => {
                 // Keep the stack ordered by idle age: newest on top.
@@ -193,8 +224,9 @@ impl<T> Slots<T> {
     }
 
     /// Borrows idle connections for which `pick` holds (health pings, draining), each with a
-    /// permit so capacity stays exact; give each back with [`Slots::restore`] (or
-    /// [`Slots::release`] with `None` once closed). Borrows only while nobody waits.
+    /// maintenance permit so capacity stays exact; give each back with
+    /// [`Slots::restore_tended`] (or [`Slots::release_tended`] with `None` once closed).
+    /// Borrows only while nobody waits.
     pub(crate) fn borrow_idle(&self, mut pick: impl FnMut(&Idle<T>) -> bool) -> Vec<Idle<T>> {
         let mut st = lock(&self.state);
         if st.closed || !st.queue.is_empty() {
@@ -211,6 +243,7 @@ impl<T> Slots<T> {
             }
         }
         st.in_use += out.len();
+        st.tending += out.len();
         out
     }
 
@@ -257,6 +290,12 @@ impl<T> Slots<T> {
         if st.closed && !(st.queue.is_empty() && st.idle.is_empty()) {
             return Err("closed with waiters or idle connections left".into());
         }
+        if st.tending > st.in_use {
+            return Err(format!(
+                "{} maintenance permits but only {} permits out",
+                st.tending, st.in_use
+            ));
+        }
         if st.idle.windows(2).any(|w| w[0].since > w[1].since) {
             return Err("idle stack out of age order".into());
         }
@@ -265,9 +304,10 @@ impl<T> Slots<T> {
 
     fn occupancy_of(st: &State<T>) -> Occupancy {
         Occupancy {
-            in_use: st.in_use,
+            in_use: st.in_use - st.tending,
             idle: st.idle.len(),
             waiting: st.queue.len(),
+            tending: st.tending,
         }
     }
 }

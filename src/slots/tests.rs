@@ -18,6 +18,7 @@ fn lifo_reuse_and_permits() {
         slots.acquire(soon(10)),
         Err(AcquireError::Timeout(Occupancy {
             in_use: 2,
+            tending: 0,
             idle: 0,
             waiting: 1
         }))
@@ -93,7 +94,47 @@ fn borrow_counts_against_capacity() {
     slots.release(Some(1));
     let borrowed = slots.borrow_idle(|_| true);
     assert_eq!(borrowed.len(), 1);
-    assert_eq!(slots.occupancy().in_use, 1);
-    assert_eq!(slots.try_acquire(), Some(None));
-    assert_eq!(slots.try_acquire(), None);
+    assert_eq!(slots.try_tend(), Some(None));
+    assert_eq!(slots.try_tend(), None);
+}
+
+#[test]
+fn maintenance_permits_are_reported_apart_from_callers() {
+    let slots = Slots::new(3);
+    slots.acquire(soon(10)).unwrap();
+    slots.acquire(soon(10)).unwrap();
+    slots.release(Some(1));
+    // One caller holds a permit; maintenance borrows the idle connection and reserves one.
+    let borrowed = slots.borrow_idle(|_| true);
+    assert_eq!(borrowed.len(), 1);
+    assert!(slots.reserve_below(3));
+    let occ = slots.occupancy();
+    assert_eq!((occ.in_use, occ.tending, occ.idle), (1, 2, 0), "{occ:?}");
+    // Capacity is exact all the same: every permit is out.
+    assert_eq!(slots.try_tend(), None);
+    slots.release_tended(None);
+    for idle in borrowed {
+        assert_eq!(slots.restore_tended(idle.item, idle.since), None);
+    }
+    let occ = slots.occupancy();
+    assert_eq!((occ.in_use, occ.tending, occ.idle), (1, 0, 1), "{occ:?}");
+    slots.check().unwrap();
+}
+
+#[test]
+fn a_maintenance_permit_handed_to_a_waiter_becomes_the_callers() {
+    let slots = std::sync::Arc::new(Slots::new(1));
+    assert_eq!(slots.try_tend(), Some(None));
+    let waiter = {
+        let slots = std::sync::Arc::clone(&slots);
+        std::thread::spawn(move || slots.acquire(soon(5_000)))
+    };
+    while slots.occupancy().waiting == 0 {
+        std::thread::yield_now();
+    }
+    slots.release_tended(Some(9));
+    assert_eq!(waiter.join().unwrap(), Ok(Some(9)));
+    let occ = slots.occupancy();
+    assert_eq!((occ.in_use, occ.tending), (1, 0), "{occ:?}");
+    slots.check().unwrap();
 }

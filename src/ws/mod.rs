@@ -112,11 +112,13 @@ impl WsPool {
         }
     }
 
+    /// Occupancy in sockets: `idle` counts open sockets no caller holds (those maintenance
+    /// is pinging included).
     pub(crate) fn state(&self) -> PoolState {
         let occ = self.slots.occupancy();
         PoolState {
             in_use: occ.in_use,
-            idle: occ.idle,
+            idle: self.counters.open().saturating_sub(occ.in_use),
             waiting: occ.waiting,
             max: self.slots.max(),
         }
@@ -164,10 +166,8 @@ impl WsPool {
                     kind: PoolKind::WebSocket,
                     waited: start.elapsed(),
                     state: PoolState {
-                        in_use: occ.in_use,
-                        idle: occ.idle,
                         waiting: occ.waiting,
-                        max: self.slots.max(),
+                        ..self.state()
                     },
                     last_error: self.core.last_connect_error(),
                 })
@@ -268,17 +268,17 @@ impl WsPool {
             match outcome {
                 Ok(()) => {
                     pinged |= ping;
-                    if let Some(conn) = self.slots.restore(conn, since) {
+                    if let Some(conn) = self.slots.restore_tended(conn, since) {
                         self.close_conn(conn, CloseCause::Shutdown);
                     }
                 }
                 // Cut short by shutdown: not the server's fault.
                 Err(_) if self.slots.is_closed() => {
-                    self.slots.release(None);
+                    self.slots.release_tended(None);
                     self.close_conn(conn, CloseCause::Shutdown);
                 }
                 Err(why) => {
-                    self.slots.release(None);
+                    self.slots.release_tended(None);
                     failure = Some(why);
                     self.close_conn(conn, CloseCause::Health);
                 }
@@ -379,12 +379,12 @@ impl WsPool {
         while self.core.health.gate().is_ok() && self.slots.reserve_below(min) {
             match self.connect() {
                 Ok(conn) => {
-                    if let Some(conn) = self.slots.release(Some(conn)) {
+                    if let Some(conn) = self.slots.release_tended(Some(conn)) {
                         self.close_conn(conn, CloseCause::Shutdown);
                     }
                 }
                 Err(e) => {
-                    self.slots.release(None);
+                    self.slots.release_tended(None);
                     if !self.slots.is_closed() {
                         log::debug!(target: "backend_pool", "service '{}': refill failed: {e}", self.core.name);
                     }
