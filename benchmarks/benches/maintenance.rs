@@ -14,7 +14,7 @@
 //!   thread pings only when `health_interval_ms` has passed; its ordinary tick costs what
 //!   `http_only` costs plus a non-blocking drain of each idle socket.
 //!
-//! Run: `cargo bench --bench maintenance`.
+//! Run: `cargo bench -p backend-pool-benchmarks --bench maintenance`.
 
 use std::time::Duration;
 

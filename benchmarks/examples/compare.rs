@@ -1,12 +1,12 @@
 //! Issue 3, items 2–5: the pool against the clients a user would pick instead, on the same
 //! workload in the same run, printed as one table.
 //!
-//! `cargo run --release --example compare` (about a minute on 2 cores). Environment knobs:
-//! `COMPARE_ROUNDS` (A/B rounds per throughput test, default 5), `COMPARE_HTTP_N` (requests
-//! per peer per round, default 20000), `COMPARE_WS_N` (echo round trips per peer per round,
-//! default 10000), `COMPARE_ONLY` (a comma list of sections: memory, http8, http64, ws, spike,
-//! fairness), `COMPARE_PEERS` (HTTP peers to run: pool, pool-checkout, ureq, ureq-timeouts,
-//! reqwest).
+//! `cargo run -p backend-pool-benchmarks --release --example compare` (about a minute on 2
+//! cores). Environment knobs: `COMPARE_ROUNDS` (A/B rounds per throughput test, default 5),
+//! `COMPARE_HTTP_N` (requests per peer per round, default 20000), `COMPARE_WS_N` (echo round
+//! trips per peer per round, default 10000), `COMPARE_ONLY` (a comma list of sections: memory,
+//! http8, http64, ws, spike, fairness), `COMPARE_PEERS` (HTTP peers to run: pool,
+//! pool-checkout, ureq, ureq-timeouts, reqwest).
 //!
 //! The servers (HTTP keep-alive, a slow-first-response HTTP, WebSocket echo) run in a child
 //! process, this binary re-executed with `--server`, so server CPU bookkeeping and memory do

@@ -10,7 +10,7 @@
 //! * Before criterion runs, a percentile pass prints p50 / p99 / max of single uncontended
 //!   checkouts (criterion reports means and medians of batches, not tail latency).
 //!
-//! Run: `cargo bench --bench checkout` (about a minute on 2 cores).
+//! Run: `cargo bench -p backend-pool-benchmarks --bench checkout` (about a minute on 2 cores).
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
