@@ -39,9 +39,10 @@ impl fmt::Display for Phase {
     }
 }
 
-/// Which of a service's pools.
+/// Which of a service's pools. More kinds may come: match with a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum PoolKind {
     /// The HTTP pool.
     Http,
@@ -59,8 +60,10 @@ impl fmt::Display for PoolKind {
     }
 }
 
-/// A pool's occupancy at one moment, carried by timeout errors.
+/// A pool's occupancy at one moment, carried by timeout errors. Fields may be added: read
+/// them, don't build the struct.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PoolState {
     /// Connections checked out.
     pub in_use: usize,
@@ -196,7 +199,8 @@ pub enum Error {
     Config(ConfigError),
 }
 
-/// The classes errors are counted under in the statistics.
+/// The classes errors are counted under in the statistics. More may come: match with a
+/// wildcard arm, and iterate [`ErrorClass::ALL`] rather than listing them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -224,8 +228,9 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    /// Every class, in a fixed order (the statistics' order).
-    pub const ALL: [ErrorClass; 10] = [
+    /// Every class, in a fixed order (the statistics' order). A slice: its length grows with
+    /// the classes.
+    pub const ALL: &'static [ErrorClass] = &[
         ErrorClass::PoolTimeout,
         ErrorClass::Unavailable,
         ErrorClass::ShuttingDown,

@@ -15,9 +15,10 @@ use serde::Serialize;
 
 use crate::error::Error;
 
-/// A service's health state.
+/// A service's health state. More states may come: match with a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum HealthState {
     /// The last check or request succeeded.
     Healthy,
@@ -38,8 +39,10 @@ impl HealthState {
     }
 }
 
-/// A service's health at one moment.
+/// A service's health at one moment. Fields may be added: read them, don't build the
+/// struct.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct HealthSnapshot {
     /// The state.
     pub state: HealthState,

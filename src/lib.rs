@@ -34,8 +34,49 @@
 //! manager.shutdown(Duration::from_secs(5))?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Stability
+//!
+//! The public API holds the crate's own types only, so a release of ureq or tungstenite is
+//! not a breaking change of ours: a WebSocket message is a [`Message`], a checked-out socket
+//! is reached through [`WsGuard`]'s methods, an HTTP response is a [`Response`] or a
+//! [`StreamingResponse`].
+//!
+//! * **Types that will grow** are `#[non_exhaustive]`: the statistics and reports
+//!   ([`ManagerStats`], [`ServiceStats`], [`PoolStats`], [`Totals`], [`ClosedCounts`],
+//!   [`LatencyStats`], [`PoolState`], [`HealthSnapshot`], [`ShutdownReport`], [`InUse`]) are
+//!   read, not built; the enums [`Error`], [`ConfigError`], [`ErrorClass`], [`Phase`],
+//!   [`PoolKind`] and [`HealthState`] need a wildcard arm in a `match`. [`Message`] is
+//!   exhaustive: WebSocket data is text or binary.
+//! * **Threads.** [`PoolManager`], [`HttpClient`], [`RequestBuilder`], [`HttpConnection`],
+//!   [`Response`], [`StreamingResponse`], [`WsGuard`], [`Message`], [`Error`] and the
+//!   statistics are `Send` and `Sync` (checked when the crate compiles): a guard or a
+//!   stream may move to another thread.
+//! * **Raw access** to a dependency's type sits behind the cargo feature `unstable-raw`, off
+//!   by default and **outside semver**: it may change or go in any release, with the
+//!   dependency. Today it opens `HttpConnection::agent` (the connection's `ureq::Agent`),
+//!   for benchmarks and diagnostics. Without the feature it is not reachable:
+//!
+#![cfg_attr(not(feature = "unstable-raw"), doc = "```compile_fail,E0624")]
+#![cfg_attr(feature = "unstable-raw", doc = "```no_run")]
+//! # fn main() -> Result<(), backend_pool::Error> {
+//! # let manager = backend_pool::PoolManager::new(backend_pool::ManagerConfig::default())?;
+//! let conn = manager.http("litellm")?.checkout()?;
+//! let agent = conn.agent(); // only with `features = ["unstable-raw"]`
+//! # Ok(()) }
+//! ```
+//!
+//! A `#[non_exhaustive]` struct is read, not built, outside the crate:
+//!
+//! ```compile_fail,E0639
+//! let state = backend_pool::PoolState { in_use: 0, idle: 0, waiting: 0, max: 0 };
+//! ```
+//!
+//! The HTTP transport implements ureq's `unversioned` traits, which ureq may change in any
+//! release: `Cargo.toml` pins ureq and ureq-proto exactly (README, "Upgrading ureq").
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![deny(missing_debug_implementations)]
 #![warn(rust_2018_idioms)]
 
 mod abort;
@@ -64,5 +105,24 @@ pub use manager::{global, InUse, PoolManager, ShutdownReport};
 pub use stats::{
     ClosedCounts, ErrorCounts, LatencyStats, ManagerStats, PoolStats, ServiceStats, Totals,
 };
-pub use tungstenite::Message;
-pub use ws::{Socket, WsGuard, WsStream};
+pub use ws::message::Message;
+pub use ws::WsGuard;
+
+/// Fails to compile if a public type stops being `Send` or `Sync` (see "Stability").
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<PoolManager>();
+    send_sync::<HttpClient>();
+    send_sync::<RequestBuilder>();
+    send_sync::<HttpConnection>();
+    send_sync::<Response>();
+    send_sync::<StreamingResponse>();
+    send_sync::<WsGuard>();
+    send_sync::<Message>();
+    send_sync::<Error>();
+    send_sync::<ConfigError>();
+    send_sync::<ManagerStats>();
+    send_sync::<HealthSnapshot>();
+    send_sync::<ShutdownReport>();
+    send_sync::<ManagerConfig>();
+};

@@ -22,7 +22,7 @@ use crate::ws::{WsGuard, WsPool};
 /// Owns every connection to every configured backend.
 ///
 /// Create one per process (or use [`global`](crate::global)), share it by reference or in an
-/// `Arc`; all methods take `&self` and are safe from any thread. Its background threads: the
+/// `Arc`; all methods take `&self` and are safe from any thread (it is `Send` and `Sync`). Its background threads: the
 /// maintenance scheduler, one maintenance worker per service (at most 16, so a slow service
 /// never delays another's health checks) and the worker that creates HTTP pool slots.
 ///
@@ -45,8 +45,9 @@ pub struct PoolManager {
     maintenance: Mutex<Option<maintenance::Maintenance>>,
 }
 
-/// What `shutdown` found.
+/// What `shutdown` found. Fields may be added: read them, don't build the struct.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// How long the shutdown took.
     pub elapsed_ms: u64,
@@ -60,6 +61,7 @@ pub struct ShutdownReport {
 /// Connections of one pool still checked out when the shutdown deadline passed; they close
 /// when their guards drop.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct InUse {
     /// The service.
     pub service: String,
@@ -152,11 +154,13 @@ impl PoolManager {
         pool.checkout(pool.core.timeouts.wait)
     }
 
-    /// Like [`PoolManager::websocket`] with its own wait timeout.
+    /// Like [`PoolManager::websocket`], waiting at most `wait` for a free socket (instead of
+    /// the service's `wait_timeout_ms`). `wait` bounds the checkout only: reads and sends on
+    /// the socket keep their own timeouts.
     ///
     /// # Errors
     /// As [`PoolManager::websocket`].
-    pub fn websocket_timeout(&self, service: &str, wait: Duration) -> Result<WsGuard, Error> {
+    pub fn websocket_wait(&self, service: &str, wait: Duration) -> Result<WsGuard, Error> {
         self.ws_pool(service)?.checkout(wait)
     }
 

@@ -26,21 +26,21 @@ fn huge_caller_durations_never_panic() {
     for wait in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
         let r = http
             .get("/")
-            .timeout(wait)
+            .total_timeout(wait)
             .wait_timeout(wait)
             .call()
             .unwrap();
         assert_eq!(r.text(), "ok");
         let mut s = http
             .get("/")
-            .timeout(wait)
+            .total_timeout(wait)
             .wait_timeout(wait)
             .stream(b"")
             .unwrap();
         let mut body = String::new();
         std::io::Read::read_to_string(&mut s, &mut body).unwrap();
         assert_eq!(body, "ok");
-        let mut ws = m.websocket_timeout("svc", wait).unwrap();
+        let mut ws = m.websocket_wait("svc", wait).unwrap();
         ws.send_text("echo").unwrap();
         assert_eq!(ws.read_timeout(wait).unwrap().into_text().unwrap(), "echo");
         ws.finish();

@@ -387,6 +387,7 @@ fn shutdown_racing_a_maintenance_pass_leaves_no_connection_open() {
         .unwrap();
     let mut cfg = service("svc", &server.http_url());
     cfg.http.as_mut().unwrap().max_connections = 4;
+    cfg.http.as_mut().unwrap().max_stream_connections = Some(4);
     cfg.websocket = Some(WsPoolConfig {
         max_connections: 2,
         min_connections: 2,
@@ -406,13 +407,19 @@ fn shutdown_racing_a_maintenance_pass_leaves_no_connection_open() {
         );
         // Four idle keep-alive connections and two idle sockets.
         let http = m.http("svc").unwrap();
-        let held: Vec<_> = (0..4).map(|_| http.checkout().unwrap()).collect();
-        for conn in &held {
-            let url = format!("{}/warm", conn.base_url());
-            let mut r = conn.agent().get(&url).call().unwrap();
-            r.body_mut().read_to_vec().unwrap();
+        // Four streams open at once hold four connections; read to the end, they stay open.
+        let held: Vec<_> = (0..4)
+            .map(|_| http.get("/warm").stream(b"").unwrap())
+            .collect();
+        for mut stream in held {
+            std::io::copy(&mut stream, &mut std::io::sink()).unwrap();
         }
-        drop(held);
+        let warm = m.stats().services[0]
+            .http
+            .as_ref()
+            .unwrap()
+            .connections_open;
+        assert_eq!(warm, 4, "round {round}: four keep-alive connections");
         let sockets: Vec<_> = (0..2).map(|_| m.websocket("svc").unwrap()).collect();
         drop(sockets);
 

@@ -235,7 +235,7 @@ fn exercise(config: ManagerConfig) {
     if let Ok(http) = m.http("a") {
         let _ = http.get("/").call();
     }
-    if let Ok(mut ws) = m.websocket_timeout("a", Duration::from_secs(2)) {
+    if let Ok(mut ws) = m.websocket_wait("a", Duration::from_secs(2)) {
         if ws.send(backend_pool::Message::text("hi")).is_ok() {
             let _ = ws.read();
         }

@@ -212,7 +212,6 @@ fn follow_prompt(ws: &mut WsGuard, prompt_id: &str) -> Result<ComfyRun, String> 
                     run.previews += 1;
                 }
             }
-            Ok(_) => {}
             Err(e) => return Err(format!("reading the socket: {:?}: {e}", e.class())),
         }
     }
@@ -253,7 +252,7 @@ fn submit_prompt(
 }
 
 fn local_port(ws: &WsGuard) -> u16 {
-    ws.get_ref().local_addr().unwrap().port()
+    ws.local_addr().unwrap().port()
 }
 
 // ---- 1. five services, one manager, 120 callers --------------------------------------------
@@ -438,7 +437,7 @@ fn five_services_one_manager_120_callers_zero_errors_and_99_percent_reuse_server
             whole.len(),
             ports(&whole).len(),
             whole_reuse * 100.0,
-            pool.requests,
+            pool.requests.unwrap_or(0),
             pool.connections_created,
             pool.reuse_rate() * 100.0
         );
@@ -784,7 +783,7 @@ fn litellm_bearer_key_streaming_liveliness_probe_and_the_key_never_leaks() {
         .http("silent")
         .unwrap()
         .post("/v1/chat/completions")
-        .timeout(Duration::from_millis(300))
+        .total_timeout(Duration::from_millis(300))
         .send_json(&chat_body(false))
         .unwrap_err();
     assert!(timeout_err.is_timeout(), "{timeout_err:?}");

@@ -97,11 +97,11 @@ fn accept(stream: TcpStream) -> WebSocket<TcpStream> {
 fn echo(mut ws: WebSocket<TcpStream>, stop: &AtomicBool, pong_delay: Duration) {
     while !stop.load(SeqCst) {
         match ws.read() {
-            Ok(Message::Ping(_)) => {
+            Ok(tungstenite::Message::Ping(_)) => {
                 thread::sleep(pong_delay);
                 let _ = ws.flush();
             }
-            Ok(m @ Message::Text(_)) => {
+            Ok(m @ tungstenite::Message::Text(_)) => {
                 if ws.send(m).is_err() {
                     return;
                 }
@@ -332,7 +332,7 @@ fn a_read_interrupted_by_signals_resumes_within_its_deadline() {
     let server = Raw::start(|s, stop| {
         let mut ws = accept(s);
         thread::sleep(Duration::from_millis(300));
-        let _ = ws.send(Message::text("late"));
+        let _ = ws.send(tungstenite::Message::text("late"));
         echo(ws, stop, Duration::ZERO);
     });
     let m = manager(ws_service(&server.url("http"), |_, _| {}));
@@ -397,7 +397,7 @@ fn a_send_interrupted_by_signals_completes() {
         };
         while let Ok(m) = ws.read() {
             if m.is_binary() {
-                let _ = ws.send(Message::text(m.len().to_string()));
+                let _ = ws.send(tungstenite::Message::text(m.len().to_string()));
             }
         }
     });

@@ -66,7 +66,7 @@ fn the_newest_idle_socket_is_reused_first() {
 }
 
 fn tcp_port(ws: &backend_pool::WsGuard) -> u16 {
-    ws.get_ref().local_addr().unwrap().port()
+    ws.local_addr().unwrap().port()
 }
 
 #[test]
@@ -206,9 +206,7 @@ fn connecting_happens_without_the_pool_lock() {
     thread::sleep(Duration::from_millis(100)); // the second caller is mid-handshake
     drop(_hold);
     let started = Instant::now();
-    let quick = m
-        .websocket_timeout("ws", Duration::from_millis(200))
-        .unwrap();
+    let quick = m.websocket_wait("ws", Duration::from_millis(200)).unwrap();
     assert!(started.elapsed() < Duration::from_millis(200));
     drop(quick);
     connecting.join().unwrap().unwrap();

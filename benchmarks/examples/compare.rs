@@ -560,7 +560,7 @@ fn ws_round_trips(server: &mut Server, table: &mut Table, threads: usize, n: u64
     // `held` took every pooled socket; give them back for the per-message checkout peer by
     // taking them out of the vector when that peer runs.
     let payload = "{\"type\":\"progress\",\"data\":{\"value\":1,\"max\":20}}";
-    let echo_ok = |m: &tungstenite::Message| matches!(m, tungstenite::Message::Text(t) if t.as_str() == payload);
+    let echo_ok = |m: &backend_pool::Message| m.as_text() == Some(payload);
 
     let pool_op = |_: &(), _t: usize| -> bool {
         match manager.websocket("ws") {
@@ -582,7 +582,7 @@ fn ws_round_trips(server: &mut Server, table: &mut Table, threads: usize, n: u64
         }
         loop {
             match ws.read() {
-                Ok(m @ tungstenite::Message::Text(_)) => return echo_ok(&m),
+                Ok(tungstenite::Message::Text(t)) => return t.as_str() == payload,
                 Ok(_) => continue,
                 Err(_) => return false,
             }

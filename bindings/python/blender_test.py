@@ -332,7 +332,7 @@ def scenario():
     check(any("reuse" in t and "p99 acquire" in t for t in shown), f"panel: {shown}")
     check(any(t.startswith("job 1 litellm: 800/800 done, 0 errors") for t in shown), f"panel: {shown}")
 
-    with backend_pool.get().websocket("comfyui", timeout=2) as ws:
+    with backend_pool.get().websocket("comfyui", wait_timeout=2) as ws:
         status = ws.recv_json(timeout=2)
         check(status["type"] == "status" and status["data"]["sid"] == ws.client_id, f"ws: {status}")
         ws.send_json({"hello": "blender"})

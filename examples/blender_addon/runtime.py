@@ -195,7 +195,9 @@ def dashboard_rows() -> list[dict]:
     rows = []
     for s in manager.stats()["services"]:
         pools = [p for p in (s.get("http"), s.get("websocket")) if p]
-        requests = sum(p["requests"] for p in pools)
+        # A WebSocket pool sends no requests ("requests" is None): its uses are checkouts.
+        requests = sum(p["requests"] or 0 for p in pools)
+        uses = sum(p["acquisitions"] if p["requests"] is None else p["requests"] for p in pools)
         created = sum(p["connections_created"] for p in pools)
         rows.append(
             {
@@ -205,7 +207,7 @@ def dashboard_rows() -> list[dict]:
                 "in_use": sum(p["in_use"] for p in pools),
                 "idle": sum(p["idle"] for p in pools),
                 "requests": requests,
-                "reuse_rate": max(0.0, 1.0 - created / requests) if requests else 0.0,
+                "reuse_rate": max(0.0, 1.0 - created / uses) if uses else 0.0,
                 "p99_acquire_ms": max((p["acquire_time"]["p99_us"] for p in pools), default=0.0) / 1000,
                 "errors": sum(sum(p["errors"].values()) for p in pools),
             }

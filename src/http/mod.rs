@@ -438,7 +438,8 @@ impl Drop for StreamTurn {
 }
 
 /// A connection checked out of an HTTP pool. It returns on drop; after a panic, or once the
-/// pool is shut down, it is closed instead.
+/// pool is shut down, it is closed instead. Holding one reserves a place under the pool's cap;
+/// requests go through [`HttpClient`]'s builders.
 #[must_use = "the connection returns to the pool when dropped"]
 pub struct HttpConnection {
     item: Option<r2d2::PooledConnection<AgentFactory>>,
@@ -450,9 +451,19 @@ impl HttpConnection {
         self.item.as_ref().expect("item present until drop")
     }
 
-    /// The agent bound to this connection. Requests made with it reuse the pooled socket;
-    /// run one at a time, and read each body to the end, or the socket is not reused.
+    /// **Unstable** (feature `unstable-raw`, outside semver: the type is ureq's and changes
+    /// with it; see the crate docs, "Stability"). The ureq agent bound to this connection.
+    /// Requests made with it reuse the pooled socket; run one at a time, and read each body
+    /// to the end, or the socket is not reused. Don't keep a clone: used after the connection
+    /// returns, it would share a pooled socket with the next caller, past the pool's cap.
+    #[cfg(feature = "unstable-raw")]
     pub fn agent(&self) -> &ureq::Agent {
+        &self.item().agent
+    }
+
+    /// The agent bound to this connection (public with the `unstable-raw` feature only).
+    #[cfg(not(feature = "unstable-raw"))]
+    pub(crate) fn agent(&self) -> &ureq::Agent {
         &self.item().agent
     }
 

@@ -97,6 +97,21 @@ impl fmt::Debug for HttpClient {
     }
 }
 
+/// Header names only: a value may be a secret.
+impl fmt::Debug for RequestBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("RequestBuilder")
+            .field("service", &self.pool.core.name)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("headers", &names)
+            .field("timeout", &self.timeout)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A request being built. Nothing is sent, and no connection is taken, until `call`,
 /// `send_*` or `stream`.
 ///
@@ -172,9 +187,10 @@ impl RequestBuilder {
         self
     }
 
-    /// A deadline for the whole request (connect, send, response and body), overriding the
-    /// per-phase timeouts' sum.
-    pub fn timeout(mut self, total: Duration) -> Self {
+    /// A total timeout: one deadline for the whole request (connect, send, response and
+    /// body), overriding the per-phase timeouts' sum. The wait for a pooled connection is
+    /// bounded apart, by [`RequestBuilder::wait_timeout`].
+    pub fn total_timeout(mut self, total: Duration) -> Self {
         self.timeout = Some(total.min(crate::clock::FAR));
         self
     }

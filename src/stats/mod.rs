@@ -30,6 +30,7 @@ pub(crate) enum CloseCause {
 #[derive(Default)]
 pub(crate) struct PoolCounters {
     pub acquisitions: AtomicU64,
+    /// HTTP requests answered (an HTTP pool's only; see [`PoolStats::requests`]).
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     pub created: AtomicU64,
@@ -90,7 +91,8 @@ impl PoolCounters {
         PoolStats {
             kind,
             acquisitions: self.acquisitions.load(Relaxed),
-            requests: self.requests.load(Relaxed),
+            // A WebSocket pool sends no requests: its uses are its checkouts.
+            requests: (kind == PoolKind::Http).then(|| self.requests.load(Relaxed)),
             retries: self.retries.load(Relaxed),
             connections_created: created,
             connect_failures: self.connect_failures.load(Relaxed),
@@ -206,6 +208,7 @@ fn bucket_upper(i: usize) -> u64 {
 
 /// Acquisition-time figures in microseconds (percentiles from the histogram's buckets).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct LatencyStats {
     /// Samples recorded.
     pub count: u64,
@@ -219,8 +222,9 @@ pub struct LatencyStats {
     pub max_us: f64,
 }
 
-/// Connections closed, by cause.
+/// Connections closed, by cause. More causes may come.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ClosedCounts {
     /// Idle past `idle_timeout_ms` beyond the minimum.
     pub idle: u64,
@@ -275,14 +279,21 @@ impl Serialize for ErrorCounts {
 }
 
 /// One pool's figures (a snapshot).
+///
+/// A pool's *uses* are what its reuse rate counts: HTTP requests for an HTTP pool (a
+/// checkout sends one request), checkouts (`acquisitions`) for a WebSocket pool (a lease
+/// sends any number of messages).
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct PoolStats {
     /// HTTP or WebSocket.
     pub kind: PoolKind,
     /// Successful checkouts.
     pub acquisitions: u64,
-    /// HTTP requests answered (a response head arrived; WebSocket: checkouts).
-    pub requests: u64,
+    /// HTTP requests answered (a response head arrived), health probes included. `None` for
+    /// a WebSocket pool, which sends no requests (`null` in JSON; no `requests_total` series
+    /// in Prometheus): its uses are `acquisitions`.
+    pub requests: Option<u64>,
     /// Idempotent requests retried once on a fresh connection after a stale one failed.
     pub retries: u64,
     /// Real connections opened (TCP connects for HTTP, handshakes for WebSocket).
@@ -310,19 +321,21 @@ pub struct PoolStats {
 }
 
 impl PoolStats {
-    /// Share of requests (checkouts for WebSocket) served without opening a connection:
-    /// `1 − connections_created / requests`, 0 when nothing ran.
-    pub fn reuse_rate(&self) -> f64 {
-        if self.requests == 0 {
-            return 0.0;
-        }
-        (1.0 - self.connections_created as f64 / self.requests as f64).max(0.0)
+    /// The pool's uses: HTTP requests, or WebSocket checkouts.
+    fn uses(&self) -> u64 {
+        self.requests.unwrap_or(self.acquisitions)
     }
 
-    /// Errors per request (checkout for WebSocket) attempted.
+    /// Share of uses (HTTP requests, WebSocket checkouts) served without opening a
+    /// connection: `1 − connections_created / uses`, 0 when nothing ran.
+    pub fn reuse_rate(&self) -> f64 {
+        reuse(self.connections_created, self.uses())
+    }
+
+    /// Errors per use (HTTP request, WebSocket checkout) attempted.
     pub fn error_rate(&self) -> f64 {
         let errors = self.errors.total();
-        let attempts = self.requests.max(self.acquisitions) + errors;
+        let attempts = self.uses().max(self.acquisitions) + errors;
         if attempts == 0 {
             0.0
         } else {
@@ -333,6 +346,7 @@ impl PoolStats {
 
 /// One service's figures.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ServiceStats {
     /// The service name.
     pub name: String,
@@ -366,6 +380,7 @@ impl ServiceStats {
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ManagerStats {
     /// Per service, in configuration order.
     pub services: Vec<ServiceStats>,
@@ -375,10 +390,11 @@ pub struct ManagerStats {
 
 /// Sums over every pool of every service.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Totals {
     /// Successful checkouts.
     pub acquisitions: u64,
-    /// HTTP requests plus WebSocket checkouts.
+    /// HTTP requests (WebSocket pools send none).
     pub requests: u64,
     /// Real connections opened.
     pub connections_created: u64,
@@ -394,16 +410,19 @@ pub struct Totals {
     pub errors: u64,
     /// Connections held past their leak threshold.
     pub leaks_detected: u64,
-    /// `1 − connections_created / requests`.
+    /// `1 − connections_created / uses`, uses being HTTP requests plus WebSocket checkouts
+    /// (see [`PoolStats`]).
     pub reuse_rate: f64,
 }
 
 impl ManagerStats {
     pub(crate) fn new(services: Vec<ServiceStats>) -> Self {
         let mut t = Totals::default();
+        let mut uses = 0;
         for p in services.iter().flat_map(ServiceStats::pools) {
             t.acquisitions += p.acquisitions;
-            t.requests += p.requests;
+            t.requests += p.requests.unwrap_or(0);
+            uses += p.uses();
             t.connections_created += p.connections_created;
             t.connections_open += p.connections_open;
             t.in_use += p.in_use;
@@ -412,9 +431,7 @@ impl ManagerStats {
             t.errors += p.errors.total();
             t.leaks_detected += p.leaks_detected;
         }
-        if t.requests > 0 {
-            t.reuse_rate = (1.0 - t.connections_created as f64 / t.requests as f64).max(0.0);
-        }
+        t.reuse_rate = reuse(t.connections_created, uses);
         ManagerStats {
             services,
             totals: t,
@@ -447,6 +464,14 @@ impl ManagerStats {
         }
         value.to_string()
     }
+}
+
+/// `1 − created / uses`, 0 when nothing ran.
+fn reuse(created: u64, uses: u64) -> f64 {
+    if uses == 0 {
+        return 0.0;
+    }
+    (1.0 - created as f64 / uses as f64).max(0.0)
 }
 
 #[cfg(test)]

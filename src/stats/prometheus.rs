@@ -9,102 +9,100 @@ impl ManagerStats {
     /// Prometheus text exposition (version 0.0.4). Label values are escaped.
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
-        type Getter = fn(&PoolStats) -> f64;
+        type Getter = fn(&PoolStats) -> Option<f64>;
         let metrics: [(&str, &str, &str, Getter); 16] = [
             (
                 "acquisitions_total",
                 "counter",
                 "Successful checkouts.",
-                |p| p.acquisitions as f64,
+                |p| Some(p.acquisitions as f64),
             ),
             (
                 "requests_total",
                 "counter",
-                "HTTP requests sent or WebSocket checkouts.",
-                |p| p.requests as f64,
+                "HTTP requests answered (no series for WebSocket pools: see acquisitions_total).",
+                |p| p.requests.map(|n| n as f64),
             ),
             (
                 "retries_total",
                 "counter",
                 "Idempotent requests retried on a fresh connection.",
-                |p| p.retries as f64,
+                |p| Some(p.retries as f64),
             ),
             (
                 "connections_created_total",
                 "counter",
                 "Real connections opened.",
-                |p| p.connections_created as f64,
+                |p| Some(p.connections_created as f64),
             ),
             (
                 "connect_failures_total",
                 "counter",
                 "Failed connection attempts.",
-                |p| p.connect_failures as f64,
+                |p| Some(p.connect_failures as f64),
             ),
             ("connections_open", "gauge", "Connections open now.", |p| {
-                p.connections_open as f64
+                Some(p.connections_open as f64)
             }),
             ("in_use", "gauge", "Connections checked out.", |p| {
-                p.in_use as f64
+                Some(p.in_use as f64)
             }),
-            ("idle", "gauge", "Idle connections.", |p| p.idle as f64),
+            ("idle", "gauge", "Idle connections.", |p| {
+                Some(p.idle as f64)
+            }),
             (
                 "waiting",
                 "gauge",
                 "Callers waiting for a connection.",
-                |p| p.waiting as f64,
+                |p| Some(p.waiting as f64),
             ),
             ("max_connections", "gauge", "The pool's cap.", |p| {
-                p.max as f64
+                Some(p.max as f64)
             }),
             (
                 "leaks_detected_total",
                 "counter",
                 "Connections held past the leak threshold.",
-                |p| p.leaks_detected as f64,
+                |p| Some(p.leaks_detected as f64),
             ),
             (
                 "reuse_ratio",
                 "gauge",
-                "1 - connections created / requests.",
-                PoolStats::reuse_rate,
+                "1 - connections created / uses (HTTP requests, WebSocket checkouts).",
+                |p| Some(p.reuse_rate()),
             ),
-            (
-                "error_ratio",
-                "gauge",
-                "Errors per attempt.",
-                PoolStats::error_rate,
-            ),
+            ("error_ratio", "gauge", "Errors per attempt.", |p| {
+                Some(p.error_rate())
+            }),
             (
                 "acquire_p50_seconds",
                 "gauge",
                 "Median checkout time.",
-                |p| p.acquire_time.p50_us / 1e6,
+                |p| Some(p.acquire_time.p50_us / 1e6),
             ),
             (
                 "acquire_p99_seconds",
                 "gauge",
                 "99th percentile checkout time.",
-                |p| p.acquire_time.p99_us / 1e6,
+                |p| Some(p.acquire_time.p99_us / 1e6),
             ),
             (
                 "acquire_max_seconds",
                 "gauge",
                 "Longest checkout time.",
-                |p| p.acquire_time.max_us / 1e6,
+                |p| Some(p.acquire_time.max_us / 1e6),
             ),
         ];
         for (name, kind, help, get) in metrics {
             let _ = writeln!(out, "# HELP backend_pool_{name} {help}");
             let _ = writeln!(out, "# TYPE backend_pool_{name} {kind}");
             for s in &self.services {
-                for p in s.pools() {
+                for (p, value) in s.pools().filter_map(|p| Some((p, get(p)?))) {
                     let _ = writeln!(
                         out,
-                        "backend_pool_{name}{{service=\"{}\",pool=\"{}\"}} {}",
+                        "backend_pool_{name}{{service=\"{}\",pool=\"{}\"}} {value}",
                         escape(&s.name),
-                        pool_label(p.kind),
-                        get(p)
+                        pool_label(p.kind)
                     );
                 }
             }

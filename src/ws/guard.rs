@@ -2,21 +2,23 @@
 
 use std::fmt;
 use std::io;
-use std::ops::Deref;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::message::Message;
+use super::{LeaseEnd, PooledSocket, WsPool};
+use crate::error::{Error, ErrorClass, Phase};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tungstenite::Message;
 
-use super::{LeaseEnd, PooledSocket, Socket, WsPool};
-use crate::error::{Error, ErrorClass, Phase};
-
-/// A WebSocket checked out of a pool: a lease. Send and read through the guard so errors are
-/// seen: a socket that failed or was closed is not returned to the pool. Dereferences to the
-/// tungstenite socket for inspection.
+/// A WebSocket checked out of a pool: a lease. Everything goes through the guard's methods
+/// (send, read, the addresses), so every error is seen: a socket that failed or was closed is
+/// not returned to the pool. Messages are the crate's own [`Message`]; the socket underneath
+/// is not reachable (its type belongs to a dependency that may change).
+///
+/// `WsGuard` is `Send` and `Sync`: a lease may move to another thread.
 ///
 /// **Ending a lease.** A socket goes back to the pool only when its lease ended at a quiet
 /// point: call [`WsGuard::finish`] once nothing the lease started is still running (for
@@ -117,7 +119,7 @@ impl WsGuard {
         conn.socket
             .get_mut()
             .set_deadline(crate::clock::deadline(Instant::now(), wait));
-        let result = conn.socket.send(message);
+        let result = conn.socket.send(message.into_wire());
         result.map_err(|e| match e {
             tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
                 self.broken = true;
@@ -135,6 +137,14 @@ impl WsGuard {
         self.send(Message::text(text))
     }
 
+    /// Sends a binary message.
+    ///
+    /// # Errors
+    /// As [`WsGuard::send`].
+    pub fn send_binary(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.send(Message::binary(bytes))
+    }
+
     /// Sends `value` as a JSON text message.
     ///
     /// # Errors
@@ -144,7 +154,7 @@ impl WsGuard {
             service: self.pool.core.name.clone(),
             source,
         })?;
-        self.send_text(&text)
+        self.send(Message::Text(text))
     }
 
     /// Reads the next text or binary message (pings are answered, pongs skipped), waiting at
@@ -171,18 +181,20 @@ impl WsGuard {
         loop {
             let result = self.conn().socket.read();
             match result {
-                Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
-                    self.cut_mid_message = false;
-                    return Ok(m);
-                }
-                Ok(Message::Close(_)) => {
+                Ok(tungstenite::Message::Close(_)) => {
                     self.broken = true;
                     self.pool.counters.error(ErrorClass::Closed);
                     return Err(Error::WebSocketClosed {
                         service: self.pool.core.name.clone(),
                     });
                 }
-                Ok(_) => {} // ping (answered) or pong; the deadline keeps running
+                // A ping (answered) or a pong is `None`: the deadline keeps running.
+                Ok(wire) => {
+                    if let Some(m) = Message::from_wire(wire) {
+                        self.cut_mid_message = false;
+                        return Ok(m);
+                    }
+                }
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),
@@ -215,6 +227,35 @@ impl WsGuard {
     /// Closes the socket instead of returning it.
     pub fn discard(mut self) {
         self.broken = true;
+    }
+
+    /// The local address of the socket's TCP connection (tells two pooled sockets apart).
+    ///
+    /// # Errors
+    /// As [`std::net::TcpStream::local_addr`].
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket_ref().get_ref().local_addr()
+    }
+
+    /// The server's address.
+    ///
+    /// # Errors
+    /// As [`std::net::TcpStream::peer_addr`].
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.socket_ref().get_ref().peer_addr()
+    }
+
+    /// True for a `wss://` socket (TLS).
+    pub fn is_tls(&self) -> bool {
+        self.socket_ref().get_ref().is_tls()
+    }
+
+    fn socket_ref(&self) -> &super::Socket {
+        &self
+            .conn
+            .as_ref()
+            .expect("socket present until drop")
+            .socket
     }
 
     fn timed_out(&self, phase: Phase, after: Duration) -> Error {
@@ -274,18 +315,6 @@ impl WsGuard {
                 .connection_failed(ErrorClass::Closed, err.chain().to_string());
         }
         err
-    }
-}
-
-impl Deref for WsGuard {
-    type Target = Socket;
-
-    fn deref(&self) -> &Socket {
-        &self
-            .conn
-            .as_ref()
-            .expect("socket present until drop")
-            .socket
     }
 }
 

@@ -53,6 +53,7 @@ use crate::stats::{CloseCause, PoolCounters, PoolStats};
 mod connect;
 mod frames;
 mod guard;
+pub(crate) mod message;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -140,7 +141,6 @@ impl WsPool {
         match &result {
             Ok(guard) => {
                 self.counters.acquisitions.fetch_add(1, Relaxed);
-                self.counters.requests.fetch_add(1, Relaxed);
                 self.counters.acquire_time.record(start.elapsed());
                 if let Some(conn) = guard.conn_ref() {
                     conn.lease.begin(start);

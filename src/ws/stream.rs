@@ -30,8 +30,8 @@ use rustls::pki_types::ServerName;
 use super::frames::Frames;
 
 /// The byte stream of a pooled WebSocket: TCP (or TLS over TCP) with a deadline per
-/// operation, signal-safe, and aware of where frames begin and end. Reached through
-/// [`Socket::get_ref`](tungstenite::WebSocket::get_ref) for inspection only.
+/// operation, signal-safe, and aware of where frames begin and end. Not public: callers see
+/// its addresses through [`WsGuard`](super::WsGuard).
 pub struct WsStream {
     io: Io,
     rx: Frames,

@@ -42,7 +42,7 @@ pub(crate) fn prepare<'py>(
         }
     }
     if let Some(t) = timeout {
-        req = req.timeout(seconds(t, "timeout")?);
+        req = req.total_timeout(seconds(t, "timeout")?);
     }
     if let Some(t) = wait_timeout {
         req = req.wait_timeout(seconds(t, "wait_timeout")?);

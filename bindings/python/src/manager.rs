@@ -219,20 +219,20 @@ impl PyPoolManager {
         Ok(PyStreamingResponse::new(service, response))
     }
 
-    /// Checks out a WebSocket of `service`, waiting at most `timeout` seconds (the service's
-    /// `wait_timeout_ms` by default).
-    #[pyo3(signature = (service, *, timeout=None))]
+    /// Checks out a WebSocket of `service`, waiting at most `wait_timeout` seconds for a free
+    /// socket (the service's `wait_timeout_ms` by default).
+    #[pyo3(signature = (service, *, wait_timeout=None))]
     fn websocket(
         &self,
         py: Python<'_>,
         service: &str,
-        timeout: Option<f64>,
+        wait_timeout: Option<f64>,
     ) -> PyResult<PyWebSocket> {
         let m = self.manager()?;
-        let wait = ws::wait(timeout)?;
+        let wait = ws::wait(wait_timeout)?;
         let guard = py
             .detach(|| match wait {
-                Some(w) => m.websocket_timeout(service, w),
+                Some(w) => m.websocket_wait(service, w),
                 None => m.websocket(service),
             })
             .map_err(to_py)?;

@@ -61,9 +61,9 @@ impl PyWebSocket {
                     None => g.read()?,
                 };
                 match msg {
-                    Message::Text(t) => return Ok(Received::Text(t.as_str().to_string())),
-                    Message::Binary(b) if !text_only => return Ok(Received::Binary(b.to_vec())),
-                    _ => continue,
+                    Message::Text(t) => return Ok(Received::Text(t)),
+                    Message::Binary(b) if !text_only => return Ok(Received::Binary(b)),
+                    Message::Binary(_) => continue,
                 }
             }
         })
@@ -101,11 +101,11 @@ impl PyWebSocket {
     /// Sends a text (`str`) or binary (`bytes`, `bytearray`) message.
     fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let message = if let Ok(s) = data.cast::<PyString>() {
-            Message::text(s.to_str()?.to_string())
+            Message::text(s.to_str()?)
         } else if let Ok(b) = data.cast::<PyBytes>() {
-            Message::binary(b.as_bytes().to_vec())
+            Message::binary(b.as_bytes())
         } else if let Ok(b) = data.extract::<Vec<u8>>() {
-            Message::binary(b)
+            Message::Binary(b)
         } else {
             return Err(PyTypeError::new_err("send() takes str or bytes"));
         };
@@ -194,6 +194,6 @@ impl Drop for PyWebSocket {
 }
 
 /// Used by `PoolManager.websocket`: the wait for a free socket.
-pub(crate) fn wait(timeout: Option<f64>) -> PyResult<Option<Duration>> {
-    timeout.map(|t| seconds(t, "timeout")).transpose()
+pub(crate) fn wait(wait_timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    wait_timeout.map(|t| seconds(t, "wait_timeout")).transpose()
 }

@@ -114,7 +114,7 @@ def test_gil_released_in_websocket_recv(manager):
     with Ticker() as ticker:
 
         def worker(i):
-            with manager.websocket("comfy", timeout=5) as ws:
+            with manager.websocket("comfy", wait_timeout=5) as ws:
                 ws.recv_json(timeout=2)
                 try:
                     ws.recv(timeout=0.8)

@@ -40,7 +40,7 @@ def test_secrets_are_sent_but_never_shown(secret_manager, caplog):
     with pytest.raises(backend_pool.BackendPoolError) as e:
         m.request("down", "GET", "/ok", timeout=2)
     texts.append(repr(e.value) + str(e.value))
-    with m.websocket("comfy", timeout=5) as ws:  # the handshake carries both too
+    with m.websocket("comfy", wait_timeout=5) as ws:  # the handshake carries both too
         texts.append(repr(ws))
     with m.stream("api", "GET", "/sse") as s:
         texts.append(repr(s))

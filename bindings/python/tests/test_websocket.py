@@ -80,7 +80,21 @@ def test_peer_close_discards_socket(manager):
 
 
 def test_discard(manager):
-    ws = manager.websocket("comfy", timeout=2)
+    ws = manager.websocket("comfy", wait_timeout=2)
     ws.discard()
     assert ws.closed
     assert manager.stats()["services"][1]["websocket"]["idle"] == 0
+
+
+def test_the_wait_for_a_socket_is_wait_timeout_and_a_pool_counts_checkouts(manager):
+    with pytest.raises(TypeError):
+        manager.websocket("comfy", timeout=2)  # the wait for a socket is `wait_timeout`
+    before = manager.stats()["services"][1]["websocket"]["acquisitions"]
+    for _ in range(2):
+        manager.websocket("comfy", wait_timeout=2).close()
+    pool = manager.stats()["services"][1]["websocket"]
+    assert pool["requests"] is None  # a WebSocket pool sends no requests
+    assert pool["acquisitions"] == before + 2
+    text = manager.prometheus()
+    assert 'backend_pool_acquisitions_total{service="comfy",pool="websocket"}' in text
+    assert 'backend_pool_requests_total{service="comfy",pool="websocket"}' not in text

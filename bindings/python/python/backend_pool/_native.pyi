@@ -75,8 +75,9 @@ class PoolManager:
         wait_timeout: float | None = None,
     ) -> StreamingResponse:
         """Like ``request`` with the body unread: for server-sent events and downloads."""
-    def websocket(self, service: str, *, timeout: float | None = None) -> WebSocket:
-        """Checks out a pooled WebSocket, waiting at most ``timeout`` seconds."""
+    def websocket(self, service: str, *, wait_timeout: float | None = None) -> WebSocket:
+        """Checks out a pooled WebSocket, waiting at most ``wait_timeout`` seconds for a free
+        socket (the service's ``wait_timeout_ms`` by default)."""
     def stats(self) -> dict[str, Any]:
         """A snapshot of every figure (after shutdown: the final one)."""
     def prometheus(self) -> str:
