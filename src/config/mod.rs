@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 pub(crate) use endpoint::{check_path, quoted, Endpoint};
+pub(crate) use headers::is_managed_header;
 use load::{Format, Source};
 use rules::MAX_DURATION_MS;
 pub use service::{HttpPoolConfig, Secret, ServiceConfig, WsPoolConfig};
