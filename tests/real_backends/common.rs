@@ -1,10 +1,12 @@
 //! Service definitions and request helpers the tests share: each backend's `ServiceConfig`,
 //! reading an SSE stream, following a ComfyUI prompt on its socket.
 
-use std::io::{self, BufRead};
+use std::io;
 use std::time::{Duration, Instant};
 
-use backend_pool::{Error, Message, PoolManager, Secret, ServiceConfig, WsGuard, WsPoolConfig};
+use backend_pool::{
+    Error, Message, PoolManager, Secret, ServiceConfig, StreamingResponse, WsGuard, WsPoolConfig,
+};
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -111,42 +113,34 @@ pub(crate) struct Sse {
     pub(crate) at: Instant,
 }
 
-/// Reads events until `last` returns true for one (inclusive), then the body to its end so
-/// the connection can be reused.
+/// Reads events (the crate's parser: `StreamingResponse::events`) until `last` returns true
+/// for one (inclusive), then the body to its end so the connection can be reused.
 pub(crate) fn read_sse(
-    body: &mut impl BufRead,
+    body: &mut StreamingResponse,
     mut last: impl FnMut(&Sse) -> bool,
 ) -> io::Result<Vec<Sse>> {
-    let mut events = Vec::new();
-    let (mut event, mut data) = (String::new(), String::new());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if body.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("stream ended after {} events: {events:?}", events.len()),
-            ));
-        }
-        let l = line.trim_end_matches(['\r', '\n']);
-        if let Some(v) = l.strip_prefix("event:") {
-            event = v.trim().to_string();
-        } else if let Some(v) = l.strip_prefix("data:") {
-            data = v.trim().to_string();
-        } else if l.is_empty() && (!event.is_empty() || !data.is_empty()) {
-            let e = Sse {
-                event: std::mem::take(&mut event),
-                data: std::mem::take(&mut data),
-                at: Instant::now(),
-            };
-            let done = last(&e);
-            events.push(e);
-            if done {
-                io::copy(body, &mut io::sink())?;
-                return Ok(events);
-            }
+    let (mut events, mut done) = (Vec::new(), false);
+    for event in body.events() {
+        let event = event?;
+        let e = Sse {
+            event: event.event,
+            data: event.data,
+            at: Instant::now(),
+        };
+        done = last(&e);
+        events.push(e);
+        if done {
+            break;
         }
     }
+    if !done {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("stream ended after {} events: {events:?}", events.len()),
+        ));
+    }
+    io::copy(body, &mut io::sink())?;
+    Ok(events)
 }
 
 /// What one ComfyUI prompt produced on its socket.
