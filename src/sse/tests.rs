@@ -29,8 +29,18 @@ fn types_and_data(text: &[u8]) -> Vec<(String, String)> {
     parse(text).into_iter().map(|e| (e.event, e.data)).collect()
 }
 
-fn pair(event: &str, data: &str) -> (String, String) {
-    (event.to_string(), data.to_string())
+/// Asserts the (type, data) of each event of `text`.
+fn expect(text: &[u8], want: &[(&str, &str)]) {
+    let want: Vec<_> = want
+        .iter()
+        .map(|(e, d)| (e.to_string(), d.to_string()))
+        .collect();
+    assert_eq!(
+        types_and_data(text),
+        want,
+        "{:?}",
+        String::from_utf8_lossy(text)
+    );
 }
 
 /// A reader that hands out `data` in reads of the given sizes (cycled); a read may also end
@@ -97,59 +107,49 @@ fn fields_event_data_id_retry() {
 
 #[test]
 fn data_lines_are_joined_with_line_feeds() {
-    assert_eq!(
-        types_and_data(b"data: YHOO\ndata: +2\ndata: 10\n\n"),
-        [pair("message", "YHOO\n+2\n10")]
+    expect(
+        b"data: YHOO\ndata: +2\ndata: 10\n\n",
+        &[("message", "YHOO\n+2\n10")],
     );
     // An empty data line is an empty line of the data.
-    assert_eq!(
-        types_and_data(b"data: a\ndata:\ndata: b\n\n"),
-        [pair("message", "a\n\nb")]
-    );
+    expect(b"data: a\ndata:\ndata: b\n\n", &[("message", "a\n\nb")]);
 }
 
 #[test]
 fn the_type_is_message_when_none_or_empty() {
-    assert_eq!(
-        types_and_data(b"data: 1\n\nevent:\ndata: 2\n\nevent\ndata: 3\n\n"),
-        [
-            pair("message", "1"),
-            pair("message", "2"),
-            pair("message", "3")
-        ]
+    expect(
+        b"data: 1\n\nevent:\ndata: 2\n\nevent\ndata: 3\n\n",
+        &[("message", "1"), ("message", "2"), ("message", "3")],
     );
     // The type does not carry over to the next event.
-    assert_eq!(
-        types_and_data(b"event: a\ndata: 1\n\ndata: 2\n\n"),
-        [pair("a", "1"), pair("message", "2")]
+    expect(
+        b"event: a\ndata: 1\n\ndata: 2\n\n",
+        &[("a", "1"), ("message", "2")],
     );
 }
 
 #[test]
 fn a_single_leading_space_is_removed_from_a_value_and_only_one() {
-    assert_eq!(
-        types_and_data(b"data:test\n\ndata: test\n\ndata:  test\n\ndata:\ttest\n\n"),
-        [
-            pair("message", "test"),
-            pair("message", "test"),
-            pair("message", " test"),
-            pair("message", "\ttest"),
-        ]
+    expect(
+        b"data:test\n\ndata: test\n\ndata:  test\n\ndata:\ttest\n\n",
+        &[
+            ("message", "test"),
+            ("message", "test"),
+            ("message", " test"),
+            ("message", "\ttest"),
+        ],
     );
     // Only the first colon splits: the rest belongs to the value.
-    assert_eq!(
-        types_and_data(b"data: a: b:c\n\n"),
-        [pair("message", "a: b:c")]
-    );
+    expect(b"data: a: b:c\n\n", &[("message", "a: b:c")]);
 }
 
 #[test]
 fn a_field_without_a_colon_has_an_empty_value() {
     // The standard's example: "data" alone fires an event with empty data; two of them, a
     // single line feed; the last block has no blank line after it and is discarded.
-    assert_eq!(
-        types_and_data(b"data\n\ndata\ndata\n\ndata:"),
-        [pair("message", ""), pair("message", "\n")]
+    expect(
+        b"data\n\ndata\ndata\n\ndata:",
+        &[("message", ""), ("message", "\n")],
     );
     // An `id` without a value resets the last event ID.
     let events = parse(b"id: 1\ndata: a\n\nid\ndata: b\n\n");
@@ -235,9 +235,9 @@ fn comments_are_heartbeats_skipped_and_counted() {
 
 #[test]
 fn a_blank_line_dispatches_and_a_block_without_data_is_not_dispatched() {
-    assert_eq!(
-        types_and_data(b"event: ping\n\nid: 3\n\nretry: 1\n\n\n\n\ndata: x\n\n"),
-        [pair("message", "x")]
+    expect(
+        b"event: ping\n\nid: 3\n\nretry: 1\n\n\n\n\ndata: x\n\n",
+        &[("message", "x")],
     );
 }
 
@@ -246,10 +246,7 @@ fn an_event_the_stream_ends_in_is_discarded() {
     assert!(parse(b"data: x").is_empty());
     assert!(parse(b"data: x\n").is_empty());
     assert!(parse(b"data: x\r").is_empty());
-    assert_eq!(
-        types_and_data(b"data: a\n\ndata: b\n"),
-        [pair("message", "a")]
-    );
+    expect(b"data: a\n\ndata: b\n", &[("message", "a")]);
     // After the end, the end again.
     let mut events = Events::new(&b"data: a\n\ndata: b"[..]);
     assert!(events.next().unwrap().is_ok());
@@ -258,19 +255,18 @@ fn an_event_the_stream_ends_in_is_discarded() {
 
 #[test]
 fn cr_lf_and_crlf_end_lines_also_mixed() {
-    let want = [pair("a", "1\n2"), pair("message", "3")];
     for text in [
         &b"event: a\ndata: 1\ndata: 2\n\ndata: 3\n\n"[..],
         b"event: a\rdata: 1\rdata: 2\r\rdata: 3\r\r",
         b"event: a\r\ndata: 1\r\ndata: 2\r\n\r\ndata: 3\r\n\r\n",
         b"event: a\r\ndata: 1\rdata: 2\n\r\ndata: 3\r\r\n",
     ] {
-        assert_eq!(types_and_data(text), want, "{text:?}");
+        expect(text, &[("a", "1\n2"), ("message", "3")]);
     }
     // LF CR is two line endings (a blank line), CR LF one.
-    assert_eq!(
-        types_and_data(b"data: a\n\rdata: b\r\n\r\n"),
-        [pair("message", "a"), pair("message", "b")]
+    expect(
+        b"data: a\n\rdata: b\r\n\r\n",
+        &[("message", "a"), ("message", "b")],
     );
 }
 
@@ -288,42 +284,33 @@ fn a_crlf_split_across_reads_is_one_line_ending() {
 
 #[test]
 fn one_leading_byte_order_mark_is_stripped() {
-    assert_eq!(
-        types_and_data(b"\xEF\xBB\xBFdata: a\n\n"),
-        [pair("message", "a")]
-    );
+    expect(b"\xEF\xBB\xBFdata: a\n\n", &[("message", "a")]);
     // Only one: a second makes the first field's name "\u{FEFF}data", an unknown field.
-    assert_eq!(
-        types_and_data(b"\xEF\xBB\xBF\xEF\xBB\xBFdata: a\n\ndata: b\n\n"),
-        [pair("message", "b")]
+    expect(
+        b"\xEF\xBB\xBF\xEF\xBB\xBFdata: a\n\ndata: b\n\n",
+        &[("message", "b")],
     );
     // Only at the start of the stream.
-    assert_eq!(
-        types_and_data(b"data: a\n\n\xEF\xBB\xBFdata: b\n\n"),
-        [pair("message", "a")]
-    );
+    expect(b"data: a\n\n\xEF\xBB\xBFdata: b\n\n", &[("message", "a")]);
     // In a value it is kept.
-    assert_eq!(
-        types_and_data(b"data: \xEF\xBB\xBFb\n\n"),
-        [pair("message", "\u{FEFF}b")]
-    );
+    expect(b"data: \xEF\xBB\xBFb\n\n", &[("message", "\u{FEFF}b")]);
     // A stream that is a byte order mark and a blank line: nothing.
     assert!(parse(b"\xEF\xBB\xBF\n\n").is_empty());
 }
 
 #[test]
 fn field_names_are_case_sensitive_and_unknown_fields_ignored() {
-    assert_eq!(
-        types_and_data(b"Data: a\nEVENT: b\nfoo: c\ndata : d\n data: e\ndata: f\n\n"),
-        [pair("message", "f")]
+    expect(
+        b"Data: a\nEVENT: b\nfoo: c\ndata : d\n data: e\ndata: f\n\n",
+        &[("message", "f")],
     );
 }
 
 #[test]
 fn invalid_utf8_becomes_replacement_characters() {
-    assert_eq!(
-        types_and_data(b"event: \xFFx\ndata: caf\xC3\xA9 \xE2\x82\n\n"),
-        [pair("\u{FFFD}x", "caf\u{e9} \u{FFFD}")]
+    expect(
+        b"event: \xFFx\ndata: caf\xC3\xA9 \xE2\x82\n\n",
+        &[("\u{FFFD}x", "caf\u{e9} \u{FFFD}")],
     );
 }
 
@@ -366,10 +353,7 @@ fn litellm_and_gradio_streams() {
     let done: serde_json::Value = serde_json::from_str(&events[3].data).unwrap();
     assert_eq!(done[0]["video"], "mock_32a33f2a.mp4");
     // Gradio's error for a call with missing inputs.
-    assert_eq!(
-        types_and_data(b"event: error\ndata: null\n\n"),
-        [pair("error", "null")]
-    );
+    expect(b"event: error\ndata: null\n\n", &[("error", "null")]);
 }
 
 // ---- limits and errors ---------------------------------------------------------------------
@@ -395,32 +379,37 @@ fn endless(pattern: &'static [u8]) -> io::BufReader<Endless> {
 }
 
 #[test]
-fn an_endless_line_fails_at_the_limit_and_names_it() {
-    let mut events = Events::new(endless(b"data: xxxxxxxxxxxxxxxx")).max_event_bytes(100_000);
-    let err = events.next().unwrap().unwrap_err();
-    assert!(
-        matches!(err, Error::LineTooLong { limit: 100_000 }),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("100000 bytes"), "{err}");
-    // It read no more than the limit and a buffer past it.
-    assert!(events.get_ref().get_ref().at <= 100_000 + 2 * 4096);
-    assert!(events.next().is_none(), "fused after an error");
+fn an_endless_line_or_event_fails_at_the_limit_and_names_it() {
+    // What repeats, and how many of its bytes are kept.
+    for (pattern, kept) in [
+        (&b"data: xxxxxxxxxxxxxxxx"[..], 22),
+        (b"data: 0123456789\n", 11),
+    ] {
+        let mut events = Events::new(endless(pattern)).max_event_bytes(100_000);
+        let err = events.next().unwrap().unwrap_err();
+        let line = !pattern.contains(&b'\n');
+        assert!(
+            matches!(
+                (&err, line),
+                (Error::LineTooLong { limit: 100_000 }, true)
+                    | (Error::EventTooLarge { limit: 100_000 }, false)
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("100000 bytes"), "{err}");
+        // It stopped once the limit was kept (having read at most a buffer more).
+        let read = events.get_ref().get_ref().at;
+        assert!(
+            read / pattern.len() * kept <= 100_000 + 2 * 4096,
+            "{read} bytes read"
+        );
+        assert!(events.next().is_none(), "fused after an error");
+    }
 }
 
 #[test]
-fn an_endless_event_fails_at_the_limit_and_names_it() {
-    let mut events = Events::new(endless(b"data: 0123456789\n")).max_event_bytes(100_000);
-    let err = events.next().unwrap().unwrap_err();
-    assert!(
-        matches!(err, Error::EventTooLarge { limit: 100_000 }),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("100000 bytes"), "{err}");
-    // 11 bytes kept of each 17-byte line: it stopped once 100 000 were kept.
-    let lines = events.get_ref().get_ref().at / 17;
-    assert!(lines * 11 <= 100_000 + 2 * 4096, "{lines} lines read");
-    // Endless comments and unknown fields hold nothing: they are read, never kept.
+fn endless_comments_and_unknown_fields_hold_nothing() {
+    // They are read, never kept.
     let mut parser = Parser::new().max_event_bytes(64);
     let mut comments = endless(b": ping\nfoo: bar\n").take(100_000);
     assert_eq!(parser.next_event(&mut comments).unwrap(), None);
