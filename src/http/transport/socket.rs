@@ -194,13 +194,21 @@ struct SocketIo<'a> {
     armed: &'a mut Armed,
 }
 
-impl Read for SocketIo<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl SocketIo<'_> {
+    /// Runs `op` until it completes: armed with the time left (`timeout` picks the direction's
+    /// armed value, `set` sets it on the socket), resumed after a signal or after the socket
+    /// timeout expired while the deadline has not.
+    fn resume(
+        &mut self,
+        timeout: fn(&mut Armed) -> &mut Option<Duration>,
+        set: fn(&TcpStream, Option<Duration>) -> io::Result<()>,
+        mut op: impl FnMut(&TcpStream) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         loop {
             let left = self.deadline.left()?;
             let stream = self.stream;
-            arm(&mut self.armed.read, left, |d| stream.set_read_timeout(d))?;
-            match (&*self.stream).read(buf) {
+            arm(timeout(self.armed), left, |d| set(stream, d))?;
+            match op(stream) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // The socket timeout expired: loop to see whether the deadline has too.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && left.is_some() => {}
@@ -210,18 +218,23 @@ impl Read for SocketIo<'_> {
     }
 }
 
+impl Read for SocketIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.resume(
+            |a| &mut a.read,
+            TcpStream::set_read_timeout,
+            |mut s| s.read(buf),
+        )
+    }
+}
+
 impl Write for SocketIo<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            let left = self.deadline.left()?;
-            let stream = self.stream;
-            arm(&mut self.armed.write, left, |d| stream.set_write_timeout(d))?;
-            match (&*self.stream).write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && left.is_some() => {}
-                result => return result,
-            }
-        }
+        self.resume(
+            |a| &mut a.write,
+            TcpStream::set_write_timeout,
+            |mut s| s.write(buf),
+        )
     }
 
     fn flush(&mut self) -> io::Result<()> {
