@@ -365,9 +365,12 @@ fn events_reads_a_stream_as_server_sent_events_and_keeps_its_connection() {
     let server = stream_server();
     let m = manager(service("svc", &server.http_url()));
     let http = m.http("svc").unwrap();
+    let read = |path: &str| -> Vec<backend_pool::sse::Event> {
+        let mut s = http.get(path).stream(b"").unwrap();
+        s.events().map(Result::unwrap).collect()
+    };
     for _ in 0..3 {
-        let mut s = http.get("/done").stream(b"").unwrap();
-        let events: Vec<_> = s.events().map(Result::unwrap).collect();
+        let events = read("/done");
         let types: Vec<_> = events.iter().map(|e| e.event.as_str()).collect();
         assert_eq!(types[..5], ["generating"; 5]);
         assert_eq!(types[5..], ["complete"]);
@@ -375,9 +378,7 @@ fn events_reads_a_stream_as_server_sent_events_and_keeps_its_connection() {
         assert_eq!(events[5].data, "[\"done\"]");
     }
     // 64 events of 64 KiB, in chunks: all of them; a lower limit stops at the first.
-    let mut s = http.get("/big").stream(b"").unwrap();
-    assert_eq!(s.events().map(Result::unwrap).count(), 64);
-    drop(s);
+    assert_eq!(read("/big").len(), 64);
     assert_eq!(
         server.accepted(),
         1,
