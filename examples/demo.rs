@@ -21,12 +21,15 @@
 //! (see `support/logging.rs`).
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, Read};
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use backend_pool::{ManagerConfig, ManagerStats, PoolManager, PoolStats, Secret, ServiceConfig};
+use backend_pool::{
+    ErrorChain, ManagerConfig, ManagerStats, PoolManager, PoolStats, Secret, ServiceConfig,
+    StreamingResponse,
+};
 use backend_pool_testkit::{backends, TestServer};
 
 #[path = "support/logging.rs"]
@@ -456,32 +459,16 @@ fn check_status(what: &str, status: u16) -> Op {
 
 /// Reads server-sent events until `done(event, data)` holds, then drains the body to its end
 /// (a body dropped early closes the connection instead of returning it to the pool).
-fn read_sse(body: &mut impl BufRead, mut done: impl FnMut(&str, &str) -> bool) -> Op {
-    let mut event = String::new();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if body
-            .read_line(&mut line)
-            .map_err(|e| format!("reading SSE: {e}"))?
-            == 0
-        {
-            return Err("SSE stream ended before its last event".into());
-        }
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
-            event.clear();
-        } else if let Some(name) = line.strip_prefix("event:") {
-            event = name.trim().to_string();
-        } else if let Some(data) = line.strip_prefix("data:") {
-            if done(&event, data.trim()) {
-                break;
-            }
+fn read_sse(body: &mut StreamingResponse, mut done: impl FnMut(&str, &str) -> bool) -> Op {
+    for event in body.events() {
+        let event = event.map_err(|e| format!("reading SSE: {}", ErrorChain::new(&e)))?;
+        if done(&event.event, &event.data) {
+            return io::copy(&mut body.take(1 << 20), &mut io::sink())
+                .map(drop)
+                .map_err(|e| format!("draining SSE: {e}"));
         }
     }
-    io::copy(&mut body.take(1 << 20), &mut io::sink())
-        .map(drop)
-        .map_err(|e| format!("draining SSE: {e}"))
+    Err("SSE stream ended before its last event".into())
 }
 
 /// A 0.1 s, 16 kHz mono 16-bit WAV (a 440 Hz-ish triangle wave).

@@ -91,6 +91,7 @@ mod manager;
 mod registry;
 mod service;
 mod slots;
+pub mod sse;
 mod stats;
 mod sync;
 mod ws;

@@ -360,6 +360,36 @@ fn a_stream_dropped_right_after_its_last_event_keeps_its_connection() {
     assert_eq!(server.accepted(), 1);
 }
 
+#[test]
+fn events_reads_a_stream_as_server_sent_events_and_keeps_its_connection() {
+    let server = stream_server();
+    let m = manager(service("svc", &server.http_url()));
+    let http = m.http("svc").unwrap();
+    let read = |path: &str| -> Vec<backend_pool::sse::Event> {
+        let mut s = http.get(path).stream(b"").unwrap();
+        s.events().map(Result::unwrap).collect()
+    };
+    for _ in 0..3 {
+        let events = read("/done");
+        let types: Vec<_> = events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(types[..5], ["generating"; 5]);
+        assert_eq!(types[5..], ["complete"]);
+        assert_eq!(events[2].data, "[2] ");
+        assert_eq!(events[5].data, "[\"done\"]");
+    }
+    // 64 events of 64 KiB, in chunks: all of them; a lower limit stops at the first.
+    assert_eq!(read("/big").len(), 64);
+    assert_eq!(
+        server.accepted(),
+        1,
+        "streams read to their end keep the connection"
+    );
+    let mut s = http.get("/big").stream(b"").unwrap();
+    let mut events = backend_pool::sse::Events::new(&mut s).max_event_bytes(16 * 1024);
+    let err = events.next().unwrap().unwrap_err();
+    assert!(err.to_string().contains("16384 bytes"), "{err}");
+}
+
 // ---- shutdown ------------------------------------------------------------------------------
 
 #[test]

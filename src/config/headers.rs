@@ -1,6 +1,6 @@
 //! What a service sends on every request and handshake: its headers and its bearer token.
 //! Names must be tokens and values must be what both clients send as is, each name once, none
-//! the pool sets itself, and the whole set must fit in ureq's write buffer with a request
+//! the pool sets itself ([`is_managed_header`], also applied to each request's headers), and the whole set must fit in ureq's write buffer with a request
 //! line (ureq writes a request head into that buffer whole, or fails every request).
 
 use std::collections::HashMap;
@@ -39,7 +39,7 @@ impl ServiceConfig {
                 )));
             }
             let lower = name.to_ascii_lowercase();
-            if RESERVED_HEADERS.contains(&lower.as_str()) {
+            if is_managed_header(&lower) {
                 return Err(fail(format!(
                     "'{name}' is set by the pool or the WebSocket handshake itself"
                 )));
@@ -199,21 +199,35 @@ pub(crate) fn is_token(value: &str) -> bool {
     !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Headers the pool or the WebSocket handshake set themselves: one from the configuration
-/// would break framing or the upgrade on every request.
-pub(crate) const RESERVED_HEADERS: [&str; 11] = [
-    "connection",
+/// Headers the pool sets itself, the one list both checks use: a service's configuration
+/// (sent on every request and handshake) and a request may set none of them.
+///
+/// * `Host` would re-target the request at another virtual host (the client sends a given
+///   `Host` instead of the URL's).
+/// * `Content-Length` and `Transfer-Encoding` are set from the body: a second opinion
+///   desynchronises the connection (request smuggling).
+/// * The hop-by-hop headers would change the pooled connection's fate behind the pool's back.
+/// * The WebSocket handshake's own headers would break the upgrade.
+const MANAGED_HEADERS: [&str; 13] = [
+    "host",
     "content-length",
+    "transfer-encoding",
+    "connection",
     "keep-alive",
+    "proxy-connection",
     "te",
     "trailer",
-    "transfer-encoding",
     "upgrade",
     "sec-websocket-accept",
     "sec-websocket-extensions",
     "sec-websocket-key",
     "sec-websocket-version",
 ];
+
+/// Whether the pool sets the header `name` (any case) itself: see [`MANAGED_HEADERS`].
+pub(crate) fn is_managed_header(name: &str) -> bool {
+    MANAGED_HEADERS.iter().any(|m| m.eq_ignore_ascii_case(name))
+}
 
 #[cfg(test)]
 mod tests {
@@ -224,5 +238,28 @@ mod tests {
         assert!(is_header_name("X-Api-Key") && !is_header_name("X Key") && !is_header_name(""));
         assert!(is_header_value("a b\tc") && !is_header_value("a\r\nb") && !is_header_value("é"));
         assert!(is_token("sk-1234") && !is_token("sk 1") && !is_token(""));
+    }
+
+    #[test]
+    fn a_configured_header_may_not_set_what_a_request_may_not() {
+        // `Host` would send every request to another virtual host (ureq sends a configured
+        // Host instead of the URL's); `Proxy-Connection` is hop-by-hop. Per request both are
+        // refused, so a service's configuration may not set them either.
+        for name in [
+            "Host",
+            "proxy-connection",
+            "Content-Length",
+            "Sec-WebSocket-Key",
+        ] {
+            let mut config = ServiceConfig::litellm();
+            config.headers.insert(name.into(), "x".into());
+            let bad = config.check_headers().expect_err(name);
+            assert_eq!(bad.field, "headers", "{name}");
+            assert!(
+                bad.reason.contains("set by the pool"),
+                "{name}: {}",
+                bad.reason
+            );
+        }
     }
 }

@@ -87,8 +87,9 @@ pub struct ServiceConfig {
     pub bearer_token_env: Option<String>,
     /// Extra headers sent on every HTTP request and WebSocket handshake. Names are HTTP tokens
     /// (letters, digits, ``!#$%&'*+-.^_`|~``), each at most once ignoring case, and not one the
-    /// pool sets itself (`Connection`, `Content-Length`, `Transfer-Encoding`, `Upgrade`,
-    /// `Sec-WebSocket-*`, …, and `Authorization` when a bearer token is configured); values
+    /// pool sets itself (`Host`, `Connection`, `Content-Length`, `Transfer-Encoding`,
+    /// `Upgrade`, `Sec-WebSocket-*`, …: the list a request is held to too, and `Authorization`
+    /// when a bearer token is configured); values
     /// are visible ASCII, spaces and tabs. Defaults to none.
     pub headers: BTreeMap<String, String>,
     /// Headers whose values are secrets (API keys): sent like `headers`, under the same rules,

@@ -159,6 +159,30 @@ impl StreamingResponse {
     pub fn headers(&self) -> &[(String, String)] {
         &self.headers
     }
+
+    /// The body's server-sent events, read as they arrive: see [`crate::sse`] for the rules,
+    /// the limit and the errors (a read timeout is `sse::Error::Io` with
+    /// `ErrorKind::TimedOut`). Reads from where the stream is; [`crate::sse::Events::new`]
+    /// takes the stream itself instead of borrowing it.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let manager = backend_pool::PoolManager::new(backend_pool::ManagerConfig::default())?;
+    /// let body = serde_json::json!({"model": "mock-gpt", "stream": true, "messages": []});
+    /// let body = serde_json::to_vec(&body)?;
+    /// let mut stream = manager.http("litellm")?.post("/v1/chat/completions").stream(&body)?;
+    /// for event in stream.events() {
+    ///     let event = event?;
+    ///     if event.data == "[DONE]" {
+    ///         break;
+    ///     }
+    ///     println!("{}", event.data);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn events(&mut self) -> crate::sse::Events<&mut StreamingResponse> {
+        crate::sse::Events::new(self)
+    }
 }
 
 impl fmt::Debug for StreamingResponse {

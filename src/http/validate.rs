@@ -16,24 +16,8 @@
 use ureq::http::header::{HeaderMap, HeaderName, HeaderValue};
 use ureq::http::{Method, Uri};
 
-use crate::config::{check_path, quoted, Endpoint};
+use crate::config::{check_path, is_managed_header, quoted, Endpoint};
 use crate::service::Header;
-
-/// Headers the pool sets itself or that would re-target or re-frame the request: `Host`
-/// (another virtual host), `Content-Length` and `Transfer-Encoding` (set from the body; a
-/// second opinion desynchronises the connection: request smuggling), and the hop-by-hop
-/// headers that would change the pooled connection's fate behind the pool's back.
-pub(super) const MANAGED_HEADERS: [&str; 9] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-connection",
-];
 
 /// The methods sent (ureq sends no others; `CONNECT` would open a tunnel to another host).
 const METHODS: [&str; 8] = [
@@ -106,10 +90,10 @@ pub(super) fn target(
     for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("header name {name:?} is not a valid token"))?;
-        if MANAGED_HEADERS.contains(&name.as_str()) {
+        if is_managed_header(name.as_str()) {
             return Err(format!(
-                "header '{name}' is set by the pool (framing, routing, connection reuse) and \
-                 cannot be set per request"
+                "header '{name}' is set by the pool (framing, routing, connection reuse, the \
+                 WebSocket handshake) and cannot be set per request"
             ));
         }
         // The value may be a secret (an API key): never quoted.
@@ -188,5 +172,20 @@ mod tests {
         assert_eq!(header_value("a\0").unwrap_err(), "a control character");
         assert_eq!(header_value("a\u{7f}").unwrap_err(), "a control character");
         assert_eq!(header_value("é").unwrap_err(), "a non-ASCII character");
+    }
+
+    #[test]
+    fn a_request_may_not_set_what_a_configuration_may_not() {
+        let endpoint = Endpoint::parse("http://127.0.0.1:8000").unwrap();
+        let base = endpoint.http_base();
+        let send = |name: &str| {
+            let headers = [(name.to_string(), "x".to_string())];
+            target(&endpoint, &base, &[], "GET", "/x", &headers, 0, 4096).map(drop)
+        };
+        assert!(send("X-Ok").is_ok());
+        for name in ["Host", "Proxy-Connection", "Upgrade", "Sec-WebSocket-Key"] {
+            let why = send(name).expect_err(name);
+            assert!(why.contains("set by the pool"), "{name}: {why}");
+        }
     }
 }

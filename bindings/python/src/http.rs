@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, Read};
 
+use backend_pool::sse::Parser;
 use backend_pool::{HttpClient, RequestBuilder, StreamingResponse};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -278,52 +279,6 @@ fn strip_eol(mut line: Vec<u8>) -> Vec<u8> {
     line
 }
 
-/// One server-sent event.
-struct Event {
-    event: String,
-    data: String,
-    id: Option<String>,
-}
-
-/// Reads the next event (`None` at the end of the stream); comments are skipped.
-fn read_event(s: &mut StreamingResponse) -> std::io::Result<Option<Event>> {
-    let mut event: Option<String> = None;
-    let mut data: Vec<String> = Vec::new();
-    let mut id = None;
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = s.read_until(b'\n', &mut buf)?;
-        let line = String::from_utf8_lossy(&strip_eol(std::mem::take(&mut buf))).into_owned();
-        if n == 0 || line.is_empty() {
-            if event.is_some() || !data.is_empty() {
-                return Ok(Some(Event {
-                    event: event.unwrap_or_else(|| "message".into()),
-                    data: data.join("\n"),
-                    id,
-                }));
-            }
-            if n == 0 {
-                return Ok(None);
-            }
-            continue;
-        }
-        if line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()),
-            None => (line, String::new()),
-        };
-        match field.as_str() {
-            "event" => event = Some(value),
-            "data" => data.push(value),
-            "id" => id = Some(value),
-            _ => {}
-        }
-    }
-}
-
 #[pymethods]
 impl PyStreamingResponse {
     /// The status code.
@@ -411,10 +366,16 @@ impl PyStreamingResponse {
         })
     }
 
-    /// An iterator over server-sent events as dicts `{"event", "data", "id"}` (`event`
-    /// defaults to "message"; comment lines are skipped).
+    /// An iterator over server-sent events as dicts `{"event", "data", "id", "retry"}`, read
+    /// by the core's parser (`backend_pool::sse`, the WHATWG rules): `event` defaults to
+    /// "message"; `id` is the last event ID so far (None when there is none); `retry` is the
+    /// reconnection time in ms the event's lines set (None when they set none); comment lines
+    /// (heartbeats) are skipped; an event the stream ends in before its blank line is dropped.
     fn iter_events(slf: Py<Self>) -> Events {
-        Events { stream: slf }
+        Events {
+            stream: slf,
+            parser: Mutex::new(Parser::new()),
+        }
     }
 
     /// Closes the stream: the connection is reused if the body was read to its end, closed
@@ -498,10 +459,12 @@ impl Chunks {
     }
 }
 
-/// Iterator over a stream's server-sent events.
+/// Iterator over a stream's server-sent events: the core's parser, whose state (a line begun,
+/// the last event ID) lives here between calls while the stream stays in its response.
 #[pyclass(frozen, module = "backend_pool")]
 pub(crate) struct Events {
     stream: Py<PyStreamingResponse>,
+    parser: Mutex<Parser>,
 }
 
 #[pymethods]
@@ -511,13 +474,19 @@ impl Events {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(ev) = self.stream.get().with_stream(py, read_event)? else {
+        let parser = &self.parser;
+        let next = self
+            .stream
+            .get()
+            .with_stream(py, |s| Ok(parser.lock().next_event(s)?))?;
+        let Some(ev) = next else {
             return Ok(None);
         };
         let d = PyDict::new(py);
         d.set_item("event", ev.event)?;
         d.set_item("data", ev.data)?;
-        d.set_item("id", ev.id)?;
+        d.set_item("id", (!ev.id.is_empty()).then_some(ev.id))?;
+        d.set_item("retry", ev.retry.map(|r| r.as_millis() as u64))?;
         Ok(Some(d))
     }
 }

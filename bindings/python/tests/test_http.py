@@ -149,6 +149,9 @@ def test_stream_server_sent_events(manager):
     assert json.loads(events[1]["data"]) == {"i": 1} and events[1]["id"] == "1"
     assert events[4]["data"] == "line one\nline two"
     assert events[-1]["data"] == "[DONE]"
+    # The core's parser (WHATWG): the last event ID persists for the events after it.
+    assert [e["id"] for e in events] == ["0", "1", "2", "2", "2", "2"]
+    assert all(e["retry"] is None for e in events)
     with pytest.raises(ValueError):
         s.read()
 

@@ -1,298 +1,25 @@
-//! The socket layer under ureq: [`PoolResolver`], [`PoolConnector`] and [`PoolTransport`]
-//! (see the parent module's docs), and [`SocketIo`], which runs every read and write against
-//! one deadline and resumes it after a signal.
+//! The socket layer under ureq: [`PoolResolver`] (in `resolve`), [`PoolConnector`] (in
+//! `connect`) and, here, [`PoolTransport`] (see the parent module's docs), and [`SocketIo`],
+//! which runs every read and write against one deadline and resumes it after a signal.
+
+mod connect;
+mod resolve;
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{mpsc, Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::time::Duration as UreqDuration;
-use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, NextTimeout, ShutdownHandle, Transport,
-};
+use ureq::unversioned::transport::{Buffers, NextTimeout, Transport};
 
 use super::buffers::PoolBuffers;
 use super::Wire;
-use crate::stats::{CloseCause, PoolCounters};
-
-/// Resolves the service's host only.
-pub(super) struct PoolResolver {
-    host: String,
-    port: u16,
-}
-
-impl PoolResolver {
-    pub(super) fn new(host: &str, port: u16) -> PoolResolver {
-        PoolResolver {
-            host: host.to_string(),
-            port,
-        }
-    }
-}
-
-impl fmt::Debug for PoolResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PoolResolver({}:{})", self.host, self.port)
-    }
-}
-
-impl Resolver for PoolResolver {
-    fn resolve(
-        &self,
-        uri: &ureq::http::Uri,
-        _: &ureq::config::Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let host = uri.host().unwrap_or_default();
-        let port = uri.port_u16().or(match uri.scheme_str() {
-            Some("https") => Some(443),
-            Some("http") => Some(80),
-            _ => None,
-        });
-        if !host.eq_ignore_ascii_case(&self.host) || port != Some(self.port) {
-            return Err(ureq::Error::Io(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "refused to connect to '{host}:{}': this pool connects only to '{}:{}'",
-                    port.unwrap_or(0),
-                    self.host,
-                    self.port
-                ),
-            )));
-        }
-        let mut addrs = self.empty();
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            addrs.push(SocketAddr::new(ip, self.port));
-            return Ok(addrs);
-        }
-        for addr in lookup(bare, self.port, Deadline::new(timeout))? {
-            if addrs.try_push(addr).is_err() {
-                break;
-            }
-        }
-        if addrs.is_empty() {
-            return Err(ureq::Error::HostNotFound);
-        }
-        Ok(addrs)
-    }
-}
-
-/// Looks `host` up on a helper thread (the system resolver blocks and knows no deadline).
-/// A lookup past the deadline is abandoned; its thread ends with the lookup.
-fn lookup(host: &str, port: u16, deadline: Deadline) -> Result<Vec<SocketAddr>, ureq::Error> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    let name = host.to_string();
-    std::thread::Builder::new()
-        .name("resolve".into())
-        .spawn(move || {
-            let _ = tx.send((name.as_str(), port).to_socket_addrs());
-        })
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot resolve '{host}': no thread for the lookup: {e}"),
-            )
-        })?;
-    let answer = match deadline.left() {
-        Ok(None) => rx.recv().ok(),
-        Ok(Some(left)) => match rx.recv_timeout(left) {
-            Ok(answer) => Some(answer),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                return Err(ureq::Error::Timeout(deadline.reason))
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => None,
-        },
-        Err(_) => return Err(ureq::Error::Timeout(deadline.reason)),
-    };
-    match answer {
-        Some(Ok(addrs)) => Ok(addrs.collect()),
-        Some(Err(e)) => {
-            Err(io::Error::new(e.kind(), format!("cannot resolve '{host}': {e}")).into())
-        }
-        None => Err(io::Error::other(format!("cannot resolve '{host}': the lookup ended")).into()),
-    }
-}
-
-// --- Connector ------------------------------------------------------------------------------
-
-/// Connects TCP (and TLS for `https`) and counts every real connect.
-pub(super) struct PoolConnector {
-    counters: Arc<PoolCounters>,
-    wire: Arc<Wire>,
-    tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl PoolConnector {
-    pub(super) fn new(
-        counters: &Arc<PoolCounters>,
-        wire: &Arc<Wire>,
-        tls: Option<Arc<rustls::ClientConfig>>,
-    ) -> PoolConnector {
-        PoolConnector {
-            counters: Arc::clone(counters),
-            wire: Arc::clone(wire),
-            tls,
-        }
-    }
-}
-
-impl fmt::Debug for PoolConnector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PoolConnector")
-    }
-}
-
-impl Connector<()> for PoolConnector {
-    type Out = PoolTransport;
-
-    fn connect(
-        &self,
-        details: &ConnectionDetails<'_>,
-        _: Option<()>,
-    ) -> Result<Option<PoolTransport>, ureq::Error> {
-        let deadline = Deadline::new(details.timeout);
-        let stream = connect_tcp(&details.addrs, deadline)?;
-        let _ = stream.set_nodelay(true);
-        let socket = CountedTcp::opened(stream, &self.counters, &self.wire);
-        (details.register_shutdown)(Arc::downgrade(&socket.stream) as Weak<dyn ShutdownHandle>)?;
-        let mut armed = Armed::default();
-        let tls = if details.needs_tls() {
-            match self.handshake(details, &socket.stream, &mut armed, deadline) {
-                Ok(conn) => Some(Box::new(conn)),
-                Err(e) => {
-                    self.counters.closed(CloseCause::Broken, 1);
-                    return Err(e);
-                }
-            }
-        } else {
-            None
-        };
-        let config = details.config;
-        Ok(Some(PoolTransport {
-            socket,
-            armed,
-            tls,
-            buffers: PoolBuffers::new(
-                config.input_buffer_size(),
-                config.output_buffer_size(),
-                config.max_response_header_size(),
-            ),
-            wire: Arc::clone(&self.wire),
-        }))
-    }
-}
-
-impl PoolConnector {
-    fn handshake(
-        &self,
-        details: &ConnectionDetails<'_>,
-        stream: &TcpStream,
-        armed: &mut Armed,
-        deadline: Deadline,
-    ) -> Result<rustls::ClientConnection, ureq::Error> {
-        let config = self.tls.clone().ok_or_else(|| {
-            io::Error::other("https needs a TLS configuration and the service has none")
-        })?;
-        let host = details.uri.host().unwrap_or_default();
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let name = rustls::pki_types::ServerName::try_from(bare.to_string()).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("'{host}' is not a valid TLS server name: {e}"),
-            )
-        })?;
-        let mut conn = rustls::ClientConnection::new(config, name)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut io = SocketIo {
-            stream,
-            deadline,
-            armed,
-        };
-        while conn.is_handshaking() {
-            conn.complete_io(&mut io)
-                .map_err(|e| io_error(e, deadline.reason))?;
-        }
-        Ok(conn)
-    }
-}
-
-/// Tries the resolved addresses in order, sharing the time left among those not yet tried.
-/// Errors that concern one address (refused, unreachable) move on to the next; others (out
-/// of file descriptors) end the attempt at once.
-fn connect_tcp(addrs: &ResolvedSocketAddrs, deadline: Deadline) -> Result<TcpStream, ureq::Error> {
-    let mut last = None;
-    let count = addrs.len();
-    for (i, addr) in addrs.iter().enumerate() {
-        let left = deadline
-            .left()
-            .map_err(|_| ureq::Error::Timeout(deadline.reason))?;
-        let attempt = match left {
-            None => TcpStream::connect(addr),
-            Some(left) => {
-                let share = (left / (count - i) as u32).max(Duration::from_millis(10));
-                TcpStream::connect_timeout(addr, share.min(left))
-            }
-        };
-        match attempt {
-            Ok(stream) => return Ok(stream),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) =>
-            {
-                last = Some(ureq::Error::Timeout(deadline.reason));
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionRefused
-                        | io::ErrorKind::HostUnreachable
-                        | io::ErrorKind::NetworkUnreachable
-                        | io::ErrorKind::NetworkDown
-                        | io::ErrorKind::AddrNotAvailable
-                ) =>
-            {
-                last = Some(io::Error::new(e.kind(), format!("{addr}: {e}")).into());
-            }
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{addr}: {e}")).into()),
-        }
-    }
-    Err(last.unwrap_or(ureq::Error::HostNotFound))
-}
-
-/// A TCP connection, counted: opened when made, closed when dropped.
-struct CountedTcp {
-    stream: Arc<TcpStream>,
-    counters: Arc<PoolCounters>,
-    wire: Arc<Wire>,
-}
-
-impl CountedTcp {
-    fn opened(stream: TcpStream, counters: &Arc<PoolCounters>, wire: &Arc<Wire>) -> CountedTcp {
-        counters.created.fetch_add(1, Relaxed);
-        wire.sockets.fetch_add(1, Relaxed);
-        CountedTcp {
-            stream: Arc::new(stream),
-            counters: Arc::clone(counters),
-            wire: Arc::clone(wire),
-        }
-    }
-}
-
-impl Drop for CountedTcp {
-    fn drop(&mut self) {
-        self.wire.sockets.fetch_sub(1, Relaxed);
-        self.counters.closed_total.fetch_add(1, Relaxed);
-    }
-}
-
-// --- Transport ------------------------------------------------------------------------------
+use connect::CountedTcp;
+pub(super) use connect::PoolConnector;
+pub(super) use resolve::PoolResolver;
 
 /// One connection: the socket, its TLS session if any, its buffers.
 pub(super) struct PoolTransport {
@@ -467,13 +194,21 @@ struct SocketIo<'a> {
     armed: &'a mut Armed,
 }
 
-impl Read for SocketIo<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl SocketIo<'_> {
+    /// Runs `op` until it completes: armed with the time left (`timeout` picks the direction's
+    /// armed value, `set` sets it on the socket), resumed after a signal or after the socket
+    /// timeout expired while the deadline has not.
+    fn resume(
+        &mut self,
+        timeout: fn(&mut Armed) -> &mut Option<Duration>,
+        set: fn(&TcpStream, Option<Duration>) -> io::Result<()>,
+        mut op: impl FnMut(&TcpStream) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         loop {
             let left = self.deadline.left()?;
             let stream = self.stream;
-            arm(&mut self.armed.read, left, |d| stream.set_read_timeout(d))?;
-            match (&*self.stream).read(buf) {
+            arm(timeout(self.armed), left, |d| set(stream, d))?;
+            match op(stream) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // The socket timeout expired: loop to see whether the deadline has too.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && left.is_some() => {}
@@ -483,18 +218,23 @@ impl Read for SocketIo<'_> {
     }
 }
 
+impl Read for SocketIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.resume(
+            |a| &mut a.read,
+            TcpStream::set_read_timeout,
+            |mut s| s.read(buf),
+        )
+    }
+}
+
 impl Write for SocketIo<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            let left = self.deadline.left()?;
-            let stream = self.stream;
-            arm(&mut self.armed.write, left, |d| stream.set_write_timeout(d))?;
-            match (&*self.stream).write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && left.is_some() => {}
-                result => return result,
-            }
-        }
+        self.resume(
+            |a| &mut a.write,
+            TcpStream::set_write_timeout,
+            |mut s| s.write(buf),
+        )
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -16,6 +16,7 @@ class ServerSentEvent(TypedDict):
     event: str
     data: str
     id: str | None
+    retry: int | None
 
 class Health(TypedDict):
     state: str  # "healthy" | "degraded" | "unhealthy"
