@@ -47,6 +47,7 @@ mod http;
 mod lease;
 mod maintenance;
 mod manager;
+mod net;
 mod registry;
 mod service;
 mod slots;

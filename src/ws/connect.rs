@@ -1,9 +1,8 @@
-//! Opening a pooled WebSocket: TCP connect, TLS and the WebSocket handshake under one
-//! deadline (`connect_timeout_ms`), so a server that answers a byte at a time cannot stretch
+//! Opening a pooled WebSocket: TCP connect (`crate::net`), TLS and the WebSocket handshake
+//! under one deadline (`connect_timeout_ms`), so a server that answers a byte at a time cannot stretch
 //! it; every TCP connection made is counted, and so is its close when the handshake fails.
 
 use std::io;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -94,30 +93,13 @@ impl WsPool {
                 Some((Arc::clone(&tls.rustls), name))
             }
         };
-        let addrs = (host, core.endpoint.port)
-            .to_socket_addrs()
-            .map_err(|e| fail(e.into()))?;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address resolved");
-        let mut stream = None;
-        for addr in addrs {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                last = io::ErrorKind::TimedOut.into();
-                break;
+        let stream = crate::net::connect(host, core.endpoint.port, deadline).map_err(|e| {
+            if e.kind() == io::ErrorKind::TimedOut {
+                timed_out()
+            } else {
+                fail(e.into())
             }
-            match TcpStream::connect_timeout(&addr, left) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let stream = match stream {
-            Some(s) => s,
-            None if last.kind() == io::ErrorKind::TimedOut => return Err(timed_out()),
-            None => return Err(fail(last.into())),
-        };
+        })?;
         // Shutdown cuts a handshake that drips or stalls short (see `crate::abort`).
         let _abort = core.aborts.watch_tcp(&stream);
         // The TCP connection exists from here: count it, and its close if the handshake fails.
