@@ -48,6 +48,7 @@ mod lease;
 mod maintenance;
 mod manager;
 mod net;
+mod pool;
 mod registry;
 mod service;
 mod slots;

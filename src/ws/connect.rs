@@ -35,7 +35,7 @@ impl WsPool {
         match &result {
             Ok(_) => self.core.health.success(),
             Err(e) => {
-                self.counters.connect_failures.fetch_add(1, Relaxed);
+                self.core.counters.connect_failures.fetch_add(1, Relaxed);
                 self.core
                     .connection_failed(ErrorClass::Connect, e.chain().to_string());
             }
@@ -103,8 +103,8 @@ impl WsPool {
         // Shutdown cuts a handshake that drips or stalls short (see `crate::abort`).
         let _abort = core.aborts.watch_tcp(&stream);
         // The TCP connection exists from here: count it, and its close if the handshake fails.
-        self.counters.created.fetch_add(1, Relaxed);
-        let opened = Opened(&self.counters);
+        self.core.counters.created.fetch_add(1, Relaxed);
+        let opened = Opened(&self.core.counters);
         let _ = stream.set_nodelay(true);
         let stream = WsStream::open(stream, tls, deadline).map_err(|e| fail(e.into()))?;
         let (mut socket, _response) =
@@ -131,7 +131,7 @@ impl WsPool {
         Ok(PooledSocket {
             socket,
             client_id,
-            lease: self.leases.register(),
+            lease: self.core.leases.register(),
             expires: now + jittered(t.lifetime),
             last_ping: now,
         })
