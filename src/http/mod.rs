@@ -348,17 +348,8 @@ impl Drop for StreamTurn {
 /// pool is shut down, it is closed instead.
 #[must_use = "the connection returns to the pool when dropped"]
 pub struct HttpConnection {
-    item: Option<Item>,
+    item: Option<r2d2::PooledConnection<AgentFactory>>,
     pool: Arc<HttpPool>,
-}
-
-/// An item out of r2d2.
-type Item = r2d2::PooledConnection<AgentFactory>;
-
-impl Leased for Item {
-    fn lease(&self) -> &Lease {
-        &self.lease
-    }
 }
 
 impl HttpConnection {
@@ -415,5 +406,14 @@ impl Drop for HttpConnection {
             }
             self.pool.core.release(None);
         }
+    }
+}
+
+/// An item out of r2d2.
+type Item = r2d2::PooledConnection<AgentFactory>;
+
+impl Leased for Item {
+    fn lease(&self) -> &Lease {
+        &self.lease
     }
 }

@@ -1,5 +1,6 @@
-//! WebSocket pools: tungstenite sockets in the pool core's [`Slots`] (parking_lot Mutex +
-//! Condvar, LIFO idle stack, FIFO waiters; see `crate::pool`), checked out as a [`WsGuard`].
+//! WebSocket pools: tungstenite sockets in the pool core's [`Slots`](crate::slots::Slots)
+//! (parking_lot Mutex + Condvar, LIFO idle stack, FIFO waiters; see `crate::pool`), checked
+//! out as a [`WsGuard`].
 //!
 //! Connect, send, read, ping, drain and close all run with no lock held, each within one
 //! deadline: [`WsStream`] bounds a whole operation (not each system call), and a signal that
