@@ -35,10 +35,10 @@ pub(crate) struct Leak {
 }
 
 /// The leases of one pool. Registration happens when a connection is created (rare), never
-/// on checkout.
-#[derive(Default)]
+/// on checkout. Clones share one registry (the pool core's, and the HTTP item factory's).
+#[derive(Clone, Default)]
 pub(crate) struct LeaseRegistry {
-    leases: Mutex<Vec<Weak<Lease>>>,
+    leases: Arc<Mutex<Vec<Weak<Lease>>>>,
 }
 
 impl LeaseRegistry {

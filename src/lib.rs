@@ -88,6 +88,8 @@ mod http;
 mod lease;
 mod maintenance;
 mod manager;
+mod net;
+mod pool;
 mod registry;
 mod service;
 mod slots;

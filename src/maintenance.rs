@@ -33,7 +33,6 @@
 //!   thread, one after another, with every health check due; a per-service lock keeps it from
 //!   overlapping a background step of the same service.
 
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -253,25 +252,16 @@ fn maintain_service(service: &Service, now: Instant, probe_due: bool) {
     }
 }
 
-/// Can a TCP connection be opened within the probe deadline?
+/// Can a TCP connection be opened within the probe deadline (`health_timeout_ms`, for all
+/// the host's addresses together)?
 fn tcp_probe(service: &Service) -> Result<(), String> {
-    let e = &service.core.endpoint;
-    let host = e.host.trim_start_matches('[').trim_end_matches(']');
-    let addrs = (host, e.port)
-        .to_socket_addrs()
-        .map_err(|err| format!("cannot resolve {host}: {err}"))?;
-    let mut last = String::from("no address");
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, service.core.timeouts.health) {
-            Ok(_) => {
-                // A real connection the server saw: count it, and its close, in a pool.
-                if let Some(counters) = service.counters() {
-                    counters.probe_connection();
-                }
-                return Ok(());
-            }
-            Err(err) => last = format!("connect to {addr}: {err}"),
-        }
+    let core = &service.core;
+    let deadline = Instant::now() + core.timeouts.health;
+    crate::net::connect(&core.endpoint.host, core.endpoint.port, deadline)
+        .map_err(|err| format!("TCP probe: {err}"))?;
+    // A real connection the server saw: count it, and its close, in a pool.
+    if let Some(counters) = service.counters() {
+        counters.probe_connection();
     }
-    Err(last)
+    Ok(())
 }

@@ -4,13 +4,13 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use backend_pool::{global, Error, ManagerConfig, Secret, WsPoolConfig};
 use backend_pool_testkit::{Response, TestServer};
-use support::{eventually, manager, service, with_http_size};
+use support::{capture_logs, eventually, manager, service, with_http_size};
 
 fn server() -> TestServer {
     TestServer::builder()
@@ -177,28 +177,4 @@ fn secrets_never_reach_debug_errors_stats_or_logs() {
         !logs.lock().unwrap().is_empty(),
         "nothing was logged: the check proves nothing"
     );
-}
-
-/// Installs (once) a logger that records every record at every level.
-fn capture_logs() -> Arc<Mutex<Vec<String>>> {
-    use std::sync::OnceLock;
-    static LOGS: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
-    struct Capture(Arc<Mutex<Vec<String>>>);
-    impl log::Log for Capture {
-        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-            true
-        }
-        fn log(&self, record: &log::Record<'_>) {
-            let line = format!("{} {} {}", record.level(), record.target(), record.args());
-            self.0.lock().unwrap().push(line);
-        }
-        fn flush(&self) {}
-    }
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        log::set_boxed_logger(Box::new(Capture(Arc::clone(&logs)))).unwrap();
-        log::set_max_level(log::LevelFilter::Trace);
-        logs
-    })
-    .clone()
 }

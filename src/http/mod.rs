@@ -5,9 +5,9 @@
 //! `max_connections` TCP connections. Under ureq sit this crate's own resolver, connector
 //! and transport (`transport`): they count every real TCP connect and close, keep requests
 //! on the service's origin, and run every socket operation against its deadline. In front
-//! of r2d2 sits a [`Slots`] gate: callers get permits in arrival order, wake on shutdown, and
-//! time out with the pool state; holding a permit, r2d2 always has an idle item or room to
-//! create one.
+//! of r2d2 sits the pool core's gate (`crate::pool`, whose docs say what r2d2 does here and
+//! what the gate adds): callers get permits in arrival order, wake on shutdown, and time out
+//! with the pool state; holding a permit, r2d2 always has an idle item or room to create one.
 //!
 //! Streams: a streaming response may hold its connection for minutes (a queued Gradio job's
 //! SSE stream is open while the job waits its turn). A second `Slots` gate, sized
@@ -33,22 +33,23 @@ use std::time::{Duration, Instant};
 
 use crate::config::HttpPoolConfig;
 use crate::error::{Error, ErrorClass, PoolKind, PoolState};
-use crate::lease::LeaseRegistry;
+use crate::lease::Lease;
+use crate::pool::{Admitted, Leased, PoolCore};
 use crate::service::ServiceContext;
-use crate::slots::{AcquireError, Permit, Slots};
+use crate::slots::Slots;
 use crate::stats::{CloseCause, PoolCounters, PoolStats};
 
 pub use request::{HttpClient, RequestBuilder};
 pub use response::{Response, StreamingResponse};
 use transport::{AgentFactory, AgentParts, PooledAgent, Wire};
 
-/// A service's HTTP pool.
+/// A service's HTTP pool: the pool core's gate (permits only), then r2d2, which holds the
+/// items.
 pub(crate) struct HttpPool {
-    pub(crate) core: Arc<ServiceContext>,
+    pub(crate) core: PoolCore<()>,
     pub(crate) config: HttpPoolConfig,
     parts: Arc<AgentParts>,
     r2d2: r2d2::Pool<AgentFactory>,
-    slots: Slots<()>,
     /// Stream turns: held by each [`StreamingResponse`] (and while it waits for a connection).
     streams: Slots<()>,
     base: String,
@@ -56,10 +57,11 @@ pub(crate) struct HttpPool {
 
 impl HttpPool {
     pub(crate) fn new(
-        core: Arc<ServiceContext>,
+        service: Arc<ServiceContext>,
         config: HttpPoolConfig,
         threads: Arc<scheduled_thread_pool::ScheduledThreadPool>,
     ) -> HttpPool {
+        let core = PoolCore::new(service, PoolKind::Http, config.max_connections as usize);
         let t = core.timeouts;
         let mut builder = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -82,16 +84,15 @@ impl HttpPool {
         }
         let parts = Arc::new(AgentParts {
             agent_config: builder.build(),
-            counters: Arc::new(PoolCounters::default()),
-            leases: LeaseRegistry::default(),
+            counters: Arc::clone(&core.counters),
+            leases: core.leases.clone(),
             lifetime: t.lifetime,
             origin: (core.endpoint.host.clone(), core.endpoint.port),
             tls: core.tls.as_ref().map(|tls| Arc::clone(&tls.rustls)),
         });
+        // What r2d2 is told not to do, and why: `crate::pool`'s docs.
         let r2d2 = r2d2::Pool::builder()
             .max_size(config.max_connections)
-            // No proactive creation: r2d2 would push fresh (socketless) items above the
-            // warm ones on its LIFO stack and defeat reuse. Items are created on demand.
             .min_idle(Some(0))
             .test_on_check_out(false)
             .idle_timeout(None)
@@ -101,7 +102,6 @@ impl HttpPool {
             .build_unchecked(AgentFactory(Arc::clone(&parts)));
         HttpPool {
             base: core.endpoint.http_base(),
-            slots: Slots::new(config.max_connections as usize),
             streams: Slots::new(config.stream_cap() as usize),
             core,
             config,
@@ -111,94 +111,53 @@ impl HttpPool {
     }
 
     pub(crate) fn counters(&self) -> &PoolCounters {
-        &self.parts.counters
+        &self.core.counters
     }
 
     /// Occupancy in TCP connections: `idle` counts open sockets not checked out (pool items
     /// without a socket are free to create and not counted); `waiting` counts callers waiting
     /// for a connection and streams waiting for their turn.
     pub(crate) fn state(&self) -> PoolState {
-        let occ = self.slots.occupancy();
-        let open = self.counters().open();
-        PoolState {
-            in_use: occ.in_use,
-            idle: open.saturating_sub(occ.in_use),
-            waiting: occ.waiting + self.streams.occupancy().waiting,
-            max: self.slots.max(),
-        }
+        let mut state = self.core.state();
+        state.waiting += self.streams.occupancy().waiting;
+        state
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
-        self.counters().snapshot(PoolKind::Http, self.state())
+        self.core.stats(self.state())
     }
 
-    /// Checks out a pooled connection: health gate, then a permit in arrival order, then the
-    /// r2d2 item (idle, or created on r2d2's worker).
-    /// `gate: false` skips the fail-fast check (health probes must reach an unhealthy
-    /// service).
+    /// Checks out a pooled connection through the pool core (health gate, a permit in
+    /// arrival order), then takes the r2d2 item. `gate: false` skips the fail-fast check
+    /// (health probes must reach an unhealthy service).
     pub(crate) fn checkout(
         self: &Arc<Self>,
         wait: Duration,
         gate: bool,
     ) -> Result<HttpConnection, Error> {
-        let start = Instant::now();
-        let counters = self.counters();
-        let result = self.checkout_inner(start, wait, gate);
-        match &result {
-            Ok(conn) => {
-                counters.acquisitions.fetch_add(1, Relaxed);
-                counters.acquire_time.record(start.elapsed());
-                conn.item().lease.begin(start);
-            }
-            Err(e) => counters.error(e.class()),
-        }
-        result
+        let item = self
+            .core
+            .checkout(wait, gate, |admitted| self.take_item(admitted))?;
+        Ok(HttpConnection {
+            item: Some(item),
+            pool: Arc::clone(self),
+        })
     }
 
-    fn checkout_inner(
-        self: &Arc<Self>,
-        start: Instant,
-        wait: Duration,
-        gate: bool,
-    ) -> Result<HttpConnection, Error> {
-        if gate {
-            self.core.health.gate()?;
+    /// Holding a permit, r2d2 has an idle item or room for one (`crate::pool`). An idle one
+    /// is the common case and needs no clock read; creating one waits briefly on r2d2's
+    /// worker.
+    fn take_item(&self, admitted: Admitted<()>) -> Result<Item, Error> {
+        if let Some(item) = self.r2d2.try_get() {
+            return Ok(item);
         }
-        let deadline = crate::clock::deadline(start, wait);
-        match self.slots.acquire(deadline) {
-            Ok(_) => {}
-            Err(AcquireError::Closed) => return Err(self.shutting_down()),
-            Err(AcquireError::Timeout(seen)) => {
-                let mut state = self.state();
-                state.waiting = seen.waiting;
-                return Err(self.timeout(start, state));
-            }
-        }
-        let permit = Permit::new(&self.slots);
-        // Holding a permit, r2d2 has an idle item or room for one. An idle one is the common
-        // case and needs no clock read; creating one waits briefly on r2d2's worker.
-        let item = match self.r2d2.try_get() {
-            Some(item) => Ok(item),
-            None => {
-                let remaining = deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1));
-                self.r2d2.get_timeout(remaining)
-            }
-        };
-        match item {
-            Ok(item) => {
-                permit.keep();
-                Ok(HttpConnection {
-                    item: Some(item),
-                    pool: Arc::clone(self),
-                })
-            }
-            Err(_) => {
-                drop(permit);
-                Err(self.timeout(start, self.state()))
-            }
-        }
+        let remaining = admitted
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        self.r2d2
+            .get_timeout(remaining)
+            .map_err(|_| self.core.pool_timeout(admitted.start, self.state()))
     }
 
     /// A stream's turn, before it checks out a connection: waits in arrival order until fewer
@@ -210,37 +169,10 @@ impl HttpPool {
         wait: Duration,
         gate: bool,
     ) -> Result<StreamTurn, Error> {
-        let result = self.stream_turn_inner(start, wait, gate);
-        if let Err(e) = &result {
-            self.counters().error(e.class());
-        }
-        result
-    }
-
-    fn stream_turn_inner(
-        self: &Arc<Self>,
-        start: Instant,
-        wait: Duration,
-        gate: bool,
-    ) -> Result<StreamTurn, Error> {
-        if gate {
-            self.core.health.gate()?;
-        }
-        match self.streams.acquire(crate::clock::deadline(start, wait)) {
-            Ok(_) => Ok(StreamTurn {
-                pool: Arc::clone(self),
-            }),
-            Err(AcquireError::Closed) => Err(self.shutting_down()),
-            Err(AcquireError::Timeout(seen)) => Err(self.timeout(
-                start,
-                PoolState {
-                    in_use: seen.in_use,
-                    idle: 0,
-                    waiting: seen.waiting,
-                    max: self.streams.max(),
-                },
-            )),
-        }
+        self.core.take_turn(&self.streams, start, wait, gate)?;
+        Ok(StreamTurn {
+            pool: Arc::clone(self),
+        })
     }
 
     /// Counts a failed request; connection-level failures also count against health.
@@ -255,22 +187,6 @@ impl HttpPool {
         }
     }
 
-    fn timeout(&self, start: Instant, state: PoolState) -> Error {
-        Error::PoolTimeout {
-            service: self.core.name.clone(),
-            kind: PoolKind::Http,
-            waited: start.elapsed(),
-            state,
-            last_error: self.core.last_connect_error(),
-        }
-    }
-
-    fn shutting_down(&self) -> Error {
-        Error::ShuttingDown {
-            service: Some(self.core.name.clone()),
-        }
-    }
-
     /// Maintenance: closes sockets idle past the keep-alive limit, drops items idle past
     /// `idle_timeout` beyond the minimum or past their lifetime. Borrows idle items with
     /// maintenance permits, so it never takes a connection a caller is waiting for.
@@ -278,13 +194,13 @@ impl HttpPool {
         let idle = self.r2d2.state().idle_connections as usize;
         let mut borrowed = Vec::with_capacity(idle);
         for _ in 0..idle {
-            if self.slots.try_tend().is_none() {
+            if self.core.slots.try_tend().is_none() {
                 break;
             }
             match self.r2d2.try_get() {
                 Some(item) => borrowed.push(item),
                 None => {
-                    self.slots.release_tended(None);
+                    self.core.slots.release_tended(None);
                     break;
                 }
             }
@@ -313,23 +229,14 @@ impl HttpPool {
         // Return in reverse so r2d2's LIFO stack keeps its order (warm sockets on top).
         for item in borrowed.into_iter().rev() {
             drop(item);
-            self.slots.release_tended(None);
+            self.core.slots.release_tended(None);
         }
         // Shut down meanwhile: `close` drained r2d2's idle items without the ones borrowed
         // here. Checked after returning them (r2d2's lock orders the two), close them now.
-        if self.slots.is_closed() {
+        if self.core.is_closed() {
             self.close_idle();
         }
-        self.report_leaks(now);
-    }
-
-    fn report_leaks(&self, now: Instant) {
-        for leak in self.parts.leases.scan(self.core.timeouts.leak, now) {
-            self.counters().leaks_detected.fetch_add(1, Relaxed);
-            log::warn!(target: "backend_pool",
-                "service '{}': HTTP connection held for {:?} by thread '{}' (leak threshold {:?})",
-                self.core.name, leak.held, leak.thread, self.core.timeouts.leak);
-        }
+        self.core.report_leaks(now);
     }
 
     /// Health probe: `GET` (or `HEAD` for `/`) the health path through a pooled connection,
@@ -339,8 +246,8 @@ impl HttpPool {
     pub(crate) fn probe(self: &Arc<Self>, path: &str) -> Option<Result<(), String>> {
         let t = self.core.timeouts.health;
         let deadline = Instant::now() + t;
-        let _ = self.slots.try_tend()?;
-        self.slots.release_tended(None);
+        let _ = self.core.slots.try_tend()?;
+        self.core.slots.release_tended(None);
         let conn = match self.checkout(t, false) {
             Ok(conn) => conn,
             Err(e) => return Some(Err(e.chain().to_string())),
@@ -402,7 +309,7 @@ impl HttpPool {
     /// Shutdown: no new checkouts, waiters (streams waiting for their turn too) wake; idle
     /// sockets close now, busy ones when returned.
     pub(crate) fn close(&self) {
-        self.slots.close();
+        self.core.close();
         self.streams.close();
         self.close_idle();
     }
@@ -421,7 +328,7 @@ impl HttpPool {
     }
 
     pub(crate) fn in_use(&self) -> usize {
-        self.slots.occupancy().in_use
+        self.core.in_use()
     }
 }
 
@@ -496,19 +403,28 @@ impl Drop for HttpConnection {
             if item.close.is_none() {
                 if std::thread::panicking() {
                     item.close = Some(CloseCause::Broken);
-                } else if self.pool.slots.is_closed() {
+                } else if self.pool.core.is_closed() {
                     item.close = Some(CloseCause::Shutdown);
                 } else if item.expires <= item.last_used {
                     item.close = Some(CloseCause::Lifetime);
                 }
             }
             drop(item);
-            if self.pool.slots.is_closed() {
+            if self.pool.core.is_closed() {
                 // Shutdown may have emptied r2d2's idle list between the check above and
                 // this return: close what is idle now, this item included.
                 self.pool.close_idle();
             }
-            self.pool.slots.release(None);
+            self.pool.core.release(None);
         }
+    }
+}
+
+/// An item out of r2d2.
+type Item = r2d2::PooledConnection<AgentFactory>;
+
+impl Leased for Item {
+    fn lease(&self) -> &Lease {
+        &self.lease
     }
 }

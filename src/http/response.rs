@@ -201,7 +201,7 @@ impl Drop for StreamingResponse {
     /// not at its end by then is closed (ureq closes a socket whose body was not read to
     /// the end).
     fn drop(&mut self) {
-        if std::thread::panicking() || self.conn.pool.slots.is_closed() {
+        if std::thread::panicking() || self.conn.pool.core.is_closed() {
             return; // The connection is closed anyway.
         }
         let wire = Arc::clone(&self.conn.item().wire);

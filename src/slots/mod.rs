@@ -174,7 +174,7 @@ impl<T> Slots<T> {
         self.put_back(item.map(|item| (item, Instant::now())), true)
     }
 
-    /// [`Slots::restore`] for a connection maintenance borrowed ([`Slots::borrow_idle`],
+    /// `Slots::restore` for a connection maintenance borrowed ([`Slots::borrow_idle`],
     /// [`Slots::try_tend`]).
     pub(crate) fn restore_tended(&self, item: T, since: Instant) -> Option<T> {
         self.put_back(Some((item, since)), true)

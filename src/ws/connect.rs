@@ -1,9 +1,8 @@
-//! Opening a pooled WebSocket: TCP connect, TLS and the WebSocket handshake under one
-//! deadline (`connect_timeout_ms`), so a server that answers a byte at a time cannot stretch
+//! Opening a pooled WebSocket: TCP connect (`crate::net`), TLS and the WebSocket handshake
+//! under one deadline (`connect_timeout_ms`), so a server that answers a byte at a time cannot stretch
 //! it; every TCP connection made is counted, and so is its close when the handshake fails.
 
 use std::io;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,7 +35,7 @@ impl WsPool {
         match &result {
             Ok(_) => self.core.health.success(),
             Err(e) => {
-                self.counters.connect_failures.fetch_add(1, Relaxed);
+                self.core.counters.connect_failures.fetch_add(1, Relaxed);
                 self.core
                     .connection_failed(ErrorClass::Connect, e.chain().to_string());
             }
@@ -94,35 +93,18 @@ impl WsPool {
                 Some((Arc::clone(&tls.rustls), name))
             }
         };
-        let addrs = (host, core.endpoint.port)
-            .to_socket_addrs()
-            .map_err(|e| fail(e.into()))?;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address resolved");
-        let mut stream = None;
-        for addr in addrs {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                last = io::ErrorKind::TimedOut.into();
-                break;
+        let stream = crate::net::connect(host, core.endpoint.port, deadline).map_err(|e| {
+            if e.kind() == io::ErrorKind::TimedOut {
+                timed_out()
+            } else {
+                fail(e.into())
             }
-            match TcpStream::connect_timeout(&addr, left) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let stream = match stream {
-            Some(s) => s,
-            None if last.kind() == io::ErrorKind::TimedOut => return Err(timed_out()),
-            None => return Err(fail(last.into())),
-        };
+        })?;
         // Shutdown cuts a handshake that drips or stalls short (see `crate::abort`).
         let _abort = core.aborts.watch_tcp(&stream);
         // The TCP connection exists from here: count it, and its close if the handshake fails.
-        self.counters.created.fetch_add(1, Relaxed);
-        let opened = Opened(&self.counters);
+        self.core.counters.created.fetch_add(1, Relaxed);
+        let opened = Opened(&self.core.counters);
         let _ = stream.set_nodelay(true);
         let stream = WsStream::open(stream, tls, deadline).map_err(|e| fail(e.into()))?;
         let (mut socket, _response) =
@@ -149,7 +131,7 @@ impl WsPool {
         Ok(PooledSocket {
             socket,
             client_id,
-            lease: self.leases.register(),
+            lease: self.core.leases.register(),
             expires: now + jittered(t.lifetime),
             last_ping: now,
         })

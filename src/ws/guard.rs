@@ -74,10 +74,6 @@ impl WsGuard {
         }
     }
 
-    pub(super) fn conn_ref(&self) -> Option<&PooledSocket> {
-        self.conn.as_ref()
-    }
-
     fn conn(&mut self) -> &mut PooledSocket {
         self.conn.as_mut().expect("socket present until drop")
     }
@@ -183,7 +179,7 @@ impl WsGuard {
             match result {
                 Ok(tungstenite::Message::Close(_)) => {
                     self.broken = true;
-                    self.pool.counters.error(ErrorClass::Closed);
+                    self.pool.counters().error(ErrorClass::Closed);
                     return Err(Error::WebSocketClosed {
                         service: self.pool.core.name.clone(),
                     });
@@ -259,7 +255,7 @@ impl WsGuard {
     }
 
     fn timed_out(&self, phase: Phase, after: Duration) -> Error {
-        self.pool.counters.error(ErrorClass::Timeout);
+        self.pool.counters().error(ErrorClass::Timeout);
         Error::Timeout {
             service: self.pool.core.name.clone(),
             phase,
@@ -307,7 +303,7 @@ impl WsGuard {
                 source: Box::new(e),
             },
         };
-        self.pool.counters.error(err.class());
+        self.pool.counters().error(err.class());
         if err.class() == ErrorClass::Closed {
             // The peer went away: counts against health like a failed connect.
             self.pool

@@ -1,5 +1,6 @@
-//! WebSocket pools: tungstenite sockets in a [`Slots`] (parking_lot Mutex + Condvar, LIFO
-//! idle stack, FIFO waiters), checked out as a [`WsGuard`].
+//! WebSocket pools: tungstenite sockets in the pool core's [`Slots`](crate::slots::Slots)
+//! (parking_lot Mutex + Condvar, LIFO idle stack, FIFO waiters; see `crate::pool`), checked
+//! out as a [`WsGuard`].
 //!
 //! Connect, send, read, ping, drain and close all run with no lock held, each within one
 //! deadline: [`WsStream`] bounds a whole operation (not each system call), and a signal that
@@ -45,9 +46,9 @@ use tungstenite::{Message, WebSocket};
 
 use crate::config::WsPoolConfig;
 use crate::error::{Error, PoolKind, PoolState};
-use crate::lease::{Lease, LeaseRegistry};
+use crate::lease::Lease;
+use crate::pool::{Leased, PoolCore};
 use crate::service::ServiceContext;
-use crate::slots::{AcquireError, Permit, Slots};
 use crate::stats::{CloseCause, PoolCounters, PoolStats};
 
 mod connect;
@@ -73,6 +74,12 @@ pub(crate) struct PooledSocket {
     last_ping: Instant,
 }
 
+impl Leased for PooledSocket {
+    fn lease(&self) -> &Lease {
+        &self.lease
+    }
+}
+
 /// How a lease ended, which decides whether its socket may serve another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LeaseEnd {
@@ -86,29 +93,27 @@ enum LeaseEnd {
     Broken,
 }
 
-/// A service's WebSocket pool.
+/// A service's WebSocket pool: the pool core, whose gate holds the idle sockets too.
 pub(crate) struct WsPool {
-    pub(crate) core: Arc<ServiceContext>,
+    pub(crate) core: PoolCore<PooledSocket>,
     pub(crate) config: WsPoolConfig,
-    slots: Slots<PooledSocket>,
-    pub(super) counters: PoolCounters,
-    leases: LeaseRegistry,
     ws_config: WebSocketConfig,
 }
 
 impl WsPool {
-    pub(crate) fn new(core: Arc<ServiceContext>, config: WsPoolConfig) -> WsPool {
+    pub(crate) fn new(service: Arc<ServiceContext>, config: WsPoolConfig) -> WsPool {
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(config.read_buffer_bytes)
             .write_buffer_size(config.write_buffer_bytes)
             .max_message_size(Some(config.max_message_bytes))
             .max_frame_size(Some(config.max_frame_bytes));
         WsPool {
-            slots: Slots::new(config.max_connections as usize),
-            counters: PoolCounters::default(),
-            leases: LeaseRegistry::default(),
+            core: PoolCore::new(
+                service,
+                PoolKind::WebSocket,
+                config.max_connections as usize,
+            ),
             ws_config,
-            core,
             config,
         }
     }
@@ -116,69 +121,26 @@ impl WsPool {
     /// Occupancy in sockets: `idle` counts open sockets no caller holds (those maintenance
     /// is pinging included).
     pub(crate) fn state(&self) -> PoolState {
-        let occ = self.slots.occupancy();
-        PoolState {
-            in_use: occ.in_use,
-            idle: self.counters.open().saturating_sub(occ.in_use),
-            waiting: occ.waiting,
-            max: self.slots.max(),
-        }
+        self.core.state()
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
-        self.counters.snapshot(PoolKind::WebSocket, self.state())
+        self.core.stats(self.state())
     }
 
     pub(crate) fn counters(&self) -> &PoolCounters {
-        &self.counters
+        &self.core.counters
     }
 
-    /// Checks out a socket: health gate, a permit in arrival order, then the newest idle
-    /// socket or a new connection (opened off-lock).
+    /// Checks out a socket through the pool core (health gate, a permit in arrival order):
+    /// the newest idle socket, or a new connection (opened off-lock).
     pub(crate) fn checkout(self: &Arc<Self>, wait: Duration) -> Result<WsGuard, Error> {
-        let start = Instant::now();
-        let result = self.checkout_inner(start, wait);
-        match &result {
-            Ok(guard) => {
-                self.counters.acquisitions.fetch_add(1, Relaxed);
-                self.counters.acquire_time.record(start.elapsed());
-                if let Some(conn) = guard.conn_ref() {
-                    conn.lease.begin(start);
-                }
-            }
-            Err(e) => self.counters.error(e.class()),
-        }
-        result
-    }
-
-    fn checkout_inner(self: &Arc<Self>, start: Instant, wait: Duration) -> Result<WsGuard, Error> {
-        self.core.health.gate()?;
-        let idle = match self.slots.acquire(crate::clock::deadline(start, wait)) {
-            Ok(idle) => idle,
-            Err(AcquireError::Closed) => {
-                return Err(Error::ShuttingDown {
-                    service: Some(self.core.name.clone()),
-                })
-            }
-            Err(AcquireError::Timeout(occ)) => {
-                return Err(Error::PoolTimeout {
-                    service: self.core.name.clone(),
-                    kind: PoolKind::WebSocket,
-                    waited: start.elapsed(),
-                    state: PoolState {
-                        waiting: occ.waiting,
-                        ..self.state()
-                    },
-                    last_error: self.core.last_connect_error(),
-                })
-            }
-        };
-        let permit = Permit::new(&self.slots);
-        let conn = match idle {
-            Some(conn) => conn,
-            None => self.connect()?,
-        };
-        permit.keep();
+        let conn = self
+            .core
+            .checkout(wait, true, |admitted| match admitted.idle {
+                Some(conn) => Ok(conn),
+                None => self.connect(),
+            })?;
         Ok(WsGuard::new(conn, Arc::clone(self)))
     }
 
@@ -186,8 +148,8 @@ impl WsPool {
     /// broken or abandoned one is only shut down (its peer may not be reading, and an
     /// abandoned lease is closed on its caller's thread).
     fn close_conn(&self, mut conn: PooledSocket, cause: CloseCause) {
-        self.counters.closed(cause, 1);
-        self.counters.closed_total.fetch_add(1, Relaxed);
+        self.core.counters.closed(cause, 1);
+        self.core.counters.closed_total.fetch_add(1, Relaxed);
         if !matches!(cause, CloseCause::Broken | CloseCause::Abandoned) {
             conn.socket
                 .get_mut()
@@ -215,12 +177,12 @@ impl WsPool {
         };
         match cause {
             Some(cause) => {
-                self.slots.release(None);
+                self.core.release(None);
                 self.close_conn(conn, cause);
             }
             None => {
                 conn.socket.get_mut().clear_deadline();
-                if let Some(conn) = self.slots.release(Some(conn)) {
+                if let Some(conn) = self.core.release(Some(conn)) {
                     self.close_conn(conn, CloseCause::Shutdown);
                 }
             }
@@ -235,15 +197,17 @@ impl WsPool {
         let t = self.core.timeouts;
         let min = self.config.min_connections as usize;
         for conn in self
+            .core
             .slots
             .evict(min, |i| now.saturating_duration_since(i.since) >= t.idle)
         {
             self.close_conn(conn, CloseCause::Idle);
         }
-        for conn in self.slots.evict(0, |i| i.item.expires <= now) {
+        for conn in self.core.slots.evict(0, |i| i.item.expires <= now) {
             self.close_conn(conn, CloseCause::Lifetime);
         }
         let mut batch: Vec<Tended> = self
+            .core
             .slots
             .borrow_idle(|_| true)
             .into_iter()
@@ -268,17 +232,17 @@ impl WsPool {
             match outcome {
                 Ok(()) => {
                     pinged |= ping;
-                    if let Some(conn) = self.slots.restore_tended(conn, since) {
+                    if let Some(conn) = self.core.slots.restore_tended(conn, since) {
                         self.close_conn(conn, CloseCause::Shutdown);
                     }
                 }
                 // Cut short by shutdown: not the server's fault.
-                Err(_) if self.slots.is_closed() => {
-                    self.slots.release_tended(None);
+                Err(_) if self.core.is_closed() => {
+                    self.core.slots.release_tended(None);
                     self.close_conn(conn, CloseCause::Shutdown);
                 }
                 Err(why) => {
-                    self.slots.release_tended(None);
+                    self.core.slots.release_tended(None);
                     failure = Some(why);
                     self.close_conn(conn, CloseCause::Health);
                 }
@@ -291,12 +255,7 @@ impl WsPool {
             self.core.health.probed(Ok(()));
         }
         self.refill(min);
-        for leak in self.leases.scan(t.leak, now) {
-            self.counters.leaks_detected.fetch_add(1, Relaxed);
-            log::warn!(target: "backend_pool",
-                "service '{}': WebSocket held for {:?} by thread '{}' (leak threshold {:?})",
-                self.core.name, leak.held, leak.thread, t.leak);
-        }
+        self.core.report_leaks(now);
     }
 
     /// Drains what the server pushed at each borrowed socket and pings those due, then waits
@@ -376,16 +335,16 @@ impl WsPool {
     /// Opens sockets up to the minimum, one permit at a time, never ahead of waiting callers.
     /// Each connect is bounded by its own deadline and cut short by shutdown.
     fn refill(&self, min: usize) {
-        while self.core.health.gate().is_ok() && self.slots.reserve_below(min) {
+        while self.core.health.gate().is_ok() && self.core.slots.reserve_below(min) {
             match self.connect() {
                 Ok(conn) => {
-                    if let Some(conn) = self.slots.release_tended(Some(conn)) {
+                    if let Some(conn) = self.core.slots.release_tended(Some(conn)) {
                         self.close_conn(conn, CloseCause::Shutdown);
                     }
                 }
                 Err(e) => {
-                    self.slots.release_tended(None);
-                    if !self.slots.is_closed() {
+                    self.core.slots.release_tended(None);
+                    if !self.core.is_closed() {
                         log::debug!(target: "backend_pool", "service '{}': refill failed: {e}", self.core.name);
                     }
                     return;
@@ -395,13 +354,13 @@ impl WsPool {
     }
 
     pub(crate) fn close(&self) {
-        for conn in self.slots.close() {
+        for conn in self.core.close() {
             self.close_conn(conn, CloseCause::Shutdown);
         }
     }
 
     pub(crate) fn in_use(&self) -> usize {
-        self.slots.occupancy().in_use
+        self.core.in_use()
     }
 }
 

@@ -5,6 +5,7 @@
 //!   injectable [`Fault`]s. Built with [`TestServer::builder`].
 //! - [`backends`]: ready-made mocks of ComfyUI, LiteLLM, Gradio (Wan2GP), RVC and a
 //!   generic fifth service.
+//! - [`Blackhole`]: an address where a TCP connect waits (its SYNs are dropped).
 //! - [`fd_count`], [`thread_count`], [`rss_kib`]: leak checks from `/proc/self`.
 //!
 //! Everything binds `127.0.0.1:0` and uses plain threads (no async runtime).
@@ -28,8 +29,10 @@
 #![warn(missing_docs)]
 
 pub mod backends;
+mod blackhole;
 pub mod proc_stats;
 mod server;
 
+pub use blackhole::Blackhole;
 pub use proc_stats::{fd_count, rss_kib, thread_count};
 pub use server::{Fault, Request, Response, ServerBuilder, TaskCtx, TestServer, WsHandle};

@@ -184,7 +184,6 @@ pub(crate) fn follow_prompt(ws: &mut WsGuard, prompt_id: &str) -> Result<ComfyRu
                     run.previews += 1;
                 }
             }
-            Ok(_) => {}
             Err(e) => return Err(format!("reading the socket: {:?}: {e}", e.class())),
         }
     }
@@ -229,5 +228,5 @@ pub(crate) fn submit_prompt(
 }
 
 pub(crate) fn local_port(ws: &WsGuard) -> u16 {
-    ws.get_ref().local_addr().unwrap().port()
+    ws.local_addr().unwrap().port()
 }

@@ -192,7 +192,7 @@ fn five_services_one_manager_120_callers_zero_errors_and_99_percent_reuse_server
             whole.len(),
             ports(&whole).len(),
             whole_reuse * 100.0,
-            pool.requests,
+            pool.requests.unwrap_or(0),
             pool.connections_created,
             pool.reuse_rate() * 100.0
         );

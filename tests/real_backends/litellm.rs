@@ -131,7 +131,7 @@ fn litellm_bearer_key_streaming_liveliness_probe_and_the_key_never_leaks() {
         .http("silent")
         .unwrap()
         .post("/v1/chat/completions")
-        .timeout(Duration::from_millis(300))
+        .total_timeout(Duration::from_millis(300))
         .send_json(&chat_body(false))
         .unwrap_err();
     assert!(timeout_err.is_timeout(), "{timeout_err:?}");

@@ -87,3 +87,29 @@ pub fn self_signed(
     .unwrap();
     (std::sync::Arc::new(config), pem)
 }
+
+/// Installs (once per test binary) a logger that records every record at every level, as
+/// `LEVEL target message` lines.
+pub fn capture_logs() -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::sync::OnceLock;
+    use std::sync::{Arc, Mutex};
+    static LOGS: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
+    struct Capture(Arc<Mutex<Vec<String>>>);
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            let line = format!("{} {} {}", record.level(), record.target(), record.args());
+            self.0.lock().unwrap().push(line);
+        }
+        fn flush(&self) {}
+    }
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        log::set_boxed_logger(Box::new(Capture(Arc::clone(&logs)))).unwrap();
+        log::set_max_level(log::LevelFilter::Trace);
+        logs
+    })
+    .clone()
+}
