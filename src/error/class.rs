@@ -1,0 +1,64 @@
+//! The classes the statistics count errors under.
+
+use serde::Serialize;
+
+/// The classes errors are counted under in the statistics. More may come: match with a
+/// wildcard arm, and iterate [`ErrorClass::ALL`] rather than listing them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// Waiting for a connection timed out.
+    PoolTimeout,
+    /// Failed fast: the service is unhealthy.
+    Unavailable,
+    /// Refused: shutting down.
+    ShuttingDown,
+    /// Opening a connection failed or timed out.
+    Connect,
+    /// Sending, receiving or reading timed out.
+    Timeout,
+    /// The connection closed or reset.
+    Closed,
+    /// Transport or protocol failures.
+    Protocol,
+    /// A size limit was exceeded.
+    TooLarge,
+    /// The caller's request was invalid (rejected before checkout).
+    InvalidRequest,
+    /// Anything else (unknown service, JSON, config).
+    Other,
+}
+
+impl ErrorClass {
+    /// Every class, in a fixed order (the statistics' order). A slice: its length grows with
+    /// the classes.
+    pub const ALL: &'static [ErrorClass] = &[
+        ErrorClass::PoolTimeout,
+        ErrorClass::Unavailable,
+        ErrorClass::ShuttingDown,
+        ErrorClass::Connect,
+        ErrorClass::Timeout,
+        ErrorClass::Closed,
+        ErrorClass::Protocol,
+        ErrorClass::TooLarge,
+        ErrorClass::InvalidRequest,
+        ErrorClass::Other,
+    ];
+
+    /// The snake_case name used in JSON and Prometheus labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::PoolTimeout => "pool_timeout",
+            ErrorClass::Unavailable => "unavailable",
+            ErrorClass::ShuttingDown => "shutting_down",
+            ErrorClass::Connect => "connect",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Closed => "closed",
+            ErrorClass::Protocol => "protocol",
+            ErrorClass::TooLarge => "too_large",
+            ErrorClass::InvalidRequest => "invalid_request",
+            ErrorClass::Other => "other",
+        }
+    }
+}

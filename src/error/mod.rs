@@ -1,0 +1,318 @@
+//! The crate's error types: [`Error`] for pool operations, [`ConfigError`] for configuration.
+//!
+//! Every [`Error`] names the service and the phase it happened in. Source errors are kept and
+//! reachable through [`std::error::Error::source`]; `Display` prints only this layer's words,
+//! so a chain prints each cause once: [`ErrorChain`], the crate's one formatter of a whole
+//! chain (`Error::chain`), prints them all on one line.
+//!
+//! Beside [`Error`] (this file): its context ([`Phase`], [`PoolKind`], [`PoolState`] in
+//! `context.rs`), its classes (`class.rs`), [`ConfigError`] (`config.rs`) and the chain
+//! formatter (`chain.rs`).
+
+mod chain;
+mod class;
+mod config;
+mod context;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use chain::ErrorChain;
+pub use class::ErrorClass;
+pub use config::{ConfigError, ConfigLocation};
+pub use context::{Phase, PoolKind, PoolState};
+
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// [`Error::TooLarge`]'s `what` for a response head with more header lines than the parser
+/// reads: its limit is a count, not bytes.
+pub(crate) const HEADER_LINES: &str = "number of header lines in the response head";
+
+/// An error from a pool operation. Each variant names the service; the classification
+/// ([`Error::class`]) is what the statistics count.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// No service has this name.
+    UnknownService {
+        /// The name asked for.
+        name: String,
+        /// The names the manager knows.
+        known: Vec<String>,
+    },
+    /// The service exists but has no pool of this kind.
+    NoSuchPool {
+        /// The service.
+        service: String,
+        /// The kind asked for.
+        kind: PoolKind,
+    },
+    /// No connection became free before the wait timeout.
+    PoolTimeout {
+        /// The service.
+        service: String,
+        /// The pool.
+        kind: PoolKind,
+        /// How long the caller waited.
+        waited: Duration,
+        /// Occupancy when the wait ended.
+        state: PoolState,
+        /// The most recent connect failure, if any, so one line explains the incident.
+        last_error: Option<String>,
+    },
+    /// The service is unhealthy: acquisitions fail fast instead of waiting.
+    ServiceUnavailable {
+        /// The service.
+        service: String,
+        /// Consecutive failed checks or connects.
+        consecutive_failures: u32,
+        /// Why the last check failed.
+        last_error: String,
+    },
+    /// The manager is shutting down (or has shut down).
+    ShuttingDown {
+        /// The service, when the call named one.
+        service: Option<String>,
+    },
+    /// A phase ran past its deadline.
+    Timeout {
+        /// The service.
+        service: String,
+        /// The phase that timed out.
+        phase: Phase,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The connection closed or reset before a response arrived (a stale keep-alive
+    /// connection, or a server restart). Not retried for requests that are not idempotent.
+    ConnectionClosed {
+        /// The service.
+        service: String,
+        /// The phase.
+        phase: Phase,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A transport or protocol failure (refused, TLS, malformed response, WebSocket protocol).
+    Transport {
+        /// The service.
+        service: String,
+        /// The phase.
+        phase: Phase,
+        /// The underlying error.
+        source: Source,
+    },
+    /// A response body or WebSocket message exceeded its configured limit.
+    TooLarge {
+        /// The service.
+        service: String,
+        /// What was too large.
+        what: &'static str,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The WebSocket peer closed the connection.
+    WebSocketClosed {
+        /// The service.
+        service: String,
+    },
+    /// A JSON body could not be encoded or decoded.
+    Json {
+        /// The service.
+        service: String,
+        /// The serde error.
+        source: serde_json::Error,
+    },
+    /// The caller's request cannot be sent as asked (a path that is not an origin-form path
+    /// on the service, an invalid header name or value). Rejected before checkout: it costs no
+    /// connection and says nothing about the service's health.
+    InvalidRequest {
+        /// The service.
+        service: String,
+        /// What is wrong, naming the offending part.
+        reason: String,
+    },
+    /// The configuration is invalid.
+    Config(ConfigError),
+}
+
+impl Error {
+    /// The class this error is counted under.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::PoolTimeout { .. } => ErrorClass::PoolTimeout,
+            Error::ServiceUnavailable { .. } => ErrorClass::Unavailable,
+            Error::ShuttingDown { .. } => ErrorClass::ShuttingDown,
+            Error::Timeout {
+                phase: Phase::Connect,
+                ..
+            }
+            | Error::Transport {
+                phase: Phase::Connect,
+                ..
+            }
+            | Error::ConnectionClosed {
+                phase: Phase::Connect,
+                ..
+            } => ErrorClass::Connect,
+            Error::Timeout { .. } => ErrorClass::Timeout,
+            Error::ConnectionClosed { .. } | Error::WebSocketClosed { .. } => ErrorClass::Closed,
+            Error::Transport { .. } => ErrorClass::Protocol,
+            Error::TooLarge { .. } => ErrorClass::TooLarge,
+            Error::InvalidRequest { .. } => ErrorClass::InvalidRequest,
+            Error::UnknownService { .. }
+            | Error::NoSuchPool { .. }
+            | Error::Json { .. }
+            | Error::Config(_) => ErrorClass::Other,
+        }
+    }
+
+    /// The phase, where the error has one.
+    pub fn phase(&self) -> Option<Phase> {
+        match self {
+            Error::PoolTimeout { .. } | Error::ServiceUnavailable { .. } => Some(Phase::Wait),
+            Error::Timeout { phase, .. }
+            | Error::ConnectionClosed { phase, .. }
+            | Error::Transport { phase, .. } => Some(*phase),
+            Error::TooLarge { .. } | Error::WebSocketClosed { .. } => Some(Phase::Read),
+            _ => None,
+        }
+    }
+
+    /// The service the error concerns, where there is one.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Error::UnknownService { .. } | Error::Config(_) => None,
+            Error::ShuttingDown { service } => service.as_deref(),
+            Error::NoSuchPool { service, .. }
+            | Error::PoolTimeout { service, .. }
+            | Error::ServiceUnavailable { service, .. }
+            | Error::Timeout { service, .. }
+            | Error::ConnectionClosed { service, .. }
+            | Error::Transport { service, .. }
+            | Error::TooLarge { service, .. }
+            | Error::WebSocketClosed { service }
+            | Error::InvalidRequest { service, .. }
+            | Error::Json { service, .. } => Some(service),
+        }
+    }
+
+    /// True for a timeout of any phase (waiting, connecting, reading).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::PoolTimeout { .. } | Error::Timeout { .. })
+    }
+
+    /// This error and its causes on one line (see [`ErrorChain`]).
+    ///
+    /// ```
+    /// use backend_pool::{ManagerConfig, PoolManager, ServiceConfig};
+    ///
+    /// // Nothing listens on port 9.
+    /// let config = ManagerConfig::empty().with_service(ServiceConfig::new("svc", "http://127.0.0.1:9"));
+    /// let manager = PoolManager::new(config)?;
+    /// let err = manager.http("svc")?.get("/").call().unwrap_err();
+    /// let line = err.chain().to_string(); // what failed, then why, down to the OS's reason
+    /// assert!(line.starts_with(&err.to_string()), "{line}");
+    /// # Ok::<(), backend_pool::Error>(())
+    /// ```
+    pub fn chain(&self) -> ErrorChain<'_> {
+        ErrorChain::new(self)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::UnknownService { name, known } => {
+                write!(f, "unknown service '{name}' (known: {})", known.join(", "))
+            }
+            Error::NoSuchPool { service, kind } => {
+                write!(f, "service '{service}' has no {kind} pool")
+            }
+            Error::PoolTimeout {
+                service,
+                kind,
+                waited,
+                state,
+                last_error,
+            } => {
+                write!(
+                    f,
+                    "service '{service}': no {kind} connection free after {waited:?} ({state})"
+                )?;
+                if let Some(e) = last_error {
+                    write!(f, "; last connect error: {e}")?;
+                }
+                Ok(())
+            }
+            Error::ServiceUnavailable {
+                service,
+                consecutive_failures,
+                last_error,
+            } => write!(
+                f,
+                "service '{service}' is unavailable after {consecutive_failures} consecutive \
+                 failures; last error: {last_error}"
+            ),
+            Error::ShuttingDown { service: Some(s) } => {
+                write!(f, "service '{s}': the pool manager is shutting down")
+            }
+            Error::ShuttingDown { service: None } => {
+                f.write_str("the pool manager is shutting down")
+            }
+            Error::Timeout {
+                service,
+                phase,
+                after,
+            } => write!(f, "service '{service}': timed out {phase} after {after:?}"),
+            Error::ConnectionClosed { service, phase, .. } => {
+                write!(f, "service '{service}': connection closed while {phase}")
+            }
+            Error::Transport { service, phase, .. } => {
+                write!(f, "service '{service}': failed while {phase}")
+            }
+            Error::TooLarge {
+                service,
+                what,
+                limit,
+            } => {
+                let unit = if *what == HEADER_LINES { "" } else { " bytes" };
+                write!(
+                    f,
+                    "service '{service}': {what} exceeds the limit of {limit}{unit}"
+                )
+            }
+            Error::WebSocketClosed { service } => {
+                write!(
+                    f,
+                    "service '{service}': the WebSocket was closed by the peer"
+                )
+            }
+            Error::Json { service, .. } => write!(f, "service '{service}': invalid JSON"),
+            Error::InvalidRequest { service, reason } => {
+                write!(f, "service '{service}': invalid request: {reason}")
+            }
+            Error::Config(_) => f.write_str("invalid configuration"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::ConnectionClosed { source, .. } => Some(source),
+            Error::Transport { source, .. } => Some(source.as_ref()),
+            Error::Json { source, .. } => Some(source),
+            Error::Config(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
