@@ -94,24 +94,15 @@ impl ManagerStats {
             ),
         ];
         for (name, kind, help, get) in metrics {
-            let _ = writeln!(out, "# HELP backend_pool_{name} {help}");
-            let _ = writeln!(out, "# TYPE backend_pool_{name} {kind}");
+            family(&mut out, name, kind, help);
             for s in &self.services {
                 for (p, value) in s.pools().filter_map(|p| Some((p, get(p)?))) {
-                    let _ = writeln!(
-                        out,
-                        "backend_pool_{name}{{service=\"{}\",pool=\"{}\"}} {value}",
-                        escape(&s.name),
-                        pool_label(p.kind)
-                    );
+                    sample(&mut out, name, &s.name, p, None, value);
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP backend_pool_connections_closed_total Connections closed, by cause."
-        );
-        let _ = writeln!(out, "# TYPE backend_pool_connections_closed_total counter");
+        let closed = "connections_closed_total";
+        family(&mut out, closed, "counter", "Connections closed, by cause.");
         for s in &self.services {
             for p in s.pools() {
                 let c = &p.closed;
@@ -124,44 +115,64 @@ impl ManagerStats {
                     ("abandoned", c.abandoned),
                     ("other", c.other),
                 ] {
-                    let _ = writeln!(
-                        out,
-                        "backend_pool_connections_closed_total{{service=\"{}\",pool=\"{}\",cause=\"{cause}\"}} {n}",
-                        escape(&s.name),
-                        pool_label(p.kind)
-                    );
+                    sample(&mut out, closed, &s.name, p, Some(("cause", cause)), n);
                 }
             }
         }
-        let _ = writeln!(out, "# HELP backend_pool_errors_total Errors, by class.");
-        let _ = writeln!(out, "# TYPE backend_pool_errors_total counter");
+        let errors = "errors_total";
+        family(&mut out, errors, "counter", "Errors, by class.");
         for s in &self.services {
             for p in s.pools() {
                 for (class, n) in p.errors.iter() {
-                    let _ = writeln!(
-                        out,
-                        "backend_pool_errors_total{{service=\"{}\",pool=\"{}\",class=\"{class}\"}} {n}",
-                        escape(&s.name),
-                        pool_label(p.kind)
-                    );
+                    sample(&mut out, errors, &s.name, p, Some(("class", class)), n);
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP backend_pool_healthy 1 healthy, 0.5 degraded, 0 unhealthy."
+        let healthy = "healthy";
+        family(
+            &mut out,
+            healthy,
+            "gauge",
+            "1 healthy, 0.5 degraded, 0 unhealthy.",
         );
-        let _ = writeln!(out, "# TYPE backend_pool_healthy gauge");
         for s in &self.services {
             let _ = writeln!(
                 out,
-                "backend_pool_healthy{{service=\"{}\"}} {}",
+                "backend_pool_{healthy}{{service=\"{}\"}} {}",
                 escape(&s.name),
                 s.health.state.as_gauge()
             );
         }
         out
     }
+}
+
+/// A metric family's `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP backend_pool_{name} {help}");
+    let _ = writeln!(out, "# TYPE backend_pool_{name} {kind}");
+}
+
+/// One sample of a pool's metric, labelled with its service, its pool kind and `extra`.
+fn sample(
+    out: &mut String,
+    name: &str,
+    service: &str,
+    pool: &PoolStats,
+    extra: Option<(&str, &str)>,
+    value: impl std::fmt::Display,
+) {
+    let (service, kind) = (escape(service), pool_label(pool.kind));
+    let _ = match extra {
+        Some((label, v)) => writeln!(
+            out,
+            "backend_pool_{name}{{service=\"{service}\",pool=\"{kind}\",{label}=\"{v}\"}} {value}"
+        ),
+        None => writeln!(
+            out,
+            "backend_pool_{name}{{service=\"{service}\",pool=\"{kind}\"}} {value}"
+        ),
+    };
 }
 
 fn pool_label(kind: PoolKind) -> &'static str {
