@@ -121,10 +121,7 @@ impl fmt::Display for ConfigError {
                 at,
             } => {
                 write!(f, "invalid {format} configuration: {message}")?;
-                match at {
-                    Some(at) => write!(f, " ({at})"),
-                    None => Ok(()),
-                }
+                located(f, at)
             }
             ConfigError::Invalid {
                 service,
@@ -133,19 +130,21 @@ impl fmt::Display for ConfigError {
                 at,
             } => {
                 write!(f, "service '{service}': {field} {reason}")?;
-                match at {
-                    Some(at) => write!(f, " ({at})"),
-                    None => Ok(()),
-                }
+                located(f, at)
             }
             ConfigError::DuplicateService { name, at } => {
                 write!(f, "service '{name}' is defined more than once")?;
-                match at {
-                    Some(at) => write!(f, " ({at})"),
-                    None => Ok(()),
-                }
+                located(f, at)
             }
         }
+    }
+}
+
+/// Ends a message with where in the text the problem is, when known.
+fn located(f: &mut fmt::Formatter<'_>, at: &Option<ConfigLocation>) -> fmt::Result {
+    match at {
+        Some(at) => write!(f, " ({at})"),
+        None => Ok(()),
     }
 }
 
