@@ -80,6 +80,7 @@
 #![warn(rust_2018_idioms)]
 
 mod abort;
+mod cancel;
 mod clock;
 mod config;
 mod error;
@@ -98,6 +99,7 @@ mod stats;
 mod sync;
 mod ws;
 
+pub use cancel::CancelToken;
 pub use config::{HttpPoolConfig, ManagerConfig, Secret, ServiceConfig, WsPoolConfig};
 pub use error::{
     ConfigError, ConfigLocation, Error, ErrorChain, ErrorClass, Phase, PoolKind, PoolState,
@@ -109,7 +111,7 @@ pub use stats::{
     ClosedCounts, ErrorCounts, LatencyStats, ManagerStats, PoolStats, ServiceStats, Totals,
 };
 pub use ws::message::Message;
-pub use ws::WsGuard;
+pub use ws::{WsAbort, WsGuard};
 
 /// Fails to compile if a public type stops being `Send` or `Sync` (see "Stability").
 const _: () = {
@@ -122,6 +124,8 @@ const _: () = {
     send_sync::<StreamingResponse>();
     send_sync::<WsGuard>();
     send_sync::<Message>();
+    send_sync::<CancelToken>();
+    send_sync::<WsAbort>();
     send_sync::<Error>();
     send_sync::<ConfigError>();
     send_sync::<ManagerStats>();

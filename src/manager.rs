@@ -151,7 +151,22 @@ impl PoolManager {
     /// and connect errors.
     pub fn websocket(&self, service: &str) -> Result<WsGuard, Error> {
         let pool = self.ws_pool(service)?;
-        pool.checkout(pool.core.timeouts.wait)
+        pool.checkout(pool.core.timeouts.wait, None)
+    }
+
+    /// Like [`PoolManager::websocket`], and the wait for a free socket ends with
+    /// [`Error::Cancelled`] as soon as `token` is cancelled (from any thread), or at once if
+    /// it already is.
+    ///
+    /// # Errors
+    /// As [`PoolManager::websocket`], plus [`Error::Cancelled`].
+    pub fn websocket_cancellable(
+        &self,
+        service: &str,
+        token: &crate::CancelToken,
+    ) -> Result<WsGuard, Error> {
+        let pool = self.ws_pool(service)?;
+        pool.checkout(pool.core.timeouts.wait, Some(token))
     }
 
     /// Like [`PoolManager::websocket`], waiting at most `wait` for a free socket (instead of
@@ -161,7 +176,7 @@ impl PoolManager {
     /// # Errors
     /// As [`PoolManager::websocket`].
     pub fn websocket_wait(&self, service: &str, wait: Duration) -> Result<WsGuard, Error> {
-        self.ws_pool(service)?.checkout(wait)
+        self.ws_pool(service)?.checkout(wait, None)
     }
 
     fn ws_pool(&self, service: &str) -> Result<&Arc<WsPool>, Error> {

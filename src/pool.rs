@@ -75,7 +75,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, PoolKind, PoolState};
+use crate::cancel::CancelToken;
+use crate::error::{Error, Phase, PoolKind, PoolState};
 use crate::lease::{Lease, LeaseRegistry};
 use crate::service::ServiceContext;
 use crate::slots::{AcquireError, Occupancy, Permit, Slots};
@@ -125,16 +126,23 @@ impl<T> PoolCore<T> {
     ///
     /// The item returned holds a permit: wrap it in the pool kind's guard at once, whose
     /// drop gives the permit back ([`PoolCore::release`]).
+    ///
+    /// With a `cancel` token, the wait for a permit ends with [`Error::Cancelled`] when it
+    /// is cancelled (`Slots::acquire_cancellable`); without one, the path is as before.
     #[inline]
     pub(crate) fn checkout<I: Leased>(
         &self,
         wait: Duration,
         gate: bool,
+        cancel: Option<&CancelToken>,
         open: impl FnOnce(Admitted<T>) -> Result<I, Error>,
-    ) -> Result<I, Error> {
+    ) -> Result<I, Error>
+    where
+        T: Send + 'static,
+    {
         let start = Instant::now();
         let result = self
-            .wait_turn(&self.slots, start, wait, gate, |seen| PoolState {
+            .wait_turn(&self.slots, start, wait, gate, cancel, |seen| PoolState {
                 waiting: seen.waiting,
                 ..self.state()
             })
@@ -169,9 +177,10 @@ impl<T> PoolCore<T> {
         start: Instant,
         wait: Duration,
         gate: bool,
+        cancel: Option<&CancelToken>,
     ) -> Result<(), Error> {
         let result = self
-            .wait_turn(turns, start, wait, gate, |seen| PoolState {
+            .wait_turn(turns, start, wait, gate, cancel, |seen| PoolState {
                 in_use: seen.in_use,
                 idle: 0,
                 waiting: seen.waiting,
@@ -187,20 +196,26 @@ impl<T> PoolCore<T> {
     /// The health gate, then a permit of `slots` by `start + wait`; on a timeout, `state`
     /// turns the occupancy the waiter saw into the error's pool state.
     #[inline]
-    fn wait_turn<U>(
+    fn wait_turn<U: Send + 'static>(
         &self,
         slots: &Slots<U>,
         start: Instant,
         wait: Duration,
         gate: bool,
+        cancel: Option<&CancelToken>,
         state: impl FnOnce(Occupancy) -> PoolState,
     ) -> Result<(Option<U>, Instant), Error> {
         if gate {
             self.service.health.gate()?;
         }
         let deadline = crate::clock::deadline(start, wait);
-        match slots.acquire(deadline) {
+        let acquired = match cancel {
+            None => slots.acquire(deadline),
+            Some(token) => slots.acquire_cancellable(deadline, token),
+        };
+        match acquired {
             Ok(idle) => Ok((idle, deadline)),
+            Err(AcquireError::Cancelled) => Err(self.cancelled(Phase::Wait)),
             Err(AcquireError::Closed) => Err(self.shutting_down()),
             Err(AcquireError::Timeout(seen)) => Err(self.pool_timeout(start, state(seen))),
         }
@@ -251,6 +266,14 @@ impl<T> PoolCore<T> {
             waited: start.elapsed(),
             state,
             last_error: self.service.last_connect_error(),
+        }
+    }
+
+    /// The caller's token was cancelled while the call was in `phase`.
+    pub(crate) fn cancelled(&self, phase: Phase) -> Error {
+        Error::Cancelled {
+            service: self.service.name.clone(),
+            phase,
         }
     }
 

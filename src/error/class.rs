@@ -14,6 +14,8 @@ pub enum ErrorClass {
     Unavailable,
     /// Refused: shutting down.
     ShuttingDown,
+    /// The caller cancelled the call (`CancelToken::cancel`, `WsAbort::abort`).
+    Cancelled,
     /// Opening a connection failed or timed out.
     Connect,
     /// Sending, receiving or reading timed out.
@@ -37,6 +39,7 @@ impl ErrorClass {
         ErrorClass::PoolTimeout,
         ErrorClass::Unavailable,
         ErrorClass::ShuttingDown,
+        ErrorClass::Cancelled,
         ErrorClass::Connect,
         ErrorClass::Timeout,
         ErrorClass::Closed,
@@ -52,6 +55,7 @@ impl ErrorClass {
             ErrorClass::PoolTimeout => "pool_timeout",
             ErrorClass::Unavailable => "unavailable",
             ErrorClass::ShuttingDown => "shutting_down",
+            ErrorClass::Cancelled => "cancelled",
             ErrorClass::Connect => "connect",
             ErrorClass::Timeout => "timeout",
             ErrorClass::Closed => "closed",

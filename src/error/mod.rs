@@ -76,6 +76,15 @@ pub enum Error {
         /// The service, when the call named one.
         service: Option<String>,
     },
+    /// The caller cancelled the call while it was in `phase` (or before it began: the
+    /// phase it would have started with). The connection involved was closed, never
+    /// returned to the pool half-used.
+    Cancelled {
+        /// The service.
+        service: String,
+        /// The phase the call was in.
+        phase: Phase,
+    },
     /// A phase ran past its deadline.
     Timeout {
         /// The service.
@@ -145,6 +154,7 @@ impl Error {
             Error::PoolTimeout { .. } => ErrorClass::PoolTimeout,
             Error::ServiceUnavailable { .. } => ErrorClass::Unavailable,
             Error::ShuttingDown { .. } => ErrorClass::ShuttingDown,
+            Error::Cancelled { .. } => ErrorClass::Cancelled,
             Error::Timeout {
                 phase: Phase::Connect,
                 ..
@@ -174,6 +184,7 @@ impl Error {
         match self {
             Error::PoolTimeout { .. } | Error::ServiceUnavailable { .. } => Some(Phase::Wait),
             Error::Timeout { phase, .. }
+            | Error::Cancelled { phase, .. }
             | Error::ConnectionClosed { phase, .. }
             | Error::Transport { phase, .. } => Some(*phase),
             Error::TooLarge { .. } | Error::WebSocketClosed { .. } => Some(Phase::Read),
@@ -190,6 +201,7 @@ impl Error {
             | Error::PoolTimeout { service, .. }
             | Error::ServiceUnavailable { service, .. }
             | Error::Timeout { service, .. }
+            | Error::Cancelled { service, .. }
             | Error::ConnectionClosed { service, .. }
             | Error::Transport { service, .. }
             | Error::TooLarge { service, .. }
@@ -267,6 +279,9 @@ impl fmt::Display for Error {
                 phase,
                 after,
             } => write!(f, "service '{service}': timed out {phase} after {after:?}"),
+            Error::Cancelled { service, phase } => {
+                write!(f, "service '{service}': cancelled while {phase}")
+            }
             Error::ConnectionClosed { service, phase, .. } => {
                 write!(f, "service '{service}': connection closed while {phase}")
             }

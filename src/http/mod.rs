@@ -135,9 +135,19 @@ impl HttpPool {
         wait: Duration,
         gate: bool,
     ) -> Result<HttpConnection, Error> {
+        self.checkout_cancellable(wait, gate, None)
+    }
+
+    /// [`HttpPool::checkout`] whose wait for a permit ends when `cancel` is cancelled.
+    pub(crate) fn checkout_cancellable(
+        self: &Arc<Self>,
+        wait: Duration,
+        gate: bool,
+        cancel: Option<&crate::cancel::CancelToken>,
+    ) -> Result<HttpConnection, Error> {
         let item = self
             .core
-            .checkout(wait, gate, |admitted| self.take_item(admitted))?;
+            .checkout(wait, gate, cancel, |admitted| self.take_item(admitted))?;
         Ok(HttpConnection {
             item: Some(item),
             pool: Arc::clone(self),
@@ -168,8 +178,10 @@ impl HttpPool {
         start: Instant,
         wait: Duration,
         gate: bool,
+        cancel: Option<&crate::cancel::CancelToken>,
     ) -> Result<StreamTurn, Error> {
-        self.core.take_turn(&self.streams, start, wait, gate)?;
+        self.core
+            .take_turn(&self.streams, start, wait, gate, cancel)?;
         Ok(StreamTurn {
             pool: Arc::clone(self),
         })

@@ -165,6 +165,7 @@ pub struct RequestBuilder {
     timeout: Option<Duration>,
     wait: Option<Duration>,
     probe: bool,
+    cancel: Option<crate::CancelToken>,
 }
 
 impl RequestBuilder {
@@ -177,6 +178,7 @@ impl RequestBuilder {
             timeout: None,
             wait: None,
             probe: false,
+            cancel: None,
         }
     }
 
@@ -198,6 +200,14 @@ impl RequestBuilder {
     /// How long to wait for a pooled connection, overriding the service's `wait_timeout_ms`.
     pub fn wait_timeout(mut self, wait: Duration) -> Self {
         self.wait = Some(wait);
+        self
+    }
+
+    /// Cancels the call when `token` is cancelled, from any thread: the call returns
+    /// [`Error::Cancelled`] (a call given a token already cancelled fails at once). Covers
+    /// the wait for a pooled connection (and for a stream's turn).
+    pub fn cancel_on(mut self, token: &crate::CancelToken) -> Self {
+        self.cancel = Some(token.clone());
         self
     }
 
@@ -272,7 +282,9 @@ impl RequestBuilder {
     pub fn stream(self, body: &[u8]) -> Result<StreamingResponse, Error> {
         let start = std::time::Instant::now();
         let wait = self.wait.unwrap_or(self.pool.core.timeouts.wait);
-        let turn = self.pool.stream_turn(start, wait, !self.probe)?;
+        let turn = self
+            .pool
+            .stream_turn(start, wait, !self.probe, self.cancel.as_ref())?;
         let service = self.pool.core.name.clone();
         let rest = wait.saturating_sub(start.elapsed());
         let (conn, response) = self.wait_timeout(rest).execute(body)?;
@@ -312,7 +324,7 @@ impl RequestBuilder {
             err
         })?;
         let wait = self.wait.unwrap_or(pool.core.timeouts.wait);
-        let conn = pool.checkout(wait, !self.probe)?;
+        let conn = pool.checkout_cancellable(wait, !self.probe, self.cancel.as_ref())?;
         let wire = &conn.item().wire;
         let mut retried = false;
         loop {

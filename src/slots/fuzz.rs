@@ -100,6 +100,7 @@ impl Model {
                 }
                 Err(AcquireError::Closed) if self.closed => Ok("acquire -> closed".into()),
                 Err(AcquireError::Closed) => Err("closed error from an open pool".into()),
+                Err(AcquireError::Cancelled) => Err("cancelled without a token".into()),
             },
             2 | 3 if !self.held.is_empty() => {
                 let id = self

@@ -1,6 +1,6 @@
 //! Model checking with loom: `RUSTFLAGS="--cfg backend_pool_loom" cargo test --lib slots::loom_tests`.
 //! Every interleaving of three threads over two slots, with acquire, release, discard,
-//! timeout and shutdown: no deadlock (loom reports one), no lost wake-up and no slot counted
+//! timeout, cancellation and shutdown: no deadlock (loom reports one), no lost wake-up and no slot counted
 //! twice (`Slots::check` after every run, and the permits all come back).
 
 use super::*;
@@ -62,6 +62,7 @@ fn a_timeout_racing_a_release() {
                 }
                 Err(AcquireError::Timeout(_)) => false,
                 Err(AcquireError::Closed) => panic!("never closed"),
+                Err(AcquireError::Cancelled) => panic!("no token"),
             })
         };
         for h in holders {
@@ -101,5 +102,36 @@ fn shutdown_wakes_every_waiter() {
         assert_eq!(slots.release(None), None);
         slots.check().unwrap();
         assert_eq!(slots.occupancy().in_use, 0);
+    });
+}
+
+#[test]
+fn a_cancel_racing_a_hand_over_never_loses_the_permit() {
+    loom::model(|| {
+        let slots = Arc::new(Slots::<usize>::new(1));
+        slots.acquire(far()).unwrap();
+        let token = crate::cancel::CancelToken::new();
+        let waiter = {
+            let (slots, token) = (Arc::clone(&slots), token.clone());
+            thread::spawn(move || match slots.acquire_cancellable(far(), &token) {
+                Ok(item) => {
+                    slots.release(item);
+                }
+                Err(e) => assert_eq!(e, AcquireError::Cancelled),
+            })
+        };
+        let holder = {
+            let slots = Arc::clone(&slots);
+            thread::spawn(move || {
+                slots.release(Some(7));
+            })
+        };
+        token.cancel();
+        holder.join().unwrap();
+        waiter.join().unwrap();
+        slots.check().unwrap();
+        assert_eq!(slots.occupancy().in_use, 0, "a permit was lost");
+        assert_eq!(slots.occupancy().waiting, 0);
+        assert_eq!(slots.occupancy().idle, 1);
     });
 }

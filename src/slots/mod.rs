@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::cancel::{CancelToken, Hook};
 use crate::sync::{lock, wait_until, Arc, AtomicBool, Condvar, Mutex};
 
 /// An idle connection and when it went idle.
@@ -33,6 +34,8 @@ pub(crate) enum AcquireError {
     Timeout(Occupancy),
     /// `close` was called.
     Closed,
+    /// The caller's token was cancelled (before or while it waited).
+    Cancelled,
 }
 
 /// Permits held, idle connections and waiters at one moment.
@@ -65,7 +68,9 @@ struct State<T> {
 /// Permits + idle stack + FIFO waiters. See the module docs.
 pub(crate) struct Slots<T> {
     max: usize,
-    state: Mutex<State<T>>,
+    /// In an `Arc` so a cancel hook can take the lock from another thread (the same lock
+    /// the waiter sleeps under: no lost wake-up).
+    state: Arc<Mutex<State<T>>>,
     /// Mirrors `State::closed` for lock-free reads on the return path.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -74,13 +79,13 @@ impl<T> Slots<T> {
     pub(crate) fn new(max: usize) -> Self {
         Slots {
             max,
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 idle: Vec::new(),
                 in_use: 0,
                 tending: 0,
                 queue: VecDeque::new(),
                 closed: false,
-            }),
+            })),
             closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -102,11 +107,7 @@ impl<T> Slots<T> {
             st.in_use += 1;
             return Ok(st.idle.pop().map(|i| i.item));
         }
-        let me = Arc::new(Waiter {
-            cond: Condvar::new(),
-            granted: AtomicBool::new(false),
-        });
-        st.queue.push_back(Arc::clone(&me));
+        let me = Self::enqueue(&mut st);
         loop {
             // `granted` is written under the lock by the releaser that hands over its permit.
             if me.granted.load(Ordering::Relaxed) {
@@ -118,12 +119,88 @@ impl<T> Slots<T> {
             let (guard, timed_out) = wait_until(&me.cond, &self.state, st, deadline);
             st = guard;
             if timed_out && !me.granted.load(Ordering::Relaxed) && !st.closed {
-                // Occupancy as this waiter saw it, itself included.
-                let seen = Self::occupancy_of(&st);
-                st.queue.retain(|w| !Arc::ptr_eq(w, &me));
-                return Err(AcquireError::Timeout(seen));
+                return Err(Self::time_out(&mut st, &me));
             }
         }
+    }
+
+    /// [`Slots::acquire`] that also ends, with [`AcquireError::Cancelled`], when `token` is
+    /// cancelled: before it starts, or while it waits (the token wakes the waiter through a
+    /// registered hook, no polling). A waiter granted a permit as it is cancelled passes the
+    /// permit on (to the next waiter, or back to the free count): none is lost.
+    pub(crate) fn acquire_cancellable(
+        &self,
+        deadline: Instant,
+        token: &CancelToken,
+    ) -> Result<Option<T>, AcquireError>
+    where
+        T: Send + 'static,
+    {
+        if token.is_cancelled() {
+            return Err(AcquireError::Cancelled);
+        }
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(AcquireError::Closed);
+        }
+        if st.queue.is_empty() && st.in_use < self.max {
+            st.in_use += 1;
+            return Ok(st.idle.pop().map(|i| i.item));
+        }
+        let me = Self::enqueue(&mut st);
+        // Registered under the slots lock; the hook takes that lock before it notifies, so
+        // it cannot fire between the check below and the wait.
+        let _hook = {
+            let state = Arc::clone(&self.state);
+            let waiter = Arc::clone(&me);
+            token.register(Hook::Wake(Box::new(move || {
+                drop(lock(&state));
+                waiter.cond.notify_one();
+            })))
+        };
+        loop {
+            if token.is_cancelled() {
+                if me.granted.load(Ordering::Relaxed) {
+                    Self::pass_on(&mut st);
+                } else if !st.closed {
+                    st.queue.retain(|w| !Arc::ptr_eq(w, &me));
+                }
+                return Err(AcquireError::Cancelled);
+            }
+            if me.granted.load(Ordering::Relaxed) {
+                return Ok(st.idle.pop().map(|i| i.item));
+            }
+            if st.closed {
+                return Err(AcquireError::Closed);
+            }
+            let (guard, timed_out) = wait_until(&me.cond, &self.state, st, deadline);
+            st = guard;
+            if timed_out
+                && !me.granted.load(Ordering::Relaxed)
+                && !st.closed
+                && !token.is_cancelled()
+            {
+                return Err(Self::time_out(&mut st, &me));
+            }
+        }
+    }
+
+    /// Queues a new waiter (the caller holds the lock).
+    fn enqueue(st: &mut State<T>) -> Arc<Waiter> {
+        let me = Arc::new(Waiter {
+            cond: Condvar::new(),
+            granted: AtomicBool::new(false),
+        });
+        st.queue.push_back(Arc::clone(&me));
+        me
+    }
+
+    /// A waiter's deadline passed: it leaves the queue; the error carries the occupancy as
+    /// it saw it, itself included.
+    fn time_out(st: &mut State<T>, me: &Arc<Waiter>) -> AcquireError {
+        let seen = Self::occupancy_of(st);
+        st.queue.retain(|w| !Arc::ptr_eq(w, me));
+        AcquireError::Timeout(seen)
     }
 
     /// Takes a maintenance permit without waiting and without jumping the queue (checking
@@ -194,6 +271,12 @@ impl<T> Slots<T> {
             }
             other => other.map(|(item, _)| item),
         };
+        Self::pass_on(&mut st);
+        rejected
+    }
+
+    /// A permit is free: to the oldest waiter, or back to the free count.
+    fn pass_on(st: &mut State<T>) {
         match st.queue.pop_front() {
             Some(waiter) => {
                 waiter.granted.store(true, Ordering::Relaxed);
@@ -201,7 +284,6 @@ impl<T> Slots<T> {
             }
             None => st.in_use -= 1,
         }
-        rejected
     }
 
     /// Removes idle connections for which `expired` holds, oldest first, never taking the

@@ -138,3 +138,34 @@ fn a_maintenance_permit_handed_to_a_waiter_becomes_the_callers() {
     assert_eq!((occ.in_use, occ.tending), (1, 0), "{occ:?}");
     slots.check().unwrap();
 }
+
+#[test]
+fn a_cancelled_waiter_leaves_the_queue_and_the_next_one_is_served() {
+    use crate::cancel::CancelToken;
+    let slots = std::sync::Arc::new(Slots::<u32>::new(1));
+    slots.acquire(Instant::now()).unwrap();
+    let token = CancelToken::new();
+    let far = Instant::now() + Duration::from_secs(10);
+    std::thread::scope(|s| {
+        let cancelled = s.spawn(|| slots.acquire_cancellable(far, &token));
+        while slots.occupancy().waiting < 1 {
+            std::thread::yield_now();
+        }
+        let next = s.spawn(|| slots.acquire(far));
+        while slots.occupancy().waiting < 2 {
+            std::thread::yield_now();
+        }
+        token.cancel();
+        assert_eq!(cancelled.join().unwrap(), Err(AcquireError::Cancelled));
+        assert_eq!(slots.occupancy().waiting, 1);
+        slots.release(Some(3));
+        assert_eq!(next.join().unwrap(), Ok(Some(3)));
+    });
+    slots.check().unwrap();
+    assert_eq!(
+        slots.acquire_cancellable(far, &token),
+        Err(AcquireError::Cancelled),
+        "a cancelled token fails at once"
+    );
+    assert_eq!(slots.occupancy().in_use, 1);
+}

@@ -4,11 +4,12 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::message::Message;
 use super::{LeaseEnd, PooledSocket, WsPool};
+use crate::cancel::CancelToken;
 use crate::error::{Error, ErrorClass, Phase};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -60,18 +61,97 @@ pub struct WsGuard {
     /// (Bytes of a later message buffered behind one that was read whole are not this: the
     /// next lease reads that message whole.)
     cut_mid_message: bool,
+    /// Cancels reads and sends: the checkout's token, or one made by
+    /// [`WsGuard::abort_handle`]. Unset (no allocation, no system call) until one is asked
+    /// for.
+    cancel: OnceLock<CancelToken>,
+}
+
+/// Aborts the reads and sends of one [`WsGuard`] from another thread: cheap to clone,
+/// `Send + Sync`. See [`WsGuard::abort_handle`].
+#[derive(Clone, Debug)]
+pub struct WsAbort(CancelToken);
+
+impl WsAbort {
+    /// Makes a read or send blocked on the guard return [`Error::Cancelled`] at once (its
+    /// socket is shut down), and every later one fail the same way; the socket is closed
+    /// when the guard drops, never returned to the pool. Idempotent.
+    pub fn abort(&self) {
+        self.0.cancel();
+    }
 }
 
 impl WsGuard {
-    pub(super) fn new(conn: PooledSocket, pool: Arc<WsPool>) -> WsGuard {
-        WsGuard {
+    pub(super) fn new(
+        conn: PooledSocket,
+        pool: Arc<WsPool>,
+        cancel: Option<&CancelToken>,
+    ) -> WsGuard {
+        let guard = WsGuard {
             conn: Some(conn),
             pool,
             broken: false,
             started: AtomicBool::new(false),
             finished: false,
             cut_mid_message: false,
+            cancel: OnceLock::new(),
+        };
+        if let Some(token) = cancel {
+            let _ = guard.cancel.set(token.clone());
         }
+        guard
+    }
+
+    /// A handle that aborts this guard's reads and sends from another thread (a Cancel
+    /// button, an add-on being disabled): a blocked [`WsGuard::read`] or [`WsGuard::send`]
+    /// returns [`Error::Cancelled`] at once. A guard checked out with
+    /// [`crate::PoolManager::websocket_cancellable`] answers to that token too: the handle
+    /// cancels it.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), backend_pool::Error> {
+    /// # let manager = backend_pool::PoolManager::new(backend_pool::ManagerConfig::default())?;
+    /// let mut ws = manager.websocket("comfyui")?;
+    /// let abort = ws.abort_handle();
+    /// std::thread::spawn(move || abort.abort()); // e.g. from the UI's Cancel button
+    /// let err = ws.read().unwrap_err();
+    /// assert_eq!(err.class(), backend_pool::ErrorClass::Cancelled);
+    /// # Ok(()) }
+    /// ```
+    pub fn abort_handle(&self) -> WsAbort {
+        WsAbort(self.cancel.get_or_init(CancelToken::new).clone())
+    }
+
+    /// Runs a blocking socket operation under the guard's token, if it has one: the socket
+    /// is registered with the token while `op` runs (cancel shuts it down), and a token
+    /// already cancelled fails the call at once. `op`'s failures consult the token
+    /// ([`WsGuard::cancelled`]), so a failure the token caused is reported as such.
+    fn cancellable<R>(
+        &mut self,
+        phase: Phase,
+        op: impl FnOnce(&mut Self) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let Some(token) = self.cancel.get().cloned() else {
+            return op(self);
+        };
+        let tcp = super::tcp_of(&self.conn().socket);
+        let _watch = token.watch_tcp(tcp);
+        match self.cancelled(phase) {
+            Some(err) => Err(err),
+            None => op(self),
+        }
+    }
+
+    /// If the guard's token is cancelled: the socket is discarded, the class `cancelled`
+    /// counted, and the error to return. Checked before any other reading of a failure: a
+    /// cancel shuts the socket down, which the read or write sees as a close or a reset.
+    fn cancelled(&mut self, phase: Phase) -> Option<Error> {
+        if !self.cancel.get().is_some_and(CancelToken::is_cancelled) {
+            return None;
+        }
+        self.broken = true;
+        self.pool.counters().error(ErrorClass::Cancelled);
+        Some(self.pool.core.cancelled(phase))
     }
 
     fn conn(&mut self) -> &mut PooledSocket {
@@ -109,6 +189,10 @@ impl WsGuard {
     /// [`Error::ConnectionClosed`]; the socket is then discarded (part of a frame may have
     /// gone out).
     pub fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.cancellable(Phase::Send, |guard| guard.send_now(message))
+    }
+
+    fn send_now(&mut self, message: Message) -> Result<(), Error> {
         *self.started.get_mut() = true;
         let wait = self.pool.core.timeouts.request;
         let conn = self.conn();
@@ -170,6 +254,10 @@ impl WsGuard {
     /// # Errors
     /// As [`WsGuard::read`].
     pub fn read_timeout(&mut self, wait: Duration) -> Result<Message, Error> {
+        self.cancellable(Phase::Read, |guard| guard.read_now(wait))
+    }
+
+    fn read_now(&mut self, wait: Duration) -> Result<Message, Error> {
         self.conn()
             .socket
             .get_mut()
@@ -178,6 +266,9 @@ impl WsGuard {
             let result = self.conn().socket.read();
             match result {
                 Ok(tungstenite::Message::Close(_)) => {
+                    if let Some(err) = self.cancelled(Phase::Read) {
+                        return Err(err);
+                    }
                     self.broken = true;
                     self.pool.counters().error(ErrorClass::Closed);
                     return Err(Error::WebSocketClosed {
@@ -264,6 +355,9 @@ impl WsGuard {
     }
 
     fn failed(&mut self, e: tungstenite::Error, phase: Phase) -> Error {
+        if let Some(err) = self.cancelled(phase) {
+            return err;
+        }
         self.broken = true;
         let service = self.pool.core.name.clone();
         let err = match e {

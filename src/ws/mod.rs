@@ -58,7 +58,7 @@ pub(crate) mod message;
 mod stream;
 #[cfg(test)]
 mod tests;
-pub use guard::WsGuard;
+pub use guard::{WsAbort, WsGuard};
 pub use stream::WsStream;
 
 /// The socket type the pool holds.
@@ -134,14 +134,18 @@ impl WsPool {
 
     /// Checks out a socket through the pool core (health gate, a permit in arrival order):
     /// the newest idle socket, or a new connection (opened off-lock).
-    pub(crate) fn checkout(self: &Arc<Self>, wait: Duration) -> Result<WsGuard, Error> {
+    pub(crate) fn checkout(
+        self: &Arc<Self>,
+        wait: Duration,
+        cancel: Option<&crate::cancel::CancelToken>,
+    ) -> Result<WsGuard, Error> {
         let conn = self
             .core
-            .checkout(wait, true, |admitted| match admitted.idle {
+            .checkout(wait, true, cancel, |admitted| match admitted.idle {
                 Some(conn) => Ok(conn),
                 None => self.connect(),
             })?;
-        Ok(WsGuard::new(conn, Arc::clone(self)))
+        Ok(WsGuard::new(conn, Arc::clone(self), cancel))
     }
 
     /// Closes a socket off-lock: a close frame (bounded by 100 ms) for a healthy one; a

@@ -30,7 +30,7 @@ fn a_panic_while_connecting_gives_the_permit_back() {
     let pool = Arc::new(WsPool::new(Arc::new(core), config));
     for attempt in 0..3 {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            pool.checkout(Duration::from_millis(300)).map(drop)
+            pool.checkout(Duration::from_millis(300), None).map(drop)
         }));
         match outcome {
             // Either way the permit must come back: a lost one shows as a pool timeout.

@@ -1,0 +1,211 @@
+//! [`CancelToken`]: cancelling a blocked call from another thread.
+//!
+//! A token is a flag and a list of hooks. A blocked call registers a hook with the token for
+//! as long as it blocks ([`CancelToken::register`]); [`CancelToken::cancel`] sets the flag,
+//! then fires every hook registered, off the token's lock:
+//!
+//! * [`Hook::Wake`]: wakes a waiter (the wait for a permit in `Slots::acquire`: the hook
+//!   takes the slots lock, so the wake-up cannot fall between the waiter's check of the flag
+//!   and its sleep, and notifies that waiter's condvar);
+//! * [`Hook::Tcp`]: shuts a socket down through a clone of it, so a blocked read or write on
+//!   it returns at once (as `crate::abort` does at shutdown). The call then sees the token
+//!   cancelled and reports [`crate::Error::Cancelled`], not the I/O error.
+//!
+//! A hook registered after `cancel` is not stored and never fires: a caller registers first,
+//! then checks [`CancelToken::is_cancelled`] before it blocks.
+//!
+//! Lock order: a hook may be registered under the slots lock (slots, then token); `cancel`
+//! releases the token's lock before it fires a hook (which may take the slots lock).
+
+use std::fmt;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
+
+use crate::sync::{lock, Arc, AtomicBool, Mutex};
+
+/// A cancellation token: cheap to clone (one `Arc`), `Send + Sync`; every clone cancels the
+/// same calls. Pass it to a request ([`crate::RequestBuilder::cancel_on`]) or a WebSocket
+/// checkout ([`crate::PoolManager::websocket_cancellable`]); [`CancelToken::cancel`] from any
+/// thread makes a call blocked on it return [`crate::Error::Cancelled`], and every later call
+/// given it fails at once. A token cannot be reset: make a new one per job.
+///
+/// ```
+/// let token = backend_pool::CancelToken::new();
+/// let for_the_ui = token.clone();
+/// assert!(!token.is_cancelled());
+/// for_the_ui.cancel(); // the user pressed Cancel
+/// assert!(token.is_cancelled());
+/// ```
+#[derive(Clone)]
+pub struct CancelToken {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cancelled: AtomicBool,
+    hooks: Mutex<Hooks>,
+}
+
+#[derive(Default)]
+struct Hooks {
+    next: u64,
+    list: Vec<(u64, Hook)>,
+}
+
+/// What `cancel` does for one blocked call. See the module docs.
+pub(crate) enum Hook {
+    /// Shut this socket (a clone of the call's) down.
+    Tcp(TcpStream),
+    /// Wake this waiter.
+    Wake(Box<dyn Fn() + Send + Sync>),
+}
+
+impl Hook {
+    fn fire(self) {
+        match self {
+            // An error means the socket is closed already.
+            Hook::Tcp(stream) => {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            Hook::Wake(wake) => wake(),
+        }
+    }
+}
+
+impl Default for CancelToken {
+    fn default() -> Self {
+        CancelToken {
+            inner: Arc::new(Inner {
+                cancelled: AtomicBool::new(false),
+                hooks: Mutex::new(Hooks::default()),
+            }),
+        }
+    }
+}
+
+impl CancelToken {
+    /// A token not yet cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancels every call blocked on this token (and every later one given it). Returns once
+    /// each blocked call has been woken or its socket shut down; the calls themselves return
+    /// on their own threads. Idempotent.
+    pub fn cancel(&self) {
+        if self.inner.cancelled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let hooks = std::mem::take(&mut lock(&self.inner.hooks).list);
+        // Off-lock: a hook takes another lock or makes a system call.
+        for (_, hook) in hooks {
+            hook.fire();
+        }
+    }
+
+    /// Has [`CancelToken::cancel`] been called?
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Registers `hook` until the returned registration drops. After `cancel`, nothing is
+    /// registered (and the hook never fires): check [`CancelToken::is_cancelled`] after this.
+    pub(crate) fn register(&self, hook: Hook) -> Registration<'_> {
+        let mut hooks = lock(&self.inner.hooks);
+        // Read under the lock: `cancel` sets the flag before it takes the list.
+        if self.is_cancelled() {
+            return Registration {
+                token: self,
+                id: None,
+            };
+        }
+        hooks.next += 1;
+        let id = hooks.next;
+        hooks.list.push((id, hook));
+        Registration {
+            token: self,
+            id: Some(id),
+        }
+    }
+
+    /// Registers a clone of `stream`, shut down on `cancel`. Without a clone (out of fds) the
+    /// call runs unwatched, bounded by its deadline.
+    pub(crate) fn watch_tcp(&self, stream: &TcpStream) -> Registration<'_> {
+        match stream.try_clone() {
+            Ok(clone) => self.register(Hook::Tcp(clone)),
+            Err(_) => Registration {
+                token: self,
+                id: None,
+            },
+        }
+    }
+}
+
+impl fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelToken")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+/// A registered hook; unregisters it (dropping a socket clone) when dropped.
+#[must_use = "the hook is registered only while this lives"]
+pub(crate) struct Registration<'a> {
+    token: &'a CancelToken,
+    id: Option<u64>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id else { return };
+        let hook = {
+            let mut hooks = lock(&self.token.inner.hooks);
+            let at = hooks.list.iter().position(|(i, _)| *i == id);
+            at.map(|at| hooks.list.swap_remove(at).1)
+        };
+        drop(hook); // closes a socket clone off-lock
+    }
+}
+
+#[cfg(all(test, not(backend_pool_loom)))]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn cancel_shuts_a_watched_socket_down_and_later_registrations_never_fire() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let _server = listener.accept().unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let token = CancelToken::new();
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            let watch = token.watch_tcp(&client);
+            let other = token.clone();
+            s.spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                other.cancel();
+            });
+            assert_eq!(client.read(&mut [0u8; 8]).unwrap(), 0, "EOF after cancel");
+            drop(watch);
+        });
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(token.is_cancelled());
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&fired);
+        let late = token.register(Hook::Wake(Box::new(move || {
+            flag.store(true, Ordering::SeqCst)
+        })));
+        token.cancel();
+        drop(late);
+        assert!(!fired.load(Ordering::SeqCst));
+        assert!(lock(&token.inner.hooks).list.is_empty());
+        assert_eq!(format!("{token:?}"), "CancelToken { cancelled: true }");
+    }
+}
