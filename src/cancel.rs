@@ -58,6 +58,9 @@ pub(crate) enum Hook {
     Tcp(TcpStream),
     /// Wake this waiter.
     Wake(Box<dyn Fn() + Send + Sync>),
+    /// Shut this agent down: every connection it holds, and the request it is running
+    /// (ureq's `Agent::shutdown`).
+    Agent(ureq::Agent),
 }
 
 impl Hook {
@@ -68,6 +71,7 @@ impl Hook {
                 let _ = stream.shutdown(Shutdown::Both);
             }
             Hook::Wake(wake) => wake(),
+            Hook::Agent(agent) => agent.shutdown(),
         }
     }
 }
@@ -110,12 +114,12 @@ impl CancelToken {
 
     /// Registers `hook` until the returned registration drops. After `cancel`, nothing is
     /// registered (and the hook never fires): check [`CancelToken::is_cancelled`] after this.
-    pub(crate) fn register(&self, hook: Hook) -> Registration<'_> {
+    pub(crate) fn register(&self, hook: Hook) -> Registration {
         let mut hooks = lock(&self.inner.hooks);
         // Read under the lock: `cancel` sets the flag before it takes the list.
         if self.is_cancelled() {
             return Registration {
-                token: self,
+                token: self.clone(),
                 id: None,
             };
         }
@@ -123,18 +127,18 @@ impl CancelToken {
         let id = hooks.next;
         hooks.list.push((id, hook));
         Registration {
-            token: self,
+            token: self.clone(),
             id: Some(id),
         }
     }
 
     /// Registers a clone of `stream`, shut down on `cancel`. Without a clone (out of fds) the
     /// call runs unwatched, bounded by its deadline.
-    pub(crate) fn watch_tcp(&self, stream: &TcpStream) -> Registration<'_> {
+    pub(crate) fn watch_tcp(&self, stream: &TcpStream) -> Registration {
         match stream.try_clone() {
             Ok(clone) => self.register(Hook::Tcp(clone)),
             Err(_) => Registration {
-                token: self,
+                token: self.clone(),
                 id: None,
             },
         }
@@ -149,14 +153,22 @@ impl fmt::Debug for CancelToken {
     }
 }
 
-/// A registered hook; unregisters it (dropping a socket clone) when dropped.
+/// A registered hook; unregisters it (dropping a socket clone) when dropped. Holds the token
+/// (a clone), so it can live in a response that outlives the call.
 #[must_use = "the hook is registered only while this lives"]
-pub(crate) struct Registration<'a> {
-    token: &'a CancelToken,
+pub(crate) struct Registration {
+    token: CancelToken,
     id: Option<u64>,
 }
 
-impl Drop for Registration<'_> {
+impl Registration {
+    /// The token this registration is with.
+    pub(crate) fn token(&self) -> &CancelToken {
+        &self.token
+    }
+}
+
+impl Drop for Registration {
     fn drop(&mut self) {
         let Some(id) = self.id else { return };
         let hook = {

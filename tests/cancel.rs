@@ -271,3 +271,169 @@ fn a_websocket_send_to_a_reader_that_stopped_is_aborted() {
     );
     assert!(m.websocket("svc").is_ok(), "capacity is back");
 }
+
+/// A raw HTTP server for the phases after the request is sent: it reads a request head,
+/// writes `prefix` (nothing, a head and part of a body, a few events) and then waits for
+/// the client to close, counting the connections it saw closed.
+struct RawServer {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    closed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RawServer {
+    fn start(prefix: &'static [u8]) -> RawServer {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let closed = std::sync::Arc::new(AtomicUsize::new(0));
+        let (a, c) = (accepted.clone(), closed.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming().take(THREADS + 2) {
+                let Ok(mut stream) = stream else { return };
+                a.fetch_add(1, Ordering::SeqCst);
+                let c = c.clone();
+                thread::spawn(move || {
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(5)))
+                        .unwrap();
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let _ = stream.write_all(prefix);
+                    // Until the client closes (EOF or reset), bounded by the read timeout.
+                    let mut sink = [0u8; 1024];
+                    loop {
+                        match stream.read(&mut sink) {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                            Err(_) => return,
+                        }
+                    }
+                    c.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        RawServer {
+            addr,
+            accepted,
+            closed,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn closed(&self) -> usize {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The `backend_pool::Error` inside an I/O error from a stream's read.
+fn pool_error(e: std::io::Error) -> Error {
+    let inner = e
+        .into_inner()
+        .expect("a cancelled read carries the pool's error");
+    *inner.downcast::<Error>().expect("a backend_pool::Error")
+}
+
+/// `THREADS` HTTP calls blocked after sending, cancelled: each returns `Cancelled` in
+/// `phase`, the server sees every socket closed, capacity and fds are back.
+fn http_phase_is_cancelled(
+    prefix: &'static [u8],
+    phase: Phase,
+    call: impl Fn(&backend_pool::HttpClient, &CancelToken) -> Result<(), Error> + Send + Sync,
+) {
+    let server = RawServer::start(prefix);
+    // Streams get 8 of 10 connections (`max_stream_connections`' default).
+    let m = manager(with_http_size(
+        service("svc", &server.url()),
+        THREADS as u32 + 2,
+        0,
+    ));
+    let http = m.http("svc").unwrap();
+    let fds = backend_pool_testkit::fd_count();
+    let results = cancel_blocked(
+        || {
+            thread::sleep(Duration::from_millis(50));
+            server.accepted() == THREADS
+        },
+        |token| call(&http, token),
+    );
+    assert_cancelled(&results, phase);
+    assert!(
+        eventually(Duration::from_secs(3), || server.closed() == THREADS),
+        "the server saw {} of {THREADS} sockets closed",
+        server.closed()
+    );
+    let stats = http_stats(&m);
+    assert_eq!(stats.in_use, 0, "{stats:?}");
+    assert_eq!(
+        stats.errors.get(ErrorClass::Cancelled),
+        THREADS as u64,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.errors.total(),
+        THREADS as u64,
+        "counted once each: {stats:?}"
+    );
+    assert_eq!(
+        m.stats().services[0].health.state,
+        backend_pool::HealthState::Healthy
+    );
+    assert!(eventually(Duration::from_secs(3), || {
+        backend_pool_testkit::fd_count() <= fds
+    }));
+    // Capacity is back: a new checkout succeeds at once.
+    let started = Instant::now();
+    let conns: Vec<_> = (0..THREADS).map(|_| http.checkout().unwrap()).collect();
+    assert!(started.elapsed() < BOUND);
+    drop(conns);
+}
+
+#[test]
+fn requests_waiting_for_a_response_head_are_cancelled() {
+    http_phase_is_cancelled(b"", Phase::Receive, |http, token| {
+        http.get("/").cancel_on(token).call().map(drop)
+    });
+}
+
+#[test]
+fn a_body_stalled_midway_is_cancelled() {
+    http_phase_is_cancelled(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nthe first bytes",
+        Phase::Read,
+        |http, token| http.get("/").cancel_on(token).call().map(drop),
+    );
+}
+
+#[test]
+fn an_sse_stream_waiting_for_its_next_event_is_cancelled() {
+    http_phase_is_cancelled(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n",
+        Phase::Read,
+        |http, token| {
+            let mut stream = http.get("/").cancel_on(token).stream(&[])?;
+            let mut events = stream.events();
+            assert_eq!(events.next().unwrap().unwrap().data, "1");
+            match events.next() {
+                Some(Err(backend_pool::sse::Error::Io(e))) => Err(pool_error(e)),
+                other => panic!("expected a failed read, got {other:?}"),
+            }
+        },
+    );
+}

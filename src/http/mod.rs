@@ -393,6 +393,11 @@ impl HttpConnection {
 
     /// Closes the connection instead of returning it (after an error seen by the caller).
     pub fn discard(mut self) {
+        self.mark_broken();
+    }
+
+    /// Closes the connection when it comes back (a cancelled call left it half-used).
+    pub(crate) fn mark_broken(&mut self) {
         if let Some(item) = self.item.as_mut() {
             item.close = Some(CloseCause::Broken);
         }

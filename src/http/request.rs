@@ -18,7 +18,8 @@ use super::classify::{classify, classify_unreached};
 use super::response::{Response, StreamingResponse};
 use super::validate;
 use super::{HttpConnection, HttpPool};
-use crate::error::Error;
+use crate::cancel::{Hook, Registration};
+use crate::error::{Error, Phase};
 
 /// A handle on one service's HTTP pool; cheap to clone, usable from any thread.
 ///
@@ -258,8 +259,8 @@ impl RequestBuilder {
     /// As [`RequestBuilder::call`].
     pub fn send_bytes(self, body: &[u8]) -> Result<Response, Error> {
         let pool = Arc::clone(&self.pool);
-        let (conn, response) = self.execute(body)?;
-        let result = Response::read_whole(&pool, response);
+        let (conn, response, watch) = self.execute(body)?;
+        let result = Response::read_whole(&pool, response, watch.as_ref().map(|w| w.token()));
         if result.is_err() {
             conn.discard();
         }
@@ -287,8 +288,8 @@ impl RequestBuilder {
             .stream_turn(start, wait, !self.probe, self.cancel.as_ref())?;
         let service = self.pool.core.name.clone();
         let rest = wait.saturating_sub(start.elapsed());
-        let (conn, response) = self.wait_timeout(rest).execute(body)?;
-        Ok(StreamingResponse::new(service, conn, turn, response))
+        let (conn, response, watch) = self.wait_timeout(rest).execute(body)?;
+        Ok(StreamingResponse::new(service, conn, turn, response, watch))
     }
 
     fn idempotent(&self) -> bool {
@@ -302,7 +303,14 @@ impl RequestBuilder {
     fn execute(
         self,
         body: &[u8],
-    ) -> Result<(HttpConnection, ureq::http::Response<ureq::Body>), Error> {
+    ) -> Result<
+        (
+            HttpConnection,
+            ureq::http::Response<ureq::Body>,
+            Option<Registration>,
+        ),
+        Error,
+    > {
         let pool = &self.pool;
         let counters = pool.counters();
         let target = validate::target(
@@ -326,16 +334,43 @@ impl RequestBuilder {
         let wait = self.wait.unwrap_or(pool.core.timeouts.wait);
         let conn = pool.checkout_cancellable(wait, !self.probe, self.cancel.as_ref())?;
         let wire = &conn.item().wire;
+        // Cancel shuts the agent down: the request in flight, its socket.
+        let watch = self
+            .cancel
+            .as_ref()
+            .map(|token| token.register(Hook::Agent(conn.agent().clone())));
+        let cancelled = |conn: HttpConnection, reached: bool| {
+            // The failure is the cancel's doing: not the server's, not the health's.
+            let phase = if reached {
+                Phase::Receive
+            } else {
+                Phase::Connect
+            };
+            let err = pool.core.cancelled(phase);
+            counters.error(err.class());
+            conn.discard();
+            Err(err)
+        };
+        let is_cancelled = || watch.as_ref().is_some_and(|w| w.token().is_cancelled());
         let mut retried = false;
         loop {
             wire.begin_attempt();
-            match self.send_once(&conn, &target, body) {
+            if is_cancelled() {
+                let reached = wire.reached();
+                return cancelled(conn, reached);
+            }
+            let sent = self.send_once(&conn, &target, body);
+            if sent.is_err() && is_cancelled() {
+                let reached = wire.reached();
+                return cancelled(conn, reached);
+            }
+            match sent {
                 Ok(response) => {
                     counters.requests.fetch_add(1, Relaxed);
                     if !self.probe {
                         pool.core.health.success();
                     }
-                    return Ok((conn, response));
+                    return Ok((conn, response, watch));
                 }
                 Err(e) => {
                     let err = if wire.reached() {

@@ -24,9 +24,13 @@ pub struct Response {
 
 impl Response {
     /// Reads a response's whole body (up to `max_body_bytes`).
+    ///
+    /// A failure once `cancel` is cancelled is [`Error::Cancelled`] (the cancel shut the
+    /// agent down), counted as such and not against health.
     pub(super) fn read_whole(
         pool: &HttpPool,
         response: ureq::http::Response<ureq::Body>,
+        cancel: Option<&crate::CancelToken>,
     ) -> Result<Response, Error> {
         let (parts, mut body) = response.into_parts();
         let bytes = body
@@ -34,6 +38,11 @@ impl Response {
             .limit(pool.config.max_body_bytes)
             .read_to_vec()
             .map_err(|e| {
+                if cancel.is_some_and(crate::CancelToken::is_cancelled) {
+                    let err = pool.core.cancelled(crate::Phase::Read);
+                    pool.counters().error(err.class());
+                    return err;
+                }
                 let err = classify(pool, e);
                 pool.failed(&err, true);
                 err
@@ -121,6 +130,10 @@ pub struct StreamingResponse {
     headers: Vec<(String, String)>,
     reader: io::BufReader<ureq::BodyReader<'static>>,
     service: String,
+    /// The request's token, watching the agent while the body is read (cancel shuts it
+    /// down); `cancelled` once a read has reported it.
+    cancel: Option<crate::cancel::Registration>,
+    cancelled: bool,
     // Dropped after the reader: the socket is back in the agent before the item returns.
     conn: HttpConnection,
     // Dropped last: the next stream's turn comes once this connection is back.
@@ -133,6 +146,7 @@ impl StreamingResponse {
         conn: HttpConnection,
         turn: StreamTurn,
         response: ureq::http::Response<ureq::Body>,
+        cancel: Option<crate::cancel::Registration>,
     ) -> Self {
         let (parts, body) = response.into_parts();
         StreamingResponse {
@@ -140,9 +154,31 @@ impl StreamingResponse {
             headers: header_pairs(&parts.headers),
             reader: io::BufReader::with_capacity(8 * 1024, body.into_reader()),
             service,
+            cancel,
+            cancelled: false,
             conn,
             _turn: turn,
         }
+    }
+
+    /// A read failed: if the request's token is cancelled, the failure is its doing. Then
+    /// the error wraps [`Error::Cancelled`] (kind `ConnectionAborted`; the first such
+    /// failure is counted) and the connection closes when the stream drops.
+    fn read_failed(&mut self, e: io::Error) -> io::Error {
+        if !self
+            .cancel
+            .as_ref()
+            .is_some_and(|w| w.token().is_cancelled())
+        {
+            return timed_out_kind(e);
+        }
+        let err = self.conn.pool.core.cancelled(crate::Phase::Read);
+        if !self.cancelled {
+            self.cancelled = true;
+            self.conn.pool.counters().error(err.class());
+            self.conn.mark_broken();
+        }
+        io::Error::new(io::ErrorKind::ConnectionAborted, err)
     }
 
     /// The status code.
@@ -201,6 +237,14 @@ impl Drop for StreamingResponse {
     /// not at its end by then is closed (ureq closes a socket whose body was not read to
     /// the end).
     fn drop(&mut self) {
+        let cancelled = self
+            .cancel
+            .as_ref()
+            .is_some_and(|w| w.token().is_cancelled());
+        if cancelled {
+            self.conn.mark_broken(); // its agent is shut down: nothing to drain
+            return;
+        }
         if std::thread::panicking() || self.conn.pool.core.is_closed() {
             return; // The connection is closed anyway.
         }
@@ -245,13 +289,20 @@ fn timed_out_kind(e: io::Error) -> io::Error {
 
 impl Read for StreamingResponse {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reader.read(buf).map_err(timed_out_kind)
+        match self.reader.read(buf) {
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.read_failed(e)),
+        }
     }
 }
 
 impl BufRead for StreamingResponse {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.reader.fill_buf().map_err(timed_out_kind)
+        // Checked first, so the buffer is borrowed only on success.
+        if let Err(e) = self.reader.fill_buf() {
+            return Err(self.read_failed(e));
+        }
+        self.reader.fill_buf()
     }
     fn consume(&mut self, amt: usize) {
         self.reader.consume(amt)
