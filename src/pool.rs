@@ -152,6 +152,12 @@ impl<T> PoolCore<T> {
                     idle,
                     start,
                     deadline,
+                })
+                .map_err(|e| match cancel {
+                    // A connect cannot be interrupted: it fails by its deadline, and the
+                    // failure is the cancel's when the token says so.
+                    Some(token) if token.is_cancelled() => self.cancelled(Phase::Connect),
+                    _ => e,
                 })?;
                 permit.keep();
                 Ok(item)

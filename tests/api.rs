@@ -168,4 +168,6 @@ fn error_classes_are_a_slice_of_distinct_names() {
     names.dedup();
     assert_eq!(names.len(), all.len());
     assert!(all.contains(&ErrorClass::PoolTimeout) && all.contains(&ErrorClass::Other));
+    assert!(all.contains(&ErrorClass::Cancelled));
+    assert_eq!(ErrorClass::Cancelled.name(), "cancelled");
 }

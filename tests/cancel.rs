@@ -437,3 +437,45 @@ fn an_sse_stream_waiting_for_its_next_event_is_cancelled() {
         },
     );
 }
+
+/// A TCP connect in progress cannot be interrupted (see RELIABILITY.md): the call ends by
+/// its `connect_timeout_ms`, and reports `Cancelled` (phase `Connect`), not a connect error.
+#[test]
+fn a_connect_in_progress_ends_by_its_deadline_as_cancelled() {
+    let hole = backend_pool_testkit::Blackhole::new().unwrap();
+    let url = format!("http://{}", hole.addr());
+    let mut config = both_pools(&url, 1);
+    config.connect_timeout_ms = 300;
+    let m = manager(config);
+    let http = m.http("svc").unwrap();
+    let token = CancelToken::new();
+    thread::scope(|s| {
+        let canceller = s.spawn(|| {
+            thread::sleep(Duration::from_millis(50));
+            token.cancel();
+        });
+        let started = Instant::now();
+        let err = http.get("/").cancel_on(&token).call().unwrap_err();
+        canceller.join().unwrap();
+        assert_eq!(
+            (err.class(), err.phase()),
+            (ErrorClass::Cancelled, Some(Phase::Connect)),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    });
+    let token = CancelToken::new();
+    thread::scope(|s| {
+        s.spawn(|| {
+            thread::sleep(Duration::from_millis(50));
+            token.cancel();
+        });
+        let err = m.websocket_cancellable("svc", &token).unwrap_err();
+        assert_eq!(
+            (err.class(), err.phase()),
+            (ErrorClass::Cancelled, Some(Phase::Connect)),
+            "{err:?}"
+        );
+    });
+    assert_eq!(http_stats(&m).in_use + ws_stats(&m).in_use, 0);
+}
