@@ -9,14 +9,31 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-/// Who holds a connection and since when.
+/// Who holds a connection and since when, and how to interrupt a call blocked on it.
 #[derive(Default)]
 pub(crate) struct Lease {
     holder: Mutex<Option<(Instant, Thread)>>,
     reported: AtomicBool,
+    /// Set when the connection is made (never on checkout); fired by a shutdown whose
+    /// deadline passed while the connection was still held.
+    interrupt: Mutex<Option<Interrupt>>,
+}
+
+/// A way to cut a held connection's blocked I/O short.
+pub(crate) enum Interrupt {
+    /// The item's ureq agent (`Agent::shutdown` interrupts its request in flight).
+    Agent(ureq::Agent),
+    /// A clone of the WebSocket's TCP stream.
+    Tcp(std::net::TcpStream),
 }
 
 impl Lease {
+    /// How to interrupt this connection (replacing what was set: an HTTP item's agent is
+    /// replaced when its keep-alive socket is refreshed).
+    pub(crate) fn set_interrupt(&self, interrupt: Interrupt) {
+        *self.interrupt.lock() = Some(interrupt);
+    }
+
     pub(crate) fn begin(&self, now: Instant) {
         *self.holder.lock() = Some((now, std::thread::current()));
         self.reported.store(false, Relaxed);
@@ -50,6 +67,31 @@ impl LeaseRegistry {
         }
         leases.push(Arc::downgrade(&lease));
         lease
+    }
+
+    /// Shutdown, past its deadline: interrupts every connection still held (its blocked
+    /// read or write returns at once). Returns how many were.
+    pub(crate) fn interrupt_held(&self) -> usize {
+        let leases: Vec<Arc<Lease>> = {
+            let mut all = self.leases.lock();
+            all.retain(|w| w.strong_count() > 0);
+            all.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut fired = 0;
+        for lease in leases {
+            if lease.holder.lock().is_none() {
+                continue;
+            }
+            match lease.interrupt.lock().as_ref() {
+                Some(Interrupt::Agent(agent)) => agent.clone().shutdown(),
+                Some(Interrupt::Tcp(tcp)) => {
+                    let _ = tcp.shutdown(std::net::Shutdown::Both);
+                }
+                None => continue,
+            }
+            fired += 1;
+        }
+        fired
     }
 
     /// Leases held longer than `threshold` and not yet reported.

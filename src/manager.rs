@@ -10,6 +10,10 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::config::ManagerConfig;
+
+/// How long [`PoolManager::shutdown`] waits, after its deadline, for the calls it interrupted
+/// to hand their connections back.
+pub(crate) const ABORT_MARGIN: Duration = Duration::from_millis(50);
 use crate::error::{ConfigError, Error, PoolKind};
 use crate::health::HealthSnapshot;
 use crate::http::{HttpClient, HttpPool};
@@ -239,9 +243,16 @@ impl PoolManager {
     /// call returns within `deadline` plus the time to close the idle connections (a close
     /// frame each, bounded by 100 ms; on loopback well under a millisecond).
     ///
+    /// Calls still blocked on a connection when the deadline passes (a request waiting for
+    /// its head or reading its body, a WebSocket read or send) are interrupted then: their
+    /// socket is shut down and they return [`Error::ShuttingDown`] on their own threads. The
+    /// call waits at most 50 ms more for them to hand their connections back.
+    /// Not interrupted: a TCP connect or handshake in progress (bounded by
+    /// `connect_timeout_ms`).
+    ///
     /// # Errors
-    /// Never for a clean shutdown. The report lists connections still checked out at the
-    /// deadline (they close when their guards drop).
+    /// Never for a clean shutdown. The report lists connections still checked out after the
+    /// deadline and the margin (they close when their guards drop).
     pub fn shutdown(&self, deadline: Duration) -> Result<ShutdownReport, Error> {
         self.shutdown_inner(deadline, true)
     }
@@ -282,6 +293,23 @@ impl PoolManager {
         while wait_in_use && !still.is_empty() && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(2).min(end - Instant::now()));
             still = self.in_use();
+        }
+        if wait_in_use && !still.is_empty() {
+            // The deadline passed: interrupt the calls still blocked on a connection, so
+            // none outlives the shutdown by more than `ABORT_MARGIN`.
+            for s in &self.registry.services {
+                if let Some(p) = &s.http {
+                    p.core.leases.interrupt_held();
+                }
+                if let Some(p) = &s.ws {
+                    p.core.leases.interrupt_held();
+                }
+            }
+            let margin = Instant::now() + ABORT_MARGIN;
+            while !still.is_empty() && Instant::now() < margin {
+                std::thread::sleep(Duration::from_millis(2));
+                still = self.in_use();
+            }
         }
         for u in &still {
             log::warn!(target: "backend_pool",

@@ -283,7 +283,7 @@ impl<T> PoolCore<T> {
         }
     }
 
-    fn shutting_down(&self) -> Error {
+    pub(crate) fn shutting_down(&self) -> Error {
         Error::ShuttingDown {
             service: Some(self.service.name.clone()),
         }

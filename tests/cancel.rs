@@ -479,3 +479,70 @@ fn a_connect_in_progress_ends_by_its_deadline_as_cancelled() {
     });
     assert_eq!(http_stats(&m).in_use + ws_stats(&m).in_use, 0);
 }
+
+/// `shutdown(100 ms)` with calls blocked on a silent server (no tokens): at the deadline it
+/// interrupts them, returns within the deadline and a small margin, and every call returns
+/// `ShuttingDown` at once; the server sees every socket closed.
+#[test]
+fn shutdown_interrupts_calls_still_blocked_at_its_deadline() {
+    let server = RawServer::start(b"");
+    let ws_server = TestServer::builder()
+        .websocket("/ws", |_| {})
+        .build()
+        .unwrap();
+    let m = std::sync::Arc::new(manager(with_http_size(
+        service("svc", &server.url()),
+        THREADS as u32,
+        0,
+    )));
+    let ws_m = manager(both_pools(&ws_server.http_url(), 2));
+    thread::scope(|s| {
+        let calls: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let m = &m;
+                s.spawn(move || {
+                    let err = m.http("svc").unwrap().get("/").call().unwrap_err();
+                    (err, Instant::now())
+                })
+            })
+            .collect();
+        let mut ws = ws_m.websocket("svc").unwrap();
+        let reader = s.spawn(move || (ws.read().unwrap_err(), Instant::now()));
+        assert!(eventually(Duration::from_secs(3), || server.accepted() == THREADS));
+        thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        let report = m.shutdown(Duration::from_millis(100)).unwrap();
+        let took = started.elapsed();
+        let ws_started = Instant::now();
+        ws_m.shutdown(Duration::from_millis(100)).unwrap();
+        let ws_took = ws_started.elapsed();
+        let done = Instant::now();
+        eprintln!("shutdown(100 ms) took {took:?} (HTTP), {ws_took:?} (WebSocket)");
+        assert!(
+            took < Duration::from_millis(600),
+            "HTTP shutdown took {took:?}"
+        );
+        assert!(
+            ws_took < Duration::from_millis(600),
+            "WebSocket shutdown took {ws_took:?}"
+        );
+        assert!(report.still_in_use.is_empty(), "{report:?}");
+        let mut worst = Duration::ZERO;
+        for call in calls
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .chain([reader.join().unwrap()])
+        {
+            let (err, when) = call;
+            assert_eq!(err.class(), ErrorClass::ShuttingDown, "{err:?}");
+            worst = worst.max(when.saturating_duration_since(done));
+        }
+        eprintln!("every call returned by {worst:?} after shutdown returned");
+        assert!(worst < BOUND);
+    });
+    assert!(
+        eventually(Duration::from_secs(3), || server.closed() == THREADS),
+        "the server saw {} of {THREADS} sockets closed",
+        server.closed()
+    );
+}

@@ -232,6 +232,8 @@ impl HttpPool {
                 // than at the next use. The item stays.
                 let wire = Arc::new(Wire::default());
                 let old = std::mem::replace(&mut item.agent, self.parts.new_agent(&wire));
+                item.lease
+                    .set_interrupt(crate::lease::Interrupt::Agent(item.agent.clone()));
                 let old_wire = std::mem::replace(&mut item.wire, wire);
                 self.counters()
                     .closed(CloseCause::Idle, old_wire.sockets.load(Relaxed) as u64);

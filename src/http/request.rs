@@ -364,6 +364,13 @@ impl RequestBuilder {
                 let reached = wire.reached();
                 return cancelled(conn, reached);
             }
+            if sent.is_err() && pool.core.is_closed() {
+                // Shutdown interrupted the call (its deadline passed).
+                let err = pool.core.shutting_down();
+                counters.error(err.class());
+                conn.discard();
+                return Err(err);
+            }
             match sent {
                 Ok(response) => {
                     counters.requests.fetch_add(1, Relaxed);

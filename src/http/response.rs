@@ -38,6 +38,12 @@ impl Response {
             .limit(pool.config.max_body_bytes)
             .read_to_vec()
             .map_err(|e| {
+                if pool.core.is_closed() {
+                    // Shutdown interrupted the read (its deadline passed).
+                    let err = pool.core.shutting_down();
+                    pool.counters().error(err.class());
+                    return err;
+                }
                 if cancel.is_some_and(crate::CancelToken::is_cancelled) {
                     let err = pool.core.cancelled(crate::Phase::Read);
                     pool.counters().error(err.class());
@@ -165,6 +171,13 @@ impl StreamingResponse {
     /// the error wraps [`Error::Cancelled`] (kind `ConnectionAborted`; the first such
     /// failure is counted) and the connection closes when the stream drops.
     fn read_failed(&mut self, e: io::Error) -> io::Error {
+        if self.conn.pool.core.is_closed() {
+            // Shutdown interrupted the read (its deadline passed).
+            return io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                self.conn.pool.core.shutting_down(),
+            );
+        }
         if !self
             .cancel
             .as_ref()

@@ -127,10 +127,13 @@ impl r2d2::ManageConnection for AgentFactory {
     fn connect(&self) -> Result<PooledAgent, io::Error> {
         let wire = Arc::new(Wire::default());
         let now = Instant::now();
+        let agent = self.0.new_agent(&wire);
+        let lease = self.0.leases.register();
+        lease.set_interrupt(crate::lease::Interrupt::Agent(agent.clone()));
         Ok(PooledAgent {
-            agent: self.0.new_agent(&wire),
+            agent,
             wire,
-            lease: self.0.leases.register(),
+            lease,
             expires: now + jittered(self.0.lifetime),
             last_used: now,
             close: None,

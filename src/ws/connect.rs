@@ -128,10 +128,14 @@ impl WsPool {
         std::mem::forget(opened);
         let now = Instant::now();
         log::debug!(target: "backend_pool", "service '{}': WebSocket opened", core.name);
+        let lease = self.core.leases.register();
+        if let Ok(clone) = tcp_of(&socket).try_clone() {
+            lease.set_interrupt(crate::lease::Interrupt::Tcp(clone));
+        }
         Ok(PooledSocket {
             socket,
             client_id,
-            lease: self.core.leases.register(),
+            lease,
             expires: now + jittered(t.lifetime),
             last_ping: now,
         })

@@ -358,6 +358,13 @@ impl WsGuard {
         if let Some(err) = self.cancelled(phase) {
             return err;
         }
+        if self.pool.core.is_closed() {
+            // Shutdown interrupted the call (its deadline passed).
+            self.broken = true;
+            let err = self.pool.core.shutting_down();
+            self.pool.counters().error(err.class());
+            return err;
+        }
         self.broken = true;
         let service = self.pool.core.name.clone();
         let err = match e {
