@@ -792,6 +792,45 @@ fn a_connection_closed_before_any_response_byte_is_retried_once_for_get_only() {
     assert_eq!(http_stats(&m, "svc").retries, 1);
 }
 
+#[test]
+fn a_connection_the_server_spoiled_after_a_response_is_not_reused() {
+    // (what the server does after a complete response on the first connection)
+    type Case = (&'static str, fn(&mut Peer));
+    let cases: [Case; 2] = [
+        ("sends bytes nobody asked for", |p| {
+            p.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra");
+        }),
+        ("closes without saying so", |p| {
+            let _ = p.reader.get_ref().shutdown(std::net::Shutdown::Both);
+        }),
+    ];
+    for (what, spoil) in cases {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let server = RawServer::start(move |p| {
+            let first = accepted.fetch_add(1, Ordering::Relaxed) == 0;
+            while p.read_request().is_some() {
+                p.write(&ok_response("fine"));
+                if first {
+                    spoil(p);
+                    // Keep the first connection open (and useless) a while.
+                    thread::sleep(Duration::from_millis(500));
+                    return;
+                }
+            }
+        });
+        let m = one_service(&server.url());
+        let http = m.http("svc").unwrap();
+        assert_eq!(http.get("/first").call().unwrap().text(), "fine", "{what}");
+        // Let the spoiling bytes or the FIN reach the client.
+        thread::sleep(Duration::from_millis(100));
+        // A POST is never resent: it must go on a fresh connection from the start.
+        let r = http.post("/second").send_bytes(b"{}");
+        assert_eq!(r.map(|r| r.text()).ok().as_deref(), Some("fine"), "{what}");
+        assert_eq!(server.connections(), 2, "{what}");
+        assert_eq!(server.requests(), 2, "{what}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. EINTR: signals delivered to the calling thread neither fail a call nor stretch its
 // deadline.

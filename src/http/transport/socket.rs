@@ -319,6 +319,7 @@ impl Transport for PoolTransport {
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         self.wire.reached.store(true, Relaxed);
+        self.armed.exchanged = true;
         let deadline = Deadline::new(timeout.for_write()).check()?;
         let data = &self.buffers.output()[..amount];
         let mut io = SocketIo {
@@ -338,6 +339,7 @@ impl Transport for PoolTransport {
 
     fn await_input(&mut self, mut timeout: NextTimeout) -> Result<bool, ureq::Error> {
         self.wire.reached.store(true, Relaxed);
+        self.armed.exchanged = true;
         let drain_us = self.wire.drain_wait_us.load(Relaxed);
         if drain_us != 0 {
             let wait = Duration::from_micros(drain_us);
@@ -367,7 +369,16 @@ impl Transport for PoolTransport {
 
     /// A pooled connection is reusable only if nothing is waiting on it: a byte (or EOF, or
     /// an error) there means the server closed it or sent something unasked.
+    ///
+    /// ureq 3.5's pool asks twice per request: when a response has been read to its end (the
+    /// connection goes back to the agent) and when the next request takes it. The second
+    /// check sees everything the first would, and whatever arrived in between, so the first
+    /// (recognised by the I/O since the last check) is answered without looking: the look
+    /// costs three system calls (two `ioctl`s around a non-blocking `read`).
     fn is_open(&mut self) -> bool {
+        if std::mem::take(&mut self.armed.exchanged) {
+            return true;
+        }
         let stream = &*self.socket.stream;
         if stream.set_nonblocking(true).is_err() {
             return false;
@@ -431,11 +442,15 @@ impl Deadline {
     }
 }
 
-/// The timeouts currently set on a socket, so unchanged ones cost no system call.
+/// What is known of a socket's state, so that calls which would not change it are skipped:
+/// the timeouts currently set, and whether it did I/O since the last `is_open` check.
 #[derive(Default)]
 struct Armed {
     read: Option<Duration>,
     write: Option<Duration>,
+    /// Written or read since the last `is_open`: the next check is the one on return
+    /// (see [`PoolTransport::is_open`]).
+    exchanged: bool,
 }
 
 /// How far an armed socket timeout may lie past the deadline before it is re-armed: saves a
