@@ -793,6 +793,43 @@ fn a_connection_closed_before_any_response_byte_is_retried_once_for_get_only() {
 }
 
 #[test]
+fn a_request_without_a_body_says_content_length_only_where_a_body_is_expected() {
+    // RFC 9110 §8.6: no Content-Length on a request without content whose method does not
+    // anticipate any; a POST, PUT or PATCH without a body says `Content-Length: 0`.
+    let (heads_tx, heads) = mpsc::channel::<String>();
+    let heads_tx = std::sync::Mutex::new(heads_tx);
+    let server = RawServer::start(move |p| {
+        while let Some(head) = p.read_request() {
+            let reply = if head.starts_with("HEAD ") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n".to_vec()
+            } else {
+                ok_response("fine")
+            };
+            let _ = heads_tx.lock().unwrap().send(head);
+            if !p.write(&reply) {
+                return;
+            }
+        }
+    });
+    let m = one_service(&server.url());
+    let http = m.http("svc").unwrap();
+    for method in ["GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "POST", "PUT", "PATCH"] {
+        http.request(method, "/x").call().unwrap();
+        let head = heads.recv_timeout(Duration::from_secs(5)).unwrap();
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().to_string())
+            });
+        let expected = matches!(method, "POST" | "PUT" | "PATCH").then(|| "0".to_string());
+        assert_eq!(length, expected, "{method}: {head}");
+    }
+    assert_eq!(server.connections(), 1);
+}
+
+#[test]
 fn a_connection_the_server_spoiled_after_a_response_is_not_reused() {
     // (what the server does after a complete response on the first connection)
     type Case = (&'static str, fn(&mut Peer));

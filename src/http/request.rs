@@ -339,11 +339,32 @@ impl RequestBuilder {
         }
     }
 
+    /// Sends one attempt. An empty body is sent as none where the method anticipates no
+    /// content (RFC 9110 §8.6: then no `Content-Length: 0` either).
     fn send_once(
         &self,
         conn: &HttpConnection,
         target: &validate::Target,
         body: &[u8],
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        use ureq::http::Method;
+        let bodiless = body.is_empty()
+            && matches!(
+                target.method,
+                Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+            );
+        if bodiless {
+            self.run(conn, target, ())
+        } else {
+            self.run(conn, target, body)
+        }
+    }
+
+    fn run<B: ureq::AsSendBody>(
+        &self,
+        conn: &HttpConnection,
+        target: &validate::Target,
+        body: B,
     ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let mut request = ureq::http::Request::new(body);
         *request.method_mut() = target.method.clone();
