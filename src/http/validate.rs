@@ -69,8 +69,10 @@ pub(super) fn target(
         return Err("a HEAD request carries no body".into());
     }
     check_path(path)?;
-    let uri: Uri = format!("{base}{path}")
-        .parse()
+    let mut full = String::with_capacity(base.len() + path.len());
+    full.push_str(base);
+    full.push_str(path);
+    let uri = Uri::try_from(full)
         .map_err(|e| format!("path {} does not make a valid URI: {e}", quoted(path)))?;
     let target_len = uri.path_and_query().map_or(1, |p| p.as_str().len());
     // "METHOD target HTTP/1.1\r\n"
@@ -83,9 +85,8 @@ pub(super) fn target(
     let scheme = if endpoint.tls { "https" } else { "http" };
     let on_origin = uri.scheme_str() == Some(scheme)
         && uri
-            .host()
-            .is_some_and(|h| h.eq_ignore_ascii_case(&endpoint.host))
-        && uri.port_u16() == Some(endpoint.port);
+            .authority()
+            .is_some_and(|a| is_origin(a.as_str(), endpoint));
     if !on_origin {
         return Err(format!(
             "path {path:?} leaves the service's origin {scheme}://{}:{}",
@@ -128,6 +129,18 @@ pub(super) fn target(
         uri,
         headers: map,
     })
+}
+
+/// Whether a URI's authority is exactly the service's `host:port` (host in any case; the
+/// base URL always spells the port, and has no user info).
+fn is_origin(authority: &str, endpoint: &Endpoint) -> bool {
+    let host = endpoint.host.as_bytes();
+    let bytes = authority.as_bytes();
+    bytes.len() > host.len()
+        && bytes[..host.len()].eq_ignore_ascii_case(host)
+        && bytes[host.len()] == b':'
+        && bytes[host.len() + 1..].iter().all(u8::is_ascii_digit)
+        && authority[host.len() + 1..].parse::<u16>() == Ok(endpoint.port)
 }
 
 /// "name: value\r\n", plus the blank line that ends the head if it is the last one.
@@ -179,6 +192,29 @@ fn header_value(value: &str) -> Result<HeaderValue, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_origin_is_the_service_host_and_port_exactly() {
+        let endpoint = Endpoint::parse("http://Example.test:8080/api").unwrap();
+        for ok in ["example.test:8080", "EXAMPLE.test:8080"] {
+            assert!(is_origin(ok, &endpoint), "{ok}");
+        }
+        for not in [
+            "example.test:8081",
+            "example.test:80800",
+            "example.test:+8080",
+            "example.test",
+            "example.test.evil:8080",
+            "user@example.test:8080",
+            "evil.test:8080",
+            "",
+        ] {
+            assert!(!is_origin(not, &endpoint), "{not}");
+        }
+        let v6 = Endpoint::parse("http://[::1]:9000").unwrap();
+        assert!(is_origin("[::1]:9000", &v6));
+        assert!(!is_origin("[::2]:9000", &v6));
+    }
 
     #[test]
     fn header_values_refuse_line_breaks_controls_and_non_ascii() {
