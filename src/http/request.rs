@@ -7,6 +7,7 @@
 //! keep-alive connection); the transport counts those bytes, so a partial status line, a
 //! malformed or oversized head or a reset mid-body is never answered by a resend.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -144,7 +145,8 @@ impl fmt::Debug for HttpClient {
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder {
     pool: Arc<HttpPool>,
-    method: String,
+    /// Upper case; a standard method's name is borrowed, not allocated.
+    method: Cow<'static, str>,
     path: String,
     headers: Vec<(String, String)>,
     timeout: Option<Duration>,
@@ -156,7 +158,13 @@ impl RequestBuilder {
     pub(super) fn new(pool: Arc<HttpPool>, method: &str, path: &str) -> Self {
         RequestBuilder {
             pool,
-            method: method.to_ascii_uppercase(),
+            method: match validate::METHODS
+                .iter()
+                .find(|known| known.eq_ignore_ascii_case(method))
+            {
+                Some(known) => Cow::Borrowed(known),
+                None => Cow::Owned(method.to_ascii_uppercase()),
+            },
             path: path.to_string(),
             headers: Vec::new(),
             timeout: None,
@@ -231,9 +239,8 @@ impl RequestBuilder {
     /// # Errors
     /// As [`RequestBuilder::call`].
     pub fn send_bytes(self, body: &[u8]) -> Result<Response, Error> {
-        let pool = Arc::clone(&self.pool);
         let (conn, response) = self.execute(body)?;
-        let result = Response::read_whole(&pool, response);
+        let result = Response::read_whole(&self.pool, response);
         if result.is_err() {
             conn.discard();
         }
@@ -264,7 +271,7 @@ impl RequestBuilder {
     }
 
     fn idempotent(&self) -> bool {
-        matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+        matches!(&*self.method, "GET" | "HEAD" | "OPTIONS")
     }
 
     /// Checks the request (before checkout: an invalid one costs no connection), checks out
@@ -272,7 +279,7 @@ impl RequestBuilder {
     /// response byte arrived is sent once more on a fresh connection; nothing is resent once
     /// the server sent a byte of its response.
     fn execute(
-        self,
+        &self,
         body: &[u8],
     ) -> Result<(HttpConnection, ureq::http::Response<ureq::Body>), Error> {
         let pool = &self.pool;

@@ -36,7 +36,7 @@ pub(super) const MANAGED_HEADERS: [&str; 9] = [
 ];
 
 /// The methods sent (ureq sends no others; `CONNECT` would open a tunnel to another host).
-const METHODS: [&str; 8] = [
+pub(super) const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE",
 ];
 
