@@ -12,7 +12,8 @@
 //!
 //! Peers: `pool` (`manager.http("svc")?.get("/").call()`), `checkout` (`client.checkout()`
 //! then a GET on its agent), `ureq` (a shared `ureq::Agent`, the pool's buffers, no timeouts),
-//! `ureq-timeouts` (the same with the pool's default timeouts). Without a URL the example
+//! `ureq-timeouts` (the same with the pool's default timeouts). `REQUEST_COST_TOKEN=…` gives
+//! the pool's service a bearer token. Without a URL the example
 //! starts the comparison's fast server as a child process (not traced by valgrind or strace
 //! without `-f`), so only the client is counted.
 
@@ -72,6 +73,11 @@ fn main() {
     }
     let agent = ureq::Agent::new_with_config(config.build());
     let mut svc = ServiceConfig::new("svc", url.as_str());
+    // `REQUEST_COST_TOKEN=…`: the service sends a bearer token on every request, as a LiteLLM
+    // service does (the pool then sends one header of its own per request).
+    if let Ok(token) = std::env::var("REQUEST_COST_TOKEN") {
+        svc.bearer_token = Some(backend_pool::Secret::new(token));
+    }
     svc.http = Some(HttpPoolConfig {
         max_connections: 1,
         min_connections: 0,
@@ -80,14 +86,18 @@ fn main() {
     let manager = PoolManager::new(ManagerConfig::empty().with_service(svc)).expect("manager");
     let client = manager.http("svc").expect("client");
     let target = format!("{url}/");
+    let auth = std::env::var("REQUEST_COST_TOKEN")
+        .ok()
+        .map(|token| format!("Bearer {token}"));
+    let auth = auth.as_deref();
     let one = || -> bool {
         match peer.as_str() {
             "pool" => matches!(client.get("/").call(), Ok(r) if r.status() == 200),
             "checkout" => {
                 let conn = client.checkout().expect("checkout");
-                ureq_get(conn.agent(), &target)
+                ureq_get(conn.agent(), &target, auth)
             }
-            "ureq" | "ureq-timeouts" => ureq_get(&agent, &target),
+            "ureq" | "ureq-timeouts" => ureq_get(&agent, &target, auth),
             other => panic!("unknown peer {other:?} (pool, checkout, ureq, ureq-timeouts)"),
         }
     };
@@ -105,8 +115,12 @@ fn main() {
     }
 }
 
-fn ureq_get(agent: &ureq::Agent, url: &str) -> bool {
-    match agent.get(url).call() {
+fn ureq_get(agent: &ureq::Agent, url: &str, auth: Option<&str>) -> bool {
+    let mut request = agent.get(url);
+    if let Some(auth) = auth {
+        request = request.header("Authorization", auth);
+    }
+    match request.call() {
         Ok(mut r) => r.status() == 200 && r.body_mut().read_to_vec().is_ok(),
         Err(_) => false,
     }

@@ -52,6 +52,7 @@ pub(crate) struct HttpPool {
     /// Stream turns: held by each [`StreamingResponse`] (and while it waits for a connection).
     streams: Slots<()>,
     base: String,
+    service_headers: validate::ServiceHeaders,
 }
 
 impl HttpPool {
@@ -101,6 +102,10 @@ impl HttpPool {
             .build_unchecked(AgentFactory(Arc::clone(&parts)));
         HttpPool {
             base: core.endpoint.http_base(),
+            service_headers: validate::ServiceHeaders::new(
+                &core.headers,
+                config.output_buffer_bytes,
+            ),
             slots: Slots::new(config.max_connections as usize),
             streams: Slots::new(config.stream_cap() as usize),
             core,

@@ -284,31 +284,20 @@ impl RequestBuilder {
     ) -> Result<(HttpConnection, ureq::http::Response<ureq::Body>), Error> {
         let pool = &self.pool;
         let counters = pool.counters();
-        let target = validate::target(
-            &pool.core.endpoint,
-            &pool.base,
-            &pool.core.headers,
-            &self.method,
-            &self.path,
-            &self.headers,
-            body.len(),
-            pool.config.output_buffer_bytes,
-        )
-        .map_err(|reason| {
-            let err = Error::InvalidRequest {
-                service: pool.core.name.clone(),
-                reason,
-            };
-            counters.error(err.class());
-            err
-        })?;
+        let mut target = Some(self.target(body.len())?);
         let wait = self.wait.unwrap_or(pool.core.timeouts.wait);
         let conn = pool.checkout(wait, !self.probe)?;
         let wire = &conn.item().wire;
         let mut retried = false;
         loop {
+            // The first attempt sends the checked request itself; a retry checks it again
+            // (the same answer) rather than every request keeping a copy for a rare retry.
+            let attempt = match target.take() {
+                Some(target) => target,
+                None => self.target(body.len())?,
+            };
             wire.begin_attempt();
-            match self.send_once(&conn, &target, body) {
+            match self.send_once(&conn, attempt, body) {
                 Ok(response) => {
                     counters.requests.fetch_add(1, Relaxed);
                     if !self.probe {
@@ -346,12 +335,36 @@ impl RequestBuilder {
         }
     }
 
+    /// The request checked and in the form it is sent (see [`RequestBuilder`], "What is
+    /// checked"); an invalid one is counted and costs no connection.
+    fn target(&self, body_len: usize) -> Result<validate::Target, Error> {
+        let pool = &self.pool;
+        validate::target_with(
+            &pool.core.endpoint,
+            &pool.base,
+            &pool.service_headers,
+            &self.method,
+            &self.path,
+            &self.headers,
+            body_len,
+            pool.config.output_buffer_bytes,
+        )
+        .map_err(|reason| {
+            let err = Error::InvalidRequest {
+                service: pool.core.name.clone(),
+                reason,
+            };
+            pool.counters().error(err.class());
+            err
+        })
+    }
+
     /// Sends one attempt. An empty body is sent as none where the method anticipates no
     /// content (RFC 9110 §8.6: then no `Content-Length: 0` either).
     fn send_once(
         &self,
         conn: &HttpConnection,
-        target: &validate::Target,
+        target: validate::Target,
         body: &[u8],
     ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         use ureq::http::Method;
@@ -370,13 +383,13 @@ impl RequestBuilder {
     fn run<B: ureq::AsSendBody>(
         &self,
         conn: &HttpConnection,
-        target: &validate::Target,
+        target: validate::Target,
         body: B,
     ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let mut request = ureq::http::Request::new(body);
-        *request.method_mut() = target.method.clone();
-        *request.uri_mut() = target.uri.clone();
-        *request.headers_mut() = target.headers.clone();
+        *request.method_mut() = target.method;
+        *request.uri_mut() = target.uri;
+        *request.headers_mut() = target.headers;
         let agent = conn.agent();
         match self.timeout {
             Some(total) => agent.run(

@@ -40,11 +40,60 @@ pub(super) const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE",
 ];
 
-/// A request that passed the checks, in the form it is sent (built once, cloned per try).
+/// A request that passed the checks, in the form it is sent.
 pub(super) struct Target {
     pub(super) method: Method,
     pub(super) uri: Uri,
     pub(super) headers: HeaderMap,
+}
+
+/// A service's own headers (bearer token, configured headers), checked and parsed once per
+/// pool: every request starts from a copy. If one fails its check, every request fails with
+/// the reason, as checking them per request would.
+pub(crate) struct ServiceHeaders(Result<HeaderMap, String>);
+
+impl ServiceHeaders {
+    /// `max_line` as for [`target_with`].
+    pub(crate) fn new(headers: &[Header], max_line: usize) -> ServiceHeaders {
+        let mut map = HeaderMap::with_capacity(headers.len());
+        for h in headers {
+            let parsed = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| format!("service header name {:?} is not a valid token", h.name))
+                .and_then(|name| {
+                    // The value may be a secret: never quoted.
+                    let value = header_value(&h.value)
+                        .map_err(|why| format!("service header '{name}' has a value with {why}"))?;
+                    check_line(&name, &value, max_line, "service header")?;
+                    Ok((name, value))
+                });
+            match parsed {
+                Ok((name, value)) => {
+                    map.append(name, value);
+                }
+                Err(reason) => return ServiceHeaders(Err(reason)),
+            }
+        }
+        ServiceHeaders(Ok(map))
+    }
+}
+
+/// [`target_with`], the service's headers checked on the spot.
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn target(
+    endpoint: &Endpoint,
+    base: &str,
+    service_headers: &[Header],
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body_len: usize,
+    max_line: usize,
+) -> Result<Target, String> {
+    let service = ServiceHeaders::new(service_headers, max_line);
+    target_with(
+        endpoint, base, &service, method, path, headers, body_len, max_line,
+    )
 }
 
 /// Checks a request and builds what is sent: the method, the URI on the service's origin,
@@ -54,10 +103,10 @@ pub(super) struct Target {
 /// `max_line` is the output buffer's size: the HTTP client writes the request line and each
 /// header line whole into it, so a longer one would fail after the connection was taken.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn target(
+pub(super) fn target_with(
     endpoint: &Endpoint,
     base: &str,
-    service_headers: &[Header],
+    service_headers: &ServiceHeaders,
     method: &str,
     path: &str,
     headers: &[(String, String)],
@@ -93,16 +142,7 @@ pub(super) fn target(
             endpoint.host, endpoint.port
         ));
     }
-    let mut map = HeaderMap::with_capacity(service_headers.len() + headers.len());
-    for h in service_headers {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| format!("service header name {:?} is not a valid token", h.name))?;
-        // The value may be a secret: never quoted.
-        let value = header_value(&h.value)
-            .map_err(|why| format!("service header '{name}' has a value with {why}"))?;
-        check_line(&name, &value, max_line, "service header")?;
-        map.append(name, value);
-    }
+    let mut map = service_headers.0.clone()?;
     let mut replaced: Vec<HeaderName> = Vec::new();
     for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes())
