@@ -320,7 +320,7 @@ impl Transport for PoolTransport {
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         self.wire.reached.store(true, Relaxed);
         self.armed.exchanged = true;
-        let deadline = Deadline::new(timeout.for_write()).check()?;
+        let deadline = Deadline::start(timeout.for_write())?;
         let data = &self.buffers.output()[..amount];
         let mut io = SocketIo {
             stream: &self.socket.stream,
@@ -346,7 +346,7 @@ impl Transport for PoolTransport {
             timeout.after = wait.into();
             timeout.per_read = Some(wait.into());
         }
-        let deadline = Deadline::new(timeout.for_read()).check()?;
+        let deadline = Deadline::start(timeout.for_read())?;
         let buf = self.buffers.input_append_buf();
         if buf.is_empty() {
             // At the growth cap: ureq reports the head as too large.
@@ -408,6 +408,9 @@ struct Deadline {
     /// `None`: no deadline.
     at: Option<Instant>,
     reason: ureq::Timeout,
+    /// The time left as the deadline was set (by [`Deadline::start`]), for its first use
+    /// ([`Deadline::next`]): a clock read saved per socket operation.
+    fresh: Option<Duration>,
 }
 
 impl Deadline {
@@ -419,14 +422,38 @@ impl Deadline {
         Deadline {
             at,
             reason: timeout.reason,
+            fresh: None,
         }
     }
 
-    /// Fails at once when no time is left (an I/O call cannot be given a zero timeout).
-    fn check(self) -> Result<Deadline, ureq::Error> {
-        match self.left() {
-            Ok(_) => Ok(self),
-            Err(_) => Err(ureq::Error::Timeout(self.reason)),
+    /// A deadline for an operation that starts now: its first [`Deadline::next`] is the
+    /// whole timeout, without reading the clock again. Fails at once when the timeout is
+    /// zero (an I/O call cannot be given a zero timeout).
+    fn start(timeout: NextTimeout) -> Result<Deadline, ureq::Error> {
+        let mut deadline = Deadline {
+            at: None,
+            reason: timeout.reason,
+            fresh: None,
+        };
+        if let UreqDuration::Exact(d) = timeout.after {
+            let now = Instant::now();
+            let at = crate::clock::deadline(now, d);
+            let left = at.saturating_duration_since(now);
+            if left.is_zero() {
+                return Err(ureq::Error::Timeout(timeout.reason));
+            }
+            deadline.at = Some(at);
+            deadline.fresh = Some(left);
+        }
+        Ok(deadline)
+    }
+
+    /// The time left, as [`Deadline::left`]; the first call after [`Deadline::start`] takes
+    /// it from there.
+    fn next(&mut self) -> io::Result<Option<Duration>> {
+        match self.fresh.take() {
+            Some(left) => Ok(Some(left)),
+            None => self.left(),
         }
     }
 
@@ -485,7 +512,7 @@ struct SocketIo<'a> {
 impl Read for SocketIo<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let left = self.deadline.left()?;
+            let left = self.deadline.next()?;
             let stream = self.stream;
             arm(&mut self.armed.read, left, |d| stream.set_read_timeout(d))?;
             match (&*self.stream).read(buf) {
@@ -501,7 +528,7 @@ impl Read for SocketIo<'_> {
 impl Write for SocketIo<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
-            let left = self.deadline.left()?;
+            let left = self.deadline.next()?;
             let stream = self.stream;
             arm(&mut self.armed.write, left, |d| stream.set_write_timeout(d))?;
             match (&*self.stream).write(buf) {
@@ -520,6 +547,27 @@ impl Write for SocketIo<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_started_deadline_lends_its_whole_timeout_once_then_reads_the_clock() {
+        let timeout = |after: UreqDuration| NextTimeout {
+            after,
+            reason: ureq::Timeout::RecvResponse,
+            ..NextTimeout::default()
+        };
+        let mut deadline = Deadline::start(timeout(Duration::from_secs(60).into())).unwrap();
+        assert_eq!(deadline.next().unwrap(), Some(Duration::from_secs(60)));
+        let later = deadline.next().unwrap().unwrap();
+        assert!(later <= Duration::from_secs(60) && later > Duration::from_secs(59));
+        let mut unbounded = Deadline::start(timeout(UreqDuration::NotHappening)).unwrap();
+        assert_eq!(unbounded.next().unwrap(), None);
+        assert!(matches!(
+            Deadline::start(timeout(Duration::ZERO.into())),
+            Err(ureq::Error::Timeout(ureq::Timeout::RecvResponse))
+        ));
+        let huge = Deadline::start(timeout(Duration::MAX.into())).unwrap();
+        assert!(huge.fresh.unwrap() >= crate::clock::FAR / 100);
+    }
 
     #[test]
     fn an_armed_timeout_is_kept_only_within_the_slack_above_the_time_left() {
