@@ -307,15 +307,24 @@ where
     let done = AtomicU64::new(0);
     let failed = AtomicU64::new(0);
     let barrier = Barrier::new(threads + 1);
-    let deadline = Instant::now() + RUN_DEADLINE;
+    // The run lasts from the first worker's start to the last one's end, each read by the
+    // worker itself: on a busy machine the main thread may be scheduled late after the
+    // barrier, and a start time taken there would shorten the run.
+    let origin = Instant::now();
+    let first_start = AtomicU64::new(u64::MAX);
+    let last_end = AtomicU64::new(0);
+    let since = |origin: Instant| origin.elapsed().as_nanos() as u64;
+    let deadline = origin + RUN_DEADLINE;
     let cpu_before = cpu_seconds();
-    let start = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         for t in 0..threads {
             let (next, done, failed, barrier, op) = (&next, &done, &failed, &barrier, &op);
+            let (first_start, last_end) = (&first_start, &last_end);
             std::thread::Builder::new()
                 .stack_size(512 * 1024)
                 .spawn_scoped(s, move || {
                     barrier.wait();
+                    first_start.fetch_min(since(origin), Ordering::Relaxed);
                     while next.fetch_add(1, Ordering::Relaxed) < n {
                         if op(state, t) {
                             done.fetch_add(1, Ordering::Relaxed);
@@ -326,14 +335,17 @@ where
                             break;
                         }
                     }
+                    last_end.fetch_max(since(origin), Ordering::Relaxed);
                 })
                 .expect("spawn");
         }
         barrier.wait();
-        Instant::now()
     });
-    // The scope joined every thread: the elapsed time covers all the work.
-    let secs = start.elapsed().as_secs_f64();
+    let nanos = last_end
+        .load(Ordering::Relaxed)
+        .saturating_sub(first_start.load(Ordering::Relaxed))
+        .max(1);
+    let secs = nanos as f64 * 1e-9;
     let cpu = cpu_seconds() - cpu_before;
     let done = done.load(Ordering::Relaxed);
     Run {
