@@ -373,23 +373,42 @@ impl Transport for PoolTransport {
     /// ureq 3.5's pool asks twice per request: when a response has been read to its end (the
     /// connection goes back to the agent) and when the next request takes it. The second
     /// check sees everything the first would, and whatever arrived in between, so the first
-    /// (recognised by the I/O since the last check) is answered without looking: the look
-    /// costs three system calls (two `ioctl`s around a non-blocking `read`).
+    /// (recognised by the I/O since the last check) is answered without looking.
     fn is_open(&mut self) -> bool {
         if std::mem::take(&mut self.armed.exchanged) {
             return true;
         }
-        let stream = &*self.socket.stream;
-        if stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let quiet = matches!((&*stream).read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-        stream.set_nonblocking(false).is_ok() && quiet
+        quiet(&self.socket.stream)
     }
 
     fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
+}
+
+/// Whether nothing waits on the socket: no byte, no end of stream, no error. One `recv` that
+/// peeks without waiting (ureq's own check costs three system calls: two `ioctl`s that make
+/// the socket non-blocking and back around a `read`).
+#[cfg(unix)]
+fn quiet(stream: &TcpStream) -> bool {
+    let socket = socket2::SockRef::from(stream);
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    loop {
+        match socket.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            peeked => return matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+        }
+    }
+}
+
+/// Whether nothing waits on the socket: a read made non-blocking for the occasion.
+#[cfg(not(unix))]
+fn quiet(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let quiet = matches!((&*stream).read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).is_ok() && quiet
 }
 
 /// A timeout that expired or the read/write timeouts a socket refused become ureq's timeout
