@@ -716,9 +716,17 @@ fn ws_round_trips(server: &mut Server, table: &mut Table, threads: usize, n: u64
     let payload = "{\"type\":\"progress\",\"data\":{\"value\":1,\"max\":20}}";
     let echo_ok = |m: &tungstenite::Message| matches!(m, tungstenite::Message::Text(t) if t.as_str() == payload);
 
+    // The echo read, the lease is at a quiet point: `finish` gives the socket back (a lease
+    // dropped after sending, unfinished, is closed and replaced).
     let pool_op = |_: &(), _t: usize| -> bool {
         match manager.websocket("ws") {
-            Ok(mut g) => g.send_text(payload).is_ok() && g.read().is_ok_and(|m| echo_ok(&m)),
+            Ok(mut g) => {
+                let ok = g.send_text(payload).is_ok() && g.read().is_ok_and(|m| echo_ok(&m));
+                if ok {
+                    g.finish();
+                }
+                ok
+            }
             Err(_) => false,
         }
     };
@@ -747,7 +755,9 @@ fn ws_round_trips(server: &mut Server, table: &mut Table, threads: usize, n: u64
         for h in &held {
             let mut slot = h.lock().unwrap();
             if on {
-                *slot = None;
+                if let Some(guard) = slot.take() {
+                    guard.finish();
+                }
             } else if slot.is_none() {
                 *slot = manager.websocket("ws").ok();
             }
@@ -755,6 +765,7 @@ fn ws_round_trips(server: &mut Server, table: &mut Table, threads: usize, n: u64
     };
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 3];
     let mut failures = [0u64; 3];
+    let accepted_before = server.accepted().ws;
     for round in 0..=rounds {
         let mut order = [0usize, 1, 2];
         if round % 2 == 1 {
@@ -813,6 +824,14 @@ fn ws_round_trips(server: &mut Server, table: &mut Table, threads: usize, n: u64
         String::new(),
         String::new(),
         String::new(),
+    );
+    table.row(
+        "TCP connections the server accepted during the rounds (pool and held: one pool)",
+        (server.accepted().ws - accepted_before).to_string(),
+        String::new(),
+        String::new(),
+        String::new(),
+        format!("≤ {threads}: {}", met(server.accepted().ws - accepted_before <= threads)),
     );
     println!(
         "ws {threads} threads: rounds/s pool {:?} held {:?} bare {:?}",
