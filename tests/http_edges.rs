@@ -813,16 +813,16 @@ fn a_request_without_a_body_says_content_length_only_where_a_body_is_expected() 
     });
     let m = one_service(&server.url());
     let http = m.http("svc").unwrap();
-    for method in ["GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "POST", "PUT", "PATCH"] {
+    for method in [
+        "GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "POST", "PUT", "PATCH",
+    ] {
         http.request(method, "/x").call().unwrap();
         let head = heads.recv_timeout(Duration::from_secs(5)).unwrap();
-        let length = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().to_string())
-            });
+        let length = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().to_string())
+        });
         let expected = matches!(method, "POST" | "PUT" | "PATCH").then(|| "0".to_string());
         assert_eq!(length, expected, "{method}: {head}");
     }

@@ -449,7 +449,13 @@ impl HttpTarget<'_> {
                     .ok()?;
                 // "Active connections: N \nserver accepts handled requests\n A H R \n…";
                 // the queries' own connections (this one included) are counted: take them off.
-                let accepts: usize = text.lines().nth(2)?.split_whitespace().next()?.parse().ok()?;
+                let accepts: usize = text
+                    .lines()
+                    .nth(2)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()?;
                 Some(accepts.saturating_sub(*queries))
             }
         }
@@ -603,9 +609,8 @@ fn http_throughput(server: &mut Server, table: &mut Table, threads: usize, n: u6
         format!("{:.3}", ratio_of(&cpus, 0, 3)),
         String::new(),
     );
-    let reuse = |i: usize| {
-        accepted[i].map(|a| 100.0 * (1.0 - a as f64 / requests[i].max(1) as f64))
-    };
+    let reuse =
+        |i: usize| accepted[i].map(|a| 100.0 * (1.0 - a as f64 / requests[i].max(1) as f64));
     let conns = |i: usize| match accepted[i] {
         Some(a) => format!("{a} ({})", requests[i]),
         None => format!("? ({})", requests[i]),
@@ -831,7 +836,10 @@ fn ws_round_trips(server: &mut Server, table: &mut Table, threads: usize, n: u64
         String::new(),
         String::new(),
         String::new(),
-        format!("≤ {threads}: {}", met(server.accepted().ws - accepted_before <= threads)),
+        format!(
+            "≤ {threads}: {}",
+            met(server.accepted().ws - accepted_before <= threads)
+        ),
     );
     println!(
         "ws {threads} threads: rounds/s pool {:?} held {:?} bare {:?}",

@@ -316,7 +316,17 @@ mod tests {
         for dots in [".", "..", "%2e", "%2E", ".%2e", "%2E.", "%2e%2E"] {
             assert!(is_dot_segment(dots), "{dots}");
         }
-        for not in ["", "...", "%2e%2e%2e", "..x", "%2", "%2f", "%%2e", "%2e%2", "x."] {
+        for not in [
+            "",
+            "...",
+            "%2e%2e%2e",
+            "..x",
+            "%2",
+            "%2f",
+            "%%2e",
+            "%2e%2",
+            "x.",
+        ] {
             assert!(!is_dot_segment(not), "{not}");
         }
         assert!(why(&"/a".repeat(20_000)).contains("longer than"));

@@ -296,8 +296,16 @@ mod tests {
         map.append("x-name", HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
         let headers = Headers::new(map);
         assert_eq!(headers.get("Content-Type"), Some("application/json"));
-        assert_eq!(headers.get("X-TAG"), Some("one"), "the first of a repeated header");
-        assert_eq!(headers.get("x-name"), Some("café"), "read as UTF-8 like the pairs");
+        assert_eq!(
+            headers.get("X-TAG"),
+            Some("one"),
+            "the first of a repeated header"
+        );
+        assert_eq!(
+            headers.get("x-name"),
+            Some("café"),
+            "read as UTF-8 like the pairs"
+        );
         assert_eq!(headers.get("missing"), None);
         assert_eq!(headers.get("not a token"), None);
         let pairs: Vec<(&str, &str)> = headers

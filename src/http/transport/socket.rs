@@ -407,7 +407,8 @@ fn quiet(stream: &TcpStream) -> bool {
     if stream.set_nonblocking(true).is_err() {
         return false;
     }
-    let quiet = matches!((&*stream).read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    let quiet =
+        matches!((&*stream).read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
     stream.set_nonblocking(false).is_ok() && quiet
 }
 
