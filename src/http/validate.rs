@@ -234,6 +234,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn service_headers_checked_once_are_sent_or_fail_every_request() {
+        let endpoint = Endpoint::parse("http://127.0.0.1:8000").unwrap();
+        let base = endpoint.http_base();
+        let header = |name: &str, value: &str| Header {
+            name: name.into(),
+            value: value.into(),
+        };
+        let service = [
+            header("Authorization", "Bearer sk-1"),
+            header("X-Team", "a"),
+        ];
+        let mine = [("x-team".to_string(), "b".to_string())];
+        let sent = target(&endpoint, &base, &service, "GET", "/x", &mine, 0, 4096).unwrap();
+        assert_eq!(sent.headers["authorization"], "Bearer sk-1");
+        let teams: Vec<_> = sent.headers.get_all("x-team").iter().collect();
+        assert_eq!(teams, ["b"], "a caller header replaces the service's");
+        let broken = [header("X-Key", "line\r\nbreak")];
+        for _ in 0..2 {
+            let why = target(&endpoint, &base, &broken, "GET", "/x", &[], 0, 4096)
+                .err()
+                .unwrap();
+            assert_eq!(why, "service header 'x-key' has a value with a line break");
+        }
+        let long = [header("X-Long", &"v".repeat(100))];
+        let why = target(&endpoint, &base, &long, "GET", "/x", &[], 0, 64)
+            .err()
+            .unwrap();
+        assert!(
+            why.starts_with("service header 'x-long' makes a line"),
+            "{why}"
+        );
+    }
+
+    #[test]
     fn the_origin_is_the_service_host_and_port_exactly() {
         let endpoint = Endpoint::parse("http://Example.test:8080/api").unwrap();
         for ok in ["example.test:8080", "EXAMPLE.test:8080"] {
