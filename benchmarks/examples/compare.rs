@@ -6,7 +6,11 @@
 //! `COMPARE_HTTP_N` (requests per peer per round, default 20000), `COMPARE_WS_N` (echo round
 //! trips per peer per round, default 10000), `COMPARE_ONLY` (a comma list of sections: memory,
 //! http8, http64, ws, spike, fairness), `COMPARE_PEERS` (HTTP peers to run: pool,
-//! pool-checkout, ureq, ureq-timeouts, reqwest).
+//! pool-checkout, ureq, ureq-timeouts, reqwest), `COMPARE_HTTP_URL` (load another keep-alive
+//! server on loopback in the HTTP throughput sections, e.g. nginx: see BENCHMARKS.md).
+//!
+//! Each HTTP throughput round also records the process's CPU time (`getrusage`, all threads)
+//! per completed request: the clients' own cost, steadier than throughput on a busy machine.
 //!
 //! The servers (HTTP keep-alive, a slow-first-response HTTP, WebSocket echo) run in a child
 //! process, this binary re-executed with `--server`, so server CPU bookkeeping and memory do
@@ -262,9 +266,39 @@ fn met(ok: bool) -> &'static str {
     }
 }
 
+/// CPU time (user + system) this process has used so far, all threads (live and ended)
+/// together, in seconds. The servers run in the child process (or nginx), so this is the
+/// clients' own work, the kernel's half of their loopback traffic included.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// One measured run: completed operations per second, failed operations, and the process's
+/// CPU time per completed operation in µs.
+struct Run {
+    rate: f64,
+    failed: u64,
+    cpu_us: f64,
+}
+
 /// Runs `op` from `threads` threads until `n` operations are done (or the deadline passes);
 /// returns completed operations per second and the count of failed ones.
 fn run_parallel<S, F>(threads: usize, n: u64, state: &S, op: F) -> (f64, u64)
+where
+    S: Sync,
+    F: Fn(&S, usize) -> bool + Sync,
+{
+    let run = run_measured(threads, n, state, op);
+    (run.rate, run.failed)
+}
+
+/// [`run_parallel`], with the CPU time the whole process spent per completed operation.
+fn run_measured<S, F>(threads: usize, n: u64, state: &S, op: F) -> Run
 where
     S: Sync,
     F: Fn(&S, usize) -> bool + Sync,
@@ -273,14 +307,24 @@ where
     let done = AtomicU64::new(0);
     let failed = AtomicU64::new(0);
     let barrier = Barrier::new(threads + 1);
-    let deadline = Instant::now() + RUN_DEADLINE;
-    let start = std::thread::scope(|s| {
+    // The run lasts from the first worker's start to the last one's end, each read by the
+    // worker itself: on a busy machine the main thread may be scheduled late after the
+    // barrier, and a start time taken there would shorten the run.
+    let origin = Instant::now();
+    let first_start = AtomicU64::new(u64::MAX);
+    let last_end = AtomicU64::new(0);
+    let since = |origin: Instant| origin.elapsed().as_nanos() as u64;
+    let deadline = origin + RUN_DEADLINE;
+    let cpu_before = cpu_seconds();
+    std::thread::scope(|s| {
         for t in 0..threads {
             let (next, done, failed, barrier, op) = (&next, &done, &failed, &barrier, &op);
+            let (first_start, last_end) = (&first_start, &last_end);
             std::thread::Builder::new()
                 .stack_size(512 * 1024)
                 .spawn_scoped(s, move || {
                     barrier.wait();
+                    first_start.fetch_min(since(origin), Ordering::Relaxed);
                     while next.fetch_add(1, Ordering::Relaxed) < n {
                         if op(state, t) {
                             done.fetch_add(1, Ordering::Relaxed);
@@ -291,25 +335,35 @@ where
                             break;
                         }
                     }
+                    last_end.fetch_max(since(origin), Ordering::Relaxed);
                 })
                 .expect("spawn");
         }
         barrier.wait();
-        Instant::now()
     });
-    // The scope joined every thread: the elapsed time covers all the work.
-    let secs = start.elapsed().as_secs_f64();
-    (
-        done.load(Ordering::Relaxed) as f64 / secs,
-        failed.load(Ordering::Relaxed),
-    )
+    let nanos = last_end
+        .load(Ordering::Relaxed)
+        .saturating_sub(first_start.load(Ordering::Relaxed))
+        .max(1);
+    let secs = nanos as f64 * 1e-9;
+    let cpu = cpu_seconds() - cpu_before;
+    let done = done.load(Ordering::Relaxed);
+    Run {
+        rate: done as f64 / secs,
+        failed: failed.load(Ordering::Relaxed),
+        cpu_us: cpu * 1e6 / done.max(1) as f64,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Item 2: end-to-end HTTP throughput.
 
 fn http_manager(port: u16, max: u32) -> PoolManager {
-    let mut service = ServiceConfig::new("svc", Server::url(port));
+    http_manager_at(&Server::url(port), max)
+}
+
+fn http_manager_at(base: &str, max: u32) -> PoolManager {
+    let mut service = ServiceConfig::new("svc", base);
     service.http = Some(HttpPoolConfig {
         max_connections: max,
         min_connections: 0,
@@ -361,9 +415,61 @@ fn ureq_get(agent: &ureq::Agent, url: &str) -> bool {
     }
 }
 
+/// The HTTP server the throughput sections load: the child's `http` listener, or
+/// `COMPARE_HTTP_URL` (e.g. nginx on loopback, `http://127.0.0.1:18080`) whose
+/// `/stub_status` page (nginx's `stub_status`), if it has one, counts accepted connections.
+enum HttpTarget<'a> {
+    Child(&'a mut Server),
+    /// The server's URL, and how many `/stub_status` queries (each a connection) were made.
+    External(String, usize),
+}
+
+impl HttpTarget<'_> {
+    fn base(&self) -> String {
+        match self {
+            HttpTarget::Child(server) => Server::url(server.http),
+            HttpTarget::External(url, _) => url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Connections accepted so far (`None`: the server does not say).
+    fn accepted(&mut self) -> Option<usize> {
+        match self {
+            HttpTarget::Child(server) => Some(server.accepted().http),
+            HttpTarget::External(url, queries) => {
+                *queries += 1;
+                let agent = ureq::Agent::new_with_defaults();
+                let text = agent
+                    .get(format!("{}/stub_status", url.trim_end_matches('/')))
+                    .header("Connection", "close")
+                    .call()
+                    .ok()?
+                    .body_mut()
+                    .read_to_string()
+                    .ok()?;
+                // "Active connections: N \nserver accepts handled requests\n A H R \n…";
+                // the queries' own connections (this one included) are counted: take them off.
+                let accepts: usize = text
+                    .lines()
+                    .nth(2)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some(accepts.saturating_sub(*queries))
+            }
+        }
+    }
+}
+
 fn http_throughput(server: &mut Server, table: &mut Table, threads: usize, n: u64, rounds: usize) {
-    let url = format!("{}/", Server::url(server.http));
-    let manager = http_manager(server.http, threads as u32);
+    let mut target = match std::env::var("COMPARE_HTTP_URL") {
+        Ok(url) if !url.is_empty() => HttpTarget::External(url, 0),
+        _ => HttpTarget::Child(server),
+    };
+    let base = target.base();
+    let url = format!("{base}/");
+    let manager = http_manager_at(&base, threads as u32);
     let client = manager.http("svc").unwrap();
     let agent = bare_agent(threads, true);
     let agent_t = timed_agent(threads);
@@ -396,17 +502,25 @@ fn http_throughput(server: &mut Server, table: &mut Table, threads: usize, n: u6
         ),
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
-    let mut accepted = vec![0usize; peers.len()];
+    let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+    let mut accepted = vec![Some(0usize); peers.len()];
     let mut requests = vec![0u64; peers.len()];
     let mut failures = vec![0u64; peers.len()];
+    let mut count = |target: &mut HttpTarget<'_>, i: usize, before: Option<usize>| {
+        let after = target.accepted();
+        accepted[i] = match (accepted[i], before, after) {
+            (Some(sum), Some(b), Some(a)) => Some(sum + a - b),
+            _ => None,
+        };
+    };
     // Warm-up (counted in connections and requests, not in rates).
     for (i, (name, op)) in peers.iter().enumerate() {
         if !peer_wanted(name) {
             continue;
         }
-        let before = server.accepted().http;
+        let before = target.accepted();
         let (_, failed) = run_parallel(threads, n / 10, &(), |_, _| op());
-        accepted[i] += server.accepted().http - before;
+        count(&mut target, i, before);
         requests[i] += n / 10;
         failures[i] += failed;
     }
@@ -418,21 +532,27 @@ fn http_throughput(server: &mut Server, table: &mut Table, threads: usize, n: u6
         for i in order {
             if !peer_wanted(peers[i].0) {
                 rates[i].push(f64::NAN);
+                cpus[i].push(f64::NAN);
                 continue;
             }
-            let before = server.accepted().http;
-            let (rate, failed) = run_parallel(threads, n, &(), |_, _| (peers[i].1)());
-            accepted[i] += server.accepted().http - before;
+            let before = target.accepted();
+            let run = run_measured(threads, n, &(), |_, _| (peers[i].1)());
+            count(&mut target, i, before);
             requests[i] += n;
-            failures[i] += failed;
-            rates[i].push(rate);
+            failures[i] += run.failed;
+            rates[i].push(run.rate);
+            cpus[i].push(run.cpu_us);
         }
     }
-    let ratios = |i: usize| -> f64 {
-        let mut r: Vec<f64> = rates[i].iter().zip(&rates[2]).map(|(a, b)| a / b).collect();
+    // Per-round ratios against bare ureq (peer 2), then their median: both peers of a round
+    // ran back to back, so a slow spell of the machine weighs on both.
+    let ratio_of = |of: &[Vec<f64>], i: usize, base: usize| -> f64 {
+        let mut r: Vec<f64> = of[i].iter().zip(&of[base]).map(|(a, b)| a / b).collect();
         median(&mut r)
     };
+    let ratios = |i: usize| ratio_of(&rates, i, 2);
     let med: Vec<f64> = rates.iter().map(|r| median(&mut r.clone())).collect();
+    let med_cpu: Vec<f64> = cpus.iter().map(|r| median(&mut r.clone())).collect();
     let pool_ratio = ratios(0);
     table.section(&format!(
         "2. HTTP GET throughput, {threads} threads, tiny JSON reply, keep-alive (median of {rounds} alternating rounds)"
@@ -473,22 +593,47 @@ fn http_throughput(server: &mut Server, table: &mut Table, threads: usize, n: u6
         format!("{:.3}", ratios(4)),
         String::new(),
     );
-    let reuse = |i: usize| 100.0 * (1.0 - accepted[i] as f64 / requests[i].max(1) as f64);
+    table.row(
+        "client CPU µs per request (whole process; ratio: median of per-round pool / bare)",
+        format!("{:.2}", med_cpu[0]),
+        format!("{:.2}", med_cpu[2]),
+        format!("{:.2}", med_cpu[4]),
+        format!("{:.3}", ratio_of(&cpus, 0, 2)),
+        String::new(),
+    );
+    table.row(
+        "client CPU µs per request, pool via checkout() / bare ureq with timeouts",
+        format!("{:.2}", med_cpu[1]),
+        format!("{:.2}", med_cpu[3]),
+        String::new(),
+        format!("{:.3}", ratio_of(&cpus, 0, 3)),
+        String::new(),
+    );
+    let reuse =
+        |i: usize| accepted[i].map(|a| 100.0 * (1.0 - a as f64 / requests[i].max(1) as f64));
+    let conns = |i: usize| match accepted[i] {
+        Some(a) => format!("{a} ({})", requests[i]),
+        None => format!("? ({})", requests[i]),
+    };
+    let pct = |i: usize| reuse(i).map_or_else(|| "?".to_string(), |r| format!("{r:.3}"));
     table.row(
         "TCP connections the server accepted (requests sent)",
-        format!("{} ({})", accepted[0], requests[0]),
-        format!("{} ({})", accepted[2], requests[2]),
-        format!("{} ({})", accepted[4], requests[4]),
+        conns(0),
+        conns(2),
+        conns(4),
         String::new(),
         String::new(),
     );
     table.row(
         "connection reuse %",
-        format!("{:.3}", reuse(0)),
-        format!("{:.3}", reuse(2)),
-        format!("{:.3}", reuse(4)),
+        pct(0),
+        pct(2),
+        pct(4),
         String::new(),
-        format!("≥ 99.9 %: {}", met(reuse(0) >= 99.9)),
+        match reuse(0) {
+            Some(r) => format!("≥ 99.9 %: {}", met(r >= 99.9)),
+            None => "≥ 99.9 %: not counted (no stub_status)".to_string(),
+        },
     );
     table.row(
         "failed requests",
@@ -506,6 +651,20 @@ fn http_throughput(server: &mut Server, table: &mut Table, threads: usize, n: u6
         show(2),
         show(3),
         show(4),
+    );
+    let show_cpu = |i: usize| {
+        cpus[i]
+            .iter()
+            .map(|c| (c * 100.0).round() / 100.0)
+            .collect::<Vec<_>>()
+    };
+    println!(
+        "http {threads} threads, CPU µs per request per round: pool {:?} pool-checkout {:?} ureq {:?} ureq-timeouts {:?} reqwest {:?}",
+        show_cpu(0),
+        show_cpu(1),
+        show_cpu(2),
+        show_cpu(3),
+        show_cpu(4),
     );
     let _ = manager.shutdown(Duration::from_secs(2));
 }
@@ -562,9 +721,17 @@ fn ws_round_trips(server: &mut Server, table: &mut Table, threads: usize, n: u64
     let payload = "{\"type\":\"progress\",\"data\":{\"value\":1,\"max\":20}}";
     let echo_ok = |m: &backend_pool::Message| m.as_text() == Some(payload);
 
+    // The echo read, the lease is at a quiet point: `finish` gives the socket back (a lease
+    // dropped after sending, unfinished, is closed and replaced).
     let pool_op = |_: &(), _t: usize| -> bool {
         match manager.websocket("ws") {
-            Ok(mut g) => g.send_text(payload).is_ok() && g.read().is_ok_and(|m| echo_ok(&m)),
+            Ok(mut g) => {
+                let ok = g.send_text(payload).is_ok() && g.read().is_ok_and(|m| echo_ok(&m));
+                if ok {
+                    g.finish();
+                }
+                ok
+            }
             Err(_) => false,
         }
     };
@@ -593,7 +760,9 @@ fn ws_round_trips(server: &mut Server, table: &mut Table, threads: usize, n: u64
         for h in &held {
             let mut slot = h.lock().unwrap();
             if on {
-                *slot = None;
+                if let Some(guard) = slot.take() {
+                    guard.finish();
+                }
             } else if slot.is_none() {
                 *slot = manager.websocket("ws").ok();
             }
@@ -601,6 +770,7 @@ fn ws_round_trips(server: &mut Server, table: &mut Table, threads: usize, n: u64
     };
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 3];
     let mut failures = [0u64; 3];
+    let accepted_before = server.accepted().ws;
     for round in 0..=rounds {
         let mut order = [0usize, 1, 2];
         if round % 2 == 1 {
@@ -659,6 +829,17 @@ fn ws_round_trips(server: &mut Server, table: &mut Table, threads: usize, n: u64
         String::new(),
         String::new(),
         String::new(),
+    );
+    table.row(
+        "TCP connections the server accepted during the rounds (pool and held: one pool)",
+        (server.accepted().ws - accepted_before).to_string(),
+        String::new(),
+        String::new(),
+        String::new(),
+        format!(
+            "≤ {threads}: {}",
+            met(server.accepted().ws - accepted_before <= threads)
+        ),
     );
     println!(
         "ws {threads} threads: rounds/s pool {:?} held {:?} bare {:?}",
