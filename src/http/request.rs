@@ -355,7 +355,7 @@ impl RequestBuilder {
     /// checked"); an invalid one is counted and costs no connection.
     fn target(&self, body_len: usize) -> Result<validate::Target, Error> {
         let pool = &self.pool;
-        validate::target_with(
+        validate::target(
             &pool.core.endpoint,
             &pool.base,
             &pool.service_headers,

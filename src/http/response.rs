@@ -14,6 +14,27 @@ use super::transport::{DRAIN_BYTES, DRAIN_WAIT};
 use super::{HttpConnection, HttpPool, StreamTurn};
 use crate::error::{Error, Phase};
 
+/// The status and header accessors both response kinds share (their heads are the same
+/// fields: `status` and `headers`).
+macro_rules! head_accessors {
+    () => {
+        /// The status code.
+        pub fn status(&self) -> u16 {
+            self.status
+        }
+
+        /// The first header named `name` (case-insensitive).
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers.get(name)
+        }
+
+        /// All headers, in order.
+        pub fn headers(&self) -> &[(String, String)] {
+            self.headers.pairs()
+        }
+    };
+}
+
 /// A whole response: status, headers and body.
 #[derive(Clone)]
 pub struct Response {
@@ -47,20 +68,7 @@ impl Response {
         })
     }
 
-    /// The status code.
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    /// The first header named `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name)
-    }
-
-    /// All headers, in order.
-    pub fn headers(&self) -> &[(String, String)] {
-        self.headers.pairs()
-    }
+    head_accessors!();
 
     /// The body bytes.
     pub fn body(&self) -> &[u8] {
@@ -146,20 +154,7 @@ impl StreamingResponse {
         }
     }
 
-    /// The status code.
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    /// The first header named `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name)
-    }
-
-    /// All headers, in order.
-    pub fn headers(&self) -> &[(String, String)] {
-        self.headers.pairs()
-    }
+    head_accessors!();
 
     /// The body's server-sent events, read as they arrive: see [`crate::sse`] for the rules,
     /// the limit and the errors (a read timeout is `sse::Error::Io` with

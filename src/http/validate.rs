@@ -37,7 +37,7 @@ pub(super) struct Target {
 pub(crate) struct ServiceHeaders(Result<HeaderMap, String>);
 
 impl ServiceHeaders {
-    /// `max_line` as for [`target_with`].
+    /// `max_line` as for [`target`].
     pub(crate) fn new(headers: &[Header], max_line: usize) -> ServiceHeaders {
         let mut map = HeaderMap::with_capacity(headers.len());
         for h in headers {
@@ -61,25 +61,6 @@ impl ServiceHeaders {
     }
 }
 
-/// [`target_with`], the service's headers checked on the spot.
-#[cfg(test)]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn target(
-    endpoint: &Endpoint,
-    base: &str,
-    service_headers: &[Header],
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-    body_len: usize,
-    max_line: usize,
-) -> Result<Target, String> {
-    let service = ServiceHeaders::new(service_headers, max_line);
-    target_with(
-        endpoint, base, &service, method, path, headers, body_len, max_line,
-    )
-}
-
 /// Checks a request and builds what is sent: the method, the URI on the service's origin,
 /// the service's headers followed by the caller's (a caller header replaces a service header
 /// of the same name; repeated caller headers are all sent).
@@ -87,7 +68,7 @@ pub(super) fn target(
 /// `max_line` is the output buffer's size: the HTTP client writes the request line and each
 /// header line whole into it, so a longer one would fail after the connection was taken.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn target_with(
+pub(super) fn target(
     endpoint: &Endpoint,
     base: &str,
     service_headers: &ServiceHeaders,
@@ -217,10 +198,21 @@ fn header_value(value: &str) -> Result<HeaderValue, &'static str> {
 mod tests {
     use super::*;
 
+    /// `GET /x` with the caller's `headers`, the service's headers checked on the spot.
+    fn get_x(
+        endpoint: &Endpoint,
+        service: &[Header],
+        headers: &[(String, String)],
+        max_line: usize,
+    ) -> Result<Target, String> {
+        let base = endpoint.http_base();
+        let service = ServiceHeaders::new(service, max_line);
+        target(endpoint, &base, &service, "GET", "/x", headers, 0, max_line)
+    }
+
     #[test]
     fn service_headers_checked_once_are_sent_or_fail_every_request() {
         let endpoint = Endpoint::parse("http://127.0.0.1:8000").unwrap();
-        let base = endpoint.http_base();
         let header = |name: &str, value: &str| Header {
             name: name.into(),
             value: value.into(),
@@ -230,21 +222,17 @@ mod tests {
             header("X-Team", "a"),
         ];
         let mine = [("x-team".to_string(), "b".to_string())];
-        let sent = target(&endpoint, &base, &service, "GET", "/x", &mine, 0, 4096).unwrap();
+        let sent = get_x(&endpoint, &service, &mine, 4096).unwrap();
         assert_eq!(sent.headers["authorization"], "Bearer sk-1");
         let teams: Vec<_> = sent.headers.get_all("x-team").iter().collect();
         assert_eq!(teams, ["b"], "a caller header replaces the service's");
         let broken = [header("X-Key", "line\r\nbreak")];
         for _ in 0..2 {
-            let why = target(&endpoint, &base, &broken, "GET", "/x", &[], 0, 4096)
-                .err()
-                .unwrap();
+            let why = get_x(&endpoint, &broken, &[], 4096).err().unwrap();
             assert_eq!(why, "service header 'x-key' has a value with a line break");
         }
         let long = [header("X-Long", &"v".repeat(100))];
-        let why = target(&endpoint, &base, &long, "GET", "/x", &[], 0, 64)
-            .err()
-            .unwrap();
+        let why = get_x(&endpoint, &long, &[], 64).err().unwrap();
         assert!(
             why.starts_with("service header 'x-long' makes a line"),
             "{why}"
@@ -287,10 +275,9 @@ mod tests {
     #[test]
     fn a_request_may_not_set_what_a_configuration_may_not() {
         let endpoint = Endpoint::parse("http://127.0.0.1:8000").unwrap();
-        let base = endpoint.http_base();
         let send = |name: &str| {
             let headers = [(name.to_string(), "x".to_string())];
-            target(&endpoint, &base, &[], "GET", "/x", &headers, 0, 4096).map(drop)
+            get_x(&endpoint, &[], &headers, 4096).map(drop)
         };
         assert!(send("X-Ok").is_ok());
         for name in ["Host", "Proxy-Connection", "Upgrade", "Sec-WebSocket-Key"] {
