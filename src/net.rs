@@ -1,5 +1,5 @@
 //! Opening a TCP connection within one deadline: the one way this crate connects (WebSocket
-//! connects, TCP health probes; the HTTP transport's connector follows the same rule).
+//! connects, TCP health probes, the HTTP transport's resolver and connector).
 //!
 //! * [`resolve`]: an IP literal needs no lookup; a name is looked up on a helper thread (the
 //!   system resolver blocks and knows no deadline), abandoned when the deadline passes.

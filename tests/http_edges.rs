@@ -795,6 +795,82 @@ fn a_connection_closed_before_any_response_byte_is_retried_once_for_get_only() {
     assert_eq!(http_stats(&m, "svc").retries, 1);
 }
 
+#[test]
+fn a_request_without_a_body_says_content_length_only_where_a_body_is_expected() {
+    // RFC 9110 §8.6: no Content-Length on a request without content whose method does not
+    // anticipate any; a POST, PUT or PATCH without a body says `Content-Length: 0`.
+    let (heads_tx, heads) = mpsc::channel::<String>();
+    let heads_tx = std::sync::Mutex::new(heads_tx);
+    let server = RawServer::start(move |p| {
+        while let Some(head) = p.read_request() {
+            let reply = if head.starts_with("HEAD ") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n".to_vec()
+            } else {
+                ok_response("fine")
+            };
+            let _ = heads_tx.lock().unwrap().send(head);
+            if !p.write(&reply) {
+                return;
+            }
+        }
+    });
+    let m = one_service(&server.url());
+    let http = m.http("svc").unwrap();
+    for method in [
+        "GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "POST", "PUT", "PATCH",
+    ] {
+        http.request(method, "/x").call().unwrap();
+        let head = heads.recv_timeout(Duration::from_secs(5)).unwrap();
+        let length = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().to_string())
+        });
+        let expected = matches!(method, "POST" | "PUT" | "PATCH").then(|| "0".to_string());
+        assert_eq!(length, expected, "{method}: {head}");
+    }
+    assert_eq!(server.connections(), 1);
+}
+
+#[test]
+fn a_connection_the_server_spoiled_after_a_response_is_not_reused() {
+    // (what the server does after a complete response on the first connection)
+    type Case = (&'static str, fn(&mut Peer));
+    let cases: [Case; 2] = [
+        ("sends bytes nobody asked for", |p| {
+            p.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra");
+        }),
+        ("closes without saying so", |p| {
+            let _ = p.reader.get_ref().shutdown(std::net::Shutdown::Both);
+        }),
+    ];
+    for (what, spoil) in cases {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let server = RawServer::start(move |p| {
+            let first = accepted.fetch_add(1, Ordering::Relaxed) == 0;
+            while p.read_request().is_some() {
+                p.write(&ok_response("fine"));
+                if first {
+                    spoil(p);
+                    // Keep the first connection open (and useless) a while.
+                    thread::sleep(Duration::from_millis(500));
+                    return;
+                }
+            }
+        });
+        let m = one_service(&server.url());
+        let http = m.http("svc").unwrap();
+        assert_eq!(http.get("/first").call().unwrap().text(), "fine", "{what}");
+        // Let the spoiling bytes or the FIN reach the client.
+        thread::sleep(Duration::from_millis(100));
+        // A POST is never resent: it must go on a fresh connection from the start.
+        let r = http.post("/second").send_bytes(b"{}");
+        assert_eq!(r.map(|r| r.text()).ok().as_deref(), Some("fine"), "{what}");
+        assert_eq!(server.connections(), 2, "{what}");
+        assert_eq!(server.requests(), 2, "{what}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. EINTR: signals delivered to the calling thread neither fail a call nor stretch its
 // deadline.

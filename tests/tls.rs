@@ -90,7 +90,11 @@ fn https_service(name: &str, port: u16, ca_file: Option<String>) -> ServiceConfi
 #[test]
 fn https_with_a_trusted_custom_root_works_and_reuses_its_connection() {
     let (server, pem) = tls_server(&["127.0.0.1"], false);
-    let m = manager(https_service("tls", server.port, Some(pem)));
+    let mut cfg = https_service("tls", server.port, Some(pem));
+    // Reuse is what is checked: a loaded machine must not let the keep-alive limit lapse
+    // between two requests.
+    cfg.http.as_mut().unwrap().keepalive_idle_ms = 60_000;
+    let m = manager(cfg);
     let http = m.http("tls").unwrap();
     for _ in 0..20 {
         assert_eq!(http.get("/").call().unwrap().text(), "ok");

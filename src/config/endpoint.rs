@@ -176,8 +176,7 @@ pub(crate) fn check_path(path: &str) -> Result<(), String> {
     check_chars(path, true).map_err(|why| format!("path {} has {why}", quoted(path)))?;
     let path_only = path.split('?').next().unwrap_or_default();
     for segment in path_only.split('/') {
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        if decoded == "." || decoded == ".." {
+        if is_dot_segment(segment) {
             return Err(format!(
                 "path {} has a dot segment ('{segment}'): servers resolve it, out of the \
                  service's path",
@@ -186,6 +185,22 @@ pub(crate) fn check_path(path: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `.` or `..`, each dot possibly percent-encoded (`%2e`, `%2E`). Checked without decoding:
+/// every request's path passes here.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 /// The characters of a URL path: unreserved, sub-delims, `:`, `@`, `/`, and `%` followed by
@@ -298,6 +313,22 @@ mod tests {
         assert!(why("/é").contains("non-ASCII"));
         assert!(why("/%4").contains("two hex digits"));
         assert!(why("/a/%2E%2e/b").contains("dot segment"));
+        for dots in [".", "..", "%2e", "%2E", ".%2e", "%2E.", "%2e%2E"] {
+            assert!(is_dot_segment(dots), "{dots}");
+        }
+        for not in [
+            "",
+            "...",
+            "%2e%2e%2e",
+            "..x",
+            "%2",
+            "%2f",
+            "%%2e",
+            "%2e%2",
+            "x.",
+        ] {
+            assert!(!is_dot_segment(not), "{not}");
+        }
         assert!(why(&"/a".repeat(20_000)).contains("longer than"));
         assert!(
             why(&format!("x{}", "a".repeat(500))).len() < 400,

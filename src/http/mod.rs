@@ -53,6 +53,7 @@ pub(crate) struct HttpPool {
     /// Stream turns: held by each [`StreamingResponse`] (and while it waits for a connection).
     streams: Slots<()>,
     base: String,
+    service_headers: validate::ServiceHeaders,
 }
 
 impl HttpPool {
@@ -102,6 +103,10 @@ impl HttpPool {
             .build_unchecked(AgentFactory(Arc::clone(&parts)));
         HttpPool {
             base: core.endpoint.http_base(),
+            service_headers: validate::ServiceHeaders::new(
+                &core.headers,
+                config.output_buffer_bytes,
+            ),
             streams: Slots::new(config.stream_cap() as usize),
             core,
             config,

@@ -7,6 +7,7 @@
 //! keep-alive connection); the transport counts those bytes, so a partial status line, a
 //! malformed or oversized head or a reset mid-body is never answered by a resend.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -160,7 +161,8 @@ impl fmt::Debug for RequestBuilder {
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder {
     pool: Arc<HttpPool>,
-    method: String,
+    /// Upper case; a standard method's name is borrowed, not allocated.
+    method: Cow<'static, str>,
     path: String,
     headers: Vec<(String, String)>,
     timeout: Option<Duration>,
@@ -173,7 +175,13 @@ impl RequestBuilder {
     pub(super) fn new(pool: Arc<HttpPool>, method: &str, path: &str) -> Self {
         RequestBuilder {
             pool,
-            method: method.to_ascii_uppercase(),
+            method: match validate::METHODS
+                .iter()
+                .find(|known| known.eq_ignore_ascii_case(method))
+            {
+                Some(known) => Cow::Borrowed(known),
+                None => Cow::Owned(method.to_ascii_uppercase()),
+            },
             path: path.to_string(),
             headers: Vec::new(),
             timeout: None,
@@ -258,9 +266,8 @@ impl RequestBuilder {
     /// # Errors
     /// As [`RequestBuilder::call`].
     pub fn send_bytes(self, body: &[u8]) -> Result<Response, Error> {
-        let pool = Arc::clone(&self.pool);
         let (conn, response, watch) = self.execute(body)?;
-        let result = Response::read_whole(&pool, response, watch.as_ref().map(|w| w.token()));
+        let result = Response::read_whole(&self.pool, response, watch.as_ref().map(|w| w.token()));
         if result.is_err() {
             conn.discard();
         }
@@ -293,7 +300,7 @@ impl RequestBuilder {
     }
 
     fn idempotent(&self) -> bool {
-        matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+        matches!(&*self.method, "GET" | "HEAD" | "OPTIONS")
     }
 
     /// Checks the request (before checkout: an invalid one costs no connection), checks out
@@ -301,7 +308,7 @@ impl RequestBuilder {
     /// response byte arrived is sent once more on a fresh connection; nothing is resent once
     /// the server sent a byte of its response.
     fn execute(
-        self,
+        &self,
         body: &[u8],
     ) -> Result<
         (
@@ -313,24 +320,7 @@ impl RequestBuilder {
     > {
         let pool = &self.pool;
         let counters = pool.counters();
-        let target = validate::target(
-            &pool.core.endpoint,
-            &pool.base,
-            &pool.core.headers,
-            &self.method,
-            &self.path,
-            &self.headers,
-            body.len(),
-            pool.config.output_buffer_bytes,
-        )
-        .map_err(|reason| {
-            let err = Error::InvalidRequest {
-                service: pool.core.name.clone(),
-                reason,
-            };
-            counters.error(err.class());
-            err
-        })?;
+        let mut target = Some(self.target(body.len())?);
         let wait = self.wait.unwrap_or(pool.core.timeouts.wait);
         let conn = pool.checkout_cancellable(wait, !self.probe, self.cancel.as_ref())?;
         let wire = &conn.item().wire;
@@ -354,12 +344,18 @@ impl RequestBuilder {
         let is_cancelled = || watch.as_ref().is_some_and(|w| w.token().is_cancelled());
         let mut retried = false;
         loop {
+            // The first attempt sends the checked request itself; a retry checks it again
+            // (the same answer) rather than every request keeping a copy for a rare retry.
+            let attempt = match target.take() {
+                Some(target) => target,
+                None => self.target(body.len())?,
+            };
             wire.begin_attempt();
             if is_cancelled() {
                 let reached = wire.reached();
                 return cancelled(conn, reached);
             }
-            let sent = self.send_once(&conn, &target, body);
+            let sent = self.send_once(&conn, attempt, body);
             if sent.is_err() && is_cancelled() {
                 let reached = wire.reached();
                 return cancelled(conn, reached);
@@ -409,16 +405,61 @@ impl RequestBuilder {
         }
     }
 
+    /// The request checked and in the form it is sent (see [`RequestBuilder`], "What is
+    /// checked"); an invalid one is counted and costs no connection.
+    fn target(&self, body_len: usize) -> Result<validate::Target, Error> {
+        let pool = &self.pool;
+        validate::target(
+            &pool.core.endpoint,
+            &pool.base,
+            &pool.service_headers,
+            &self.method,
+            &self.path,
+            &self.headers,
+            body_len,
+            pool.config.output_buffer_bytes,
+        )
+        .map_err(|reason| {
+            let err = Error::InvalidRequest {
+                service: pool.core.name.clone(),
+                reason,
+            };
+            pool.counters().error(err.class());
+            err
+        })
+    }
+
+    /// Sends one attempt. An empty body is sent as none where the method anticipates no
+    /// content (RFC 9110 §8.6: then no `Content-Length: 0` either).
     fn send_once(
         &self,
         conn: &HttpConnection,
-        target: &validate::Target,
+        target: validate::Target,
         body: &[u8],
     ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        use ureq::http::Method;
+        let bodiless = body.is_empty()
+            && matches!(
+                target.method,
+                Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+            );
+        if bodiless {
+            self.run(conn, target, ())
+        } else {
+            self.run(conn, target, body)
+        }
+    }
+
+    fn run<B: ureq::AsSendBody>(
+        &self,
+        conn: &HttpConnection,
+        target: validate::Target,
+        body: B,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let mut request = ureq::http::Request::new(body);
-        *request.method_mut() = target.method.clone();
-        *request.uri_mut() = target.uri.clone();
-        *request.headers_mut() = target.headers.clone();
+        *request.method_mut() = target.method;
+        *request.uri_mut() = target.uri;
+        *request.headers_mut() = target.headers;
         let agent = conn.agent();
         match self.timeout {
             Some(total) => agent.run(

@@ -3,21 +3,43 @@
 use std::fmt;
 use std::io::{self, BufRead, Read};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
+use ureq::http::HeaderMap;
 
 use super::classify::classify;
 use super::transport::{DRAIN_BYTES, DRAIN_WAIT};
 use super::{HttpConnection, HttpPool, StreamTurn};
 use crate::error::{Error, Phase};
 
+/// The status and header accessors both response kinds share (their heads are the same
+/// fields: `status` and `headers`).
+macro_rules! head_accessors {
+    () => {
+        /// The status code.
+        pub fn status(&self) -> u16 {
+            self.status
+        }
+
+        /// The first header named `name` (case-insensitive).
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers.get(name)
+        }
+
+        /// All headers, in order.
+        pub fn headers(&self) -> &[(String, String)] {
+            self.headers.pairs()
+        }
+    };
+}
+
 /// A whole response: status, headers and body.
 #[derive(Clone)]
 pub struct Response {
     status: u16,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     body: Vec<u8>,
     service: String,
 }
@@ -55,26 +77,13 @@ impl Response {
             })?;
         Ok(Response {
             status: parts.status.as_u16(),
-            headers: header_pairs(&parts.headers),
+            headers: Headers::new(parts.headers),
             body: bytes,
             service: pool.core.name.clone(),
         })
     }
 
-    /// The status code.
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    /// The first header named `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        find_header(&self.headers, name)
-    }
-
-    /// All headers, in order.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
-    }
+    head_accessors!();
 
     /// The body bytes.
     pub fn body(&self) -> &[u8] {
@@ -133,7 +142,7 @@ impl fmt::Debug for Response {
 /// `max_stream_connections` stream turns, until dropped.
 pub struct StreamingResponse {
     status: u16,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     reader: io::BufReader<ureq::BodyReader<'static>>,
     service: String,
     /// The request's token, watching the agent while the body is read (cancel shuts it
@@ -157,7 +166,7 @@ impl StreamingResponse {
         let (parts, body) = response.into_parts();
         StreamingResponse {
             status: parts.status.as_u16(),
-            headers: header_pairs(&parts.headers),
+            headers: Headers::new(parts.headers),
             reader: io::BufReader::with_capacity(8 * 1024, body.into_reader()),
             service,
             cancel,
@@ -194,20 +203,7 @@ impl StreamingResponse {
         io::Error::new(io::ErrorKind::ConnectionAborted, err)
     }
 
-    /// The status code.
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    /// The first header named `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        find_header(&self.headers, name)
-    }
-
-    /// All headers, in order.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
-    }
+    head_accessors!();
 
     /// The body's server-sent events, read as they arrive: see [`crate::sse`] for the rules,
     /// the limit and the errors (a read timeout is `sse::Error::Io` with
@@ -322,21 +318,96 @@ impl BufRead for StreamingResponse {
     }
 }
 
-fn header_pairs(headers: &ureq::http::HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
+/// A response's headers as they were parsed, and the owned `(name, value)` pairs that
+/// `headers()` lends, made on its first call: most callers read one header or none, and the
+/// pairs cost two allocations per header.
+#[derive(Clone)]
+struct Headers {
+    map: HeaderMap,
+    pairs: OnceLock<Vec<(String, String)>>,
 }
 
-fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+impl Headers {
+    fn new(map: HeaderMap) -> Headers {
+        Headers {
+            map,
+            pairs: OnceLock::new(),
+        }
+    }
+
+    /// The first value of `name` (any case). A value that is not visible ASCII is read as
+    /// UTF-8 with invalid bytes replaced, as in [`Headers::pairs`].
+    fn get(&self, name: &str) -> Option<&str> {
+        let value = self.map.get(name)?;
+        match value.to_str() {
+            Ok(text) => Some(text),
+            Err(_) => self
+                .pairs()
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str()),
+        }
+    }
+
+    /// Every header as owned text, in the map's order (a repeated name's values together).
+    fn pairs(&self) -> &[(String, String)] {
+        self.pairs.get_or_init(|| {
+            self.map
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ureq::http::HeaderValue;
+
+    #[test]
+    fn headers_read_from_the_map_match_the_pairs_whatever_the_case_or_bytes() {
+        let mut map = HeaderMap::new();
+        map.append("content-type", HeaderValue::from_static("application/json"));
+        map.append("x-tag", HeaderValue::from_static("one"));
+        map.append("x-tag", HeaderValue::from_static("two"));
+        map.append("x-name", HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        let headers = Headers::new(map);
+        assert_eq!(headers.get("Content-Type"), Some("application/json"));
+        assert_eq!(
+            headers.get("X-TAG"),
+            Some("one"),
+            "the first of a repeated header"
+        );
+        assert_eq!(
+            headers.get("x-name"),
+            Some("café"),
+            "read as UTF-8 like the pairs"
+        );
+        assert_eq!(headers.get("missing"), None);
+        assert_eq!(headers.get("not a token"), None);
+        let pairs: Vec<(&str, &str)> = headers
+            .pairs()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("content-type", "application/json"),
+                ("x-tag", "one"),
+                ("x-tag", "two"),
+                ("x-name", "café"),
+            ]
+        );
+        for (name, value) in headers.pairs() {
+            let first = headers.pairs().iter().find(|(k, _)| k == name).unwrap();
+            assert_eq!(headers.get(name), Some(first.1.as_str()), "{name}: {value}");
+        }
+    }
 }

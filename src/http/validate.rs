@@ -20,15 +20,45 @@ use crate::config::{check_path, is_managed_header, quoted, Endpoint};
 use crate::service::Header;
 
 /// The methods sent (ureq sends no others; `CONNECT` would open a tunnel to another host).
-const METHODS: [&str; 8] = [
+pub(super) const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE",
 ];
 
-/// A request that passed the checks, in the form it is sent (built once, cloned per try).
+/// A request that passed the checks, in the form it is sent.
 pub(super) struct Target {
     pub(super) method: Method,
     pub(super) uri: Uri,
     pub(super) headers: HeaderMap,
+}
+
+/// A service's own headers (bearer token, configured headers), checked and parsed once per
+/// pool: every request starts from a copy. If one fails its check, every request fails with
+/// the reason, as checking them per request would.
+pub(crate) struct ServiceHeaders(Result<HeaderMap, String>);
+
+impl ServiceHeaders {
+    /// `max_line` as for [`target`].
+    pub(crate) fn new(headers: &[Header], max_line: usize) -> ServiceHeaders {
+        let mut map = HeaderMap::with_capacity(headers.len());
+        for h in headers {
+            let parsed = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| format!("service header name {:?} is not a valid token", h.name))
+                .and_then(|name| {
+                    // The value may be a secret: never quoted.
+                    let value = header_value(&h.value)
+                        .map_err(|why| format!("service header '{name}' has a value with {why}"))?;
+                    check_line(&name, &value, max_line, "service header")?;
+                    Ok((name, value))
+                });
+            match parsed {
+                Ok((name, value)) => {
+                    map.append(name, value);
+                }
+                Err(reason) => return ServiceHeaders(Err(reason)),
+            }
+        }
+        ServiceHeaders(Ok(map))
+    }
 }
 
 /// Checks a request and builds what is sent: the method, the URI on the service's origin,
@@ -41,7 +71,7 @@ pub(super) struct Target {
 pub(super) fn target(
     endpoint: &Endpoint,
     base: &str,
-    service_headers: &[Header],
+    service_headers: &ServiceHeaders,
     method: &str,
     path: &str,
     headers: &[(String, String)],
@@ -53,8 +83,10 @@ pub(super) fn target(
         return Err("a HEAD request carries no body".into());
     }
     check_path(path)?;
-    let uri: Uri = format!("{base}{path}")
-        .parse()
+    let mut full = String::with_capacity(base.len() + path.len());
+    full.push_str(base);
+    full.push_str(path);
+    let uri = Uri::try_from(full)
         .map_err(|e| format!("path {} does not make a valid URI: {e}", quoted(path)))?;
     let target_len = uri.path_and_query().map_or(1, |p| p.as_str().len());
     // "METHOD target HTTP/1.1\r\n"
@@ -67,25 +99,15 @@ pub(super) fn target(
     let scheme = if endpoint.tls { "https" } else { "http" };
     let on_origin = uri.scheme_str() == Some(scheme)
         && uri
-            .host()
-            .is_some_and(|h| h.eq_ignore_ascii_case(&endpoint.host))
-        && uri.port_u16() == Some(endpoint.port);
+            .authority()
+            .is_some_and(|a| is_origin(a.as_str(), endpoint));
     if !on_origin {
         return Err(format!(
             "path {path:?} leaves the service's origin {scheme}://{}:{}",
             endpoint.host, endpoint.port
         ));
     }
-    let mut map = HeaderMap::with_capacity(service_headers.len() + headers.len());
-    for h in service_headers {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| format!("service header name {:?} is not a valid token", h.name))?;
-        // The value may be a secret: never quoted.
-        let value = header_value(&h.value)
-            .map_err(|why| format!("service header '{name}' has a value with {why}"))?;
-        check_line(&name, &value, max_line, "service header")?;
-        map.append(name, value);
-    }
+    let mut map = service_headers.0.clone()?;
     let mut replaced: Vec<HeaderName> = Vec::new();
     for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes())
@@ -112,6 +134,18 @@ pub(super) fn target(
         uri,
         headers: map,
     })
+}
+
+/// Whether a URI's authority is exactly the service's `host:port` (host in any case; the
+/// base URL always spells the port, and has no user info).
+fn is_origin(authority: &str, endpoint: &Endpoint) -> bool {
+    let host = endpoint.host.as_bytes();
+    let bytes = authority.as_bytes();
+    bytes.len() > host.len()
+        && bytes[..host.len()].eq_ignore_ascii_case(host)
+        && bytes[host.len()] == b':'
+        && bytes[host.len() + 1..].iter().all(u8::is_ascii_digit)
+        && authority[host.len() + 1..].parse::<u16>() == Ok(endpoint.port)
 }
 
 /// "name: value\r\n", plus the blank line that ends the head if it is the last one.
@@ -164,6 +198,70 @@ fn header_value(value: &str) -> Result<HeaderValue, &'static str> {
 mod tests {
     use super::*;
 
+    /// `GET /x` with the caller's `headers`, the service's headers checked on the spot.
+    fn get_x(
+        endpoint: &Endpoint,
+        service: &[Header],
+        headers: &[(String, String)],
+        max_line: usize,
+    ) -> Result<Target, String> {
+        let base = endpoint.http_base();
+        let service = ServiceHeaders::new(service, max_line);
+        target(endpoint, &base, &service, "GET", "/x", headers, 0, max_line)
+    }
+
+    #[test]
+    fn service_headers_checked_once_are_sent_or_fail_every_request() {
+        let endpoint = Endpoint::parse("http://127.0.0.1:8000").unwrap();
+        let header = |name: &str, value: &str| Header {
+            name: name.into(),
+            value: value.into(),
+        };
+        let service = [
+            header("Authorization", "Bearer sk-1"),
+            header("X-Team", "a"),
+        ];
+        let mine = [("x-team".to_string(), "b".to_string())];
+        let sent = get_x(&endpoint, &service, &mine, 4096).unwrap();
+        assert_eq!(sent.headers["authorization"], "Bearer sk-1");
+        let teams: Vec<_> = sent.headers.get_all("x-team").iter().collect();
+        assert_eq!(teams, ["b"], "a caller header replaces the service's");
+        let broken = [header("X-Key", "line\r\nbreak")];
+        for _ in 0..2 {
+            let why = get_x(&endpoint, &broken, &[], 4096).err().unwrap();
+            assert_eq!(why, "service header 'x-key' has a value with a line break");
+        }
+        let long = [header("X-Long", &"v".repeat(100))];
+        let why = get_x(&endpoint, &long, &[], 64).err().unwrap();
+        assert!(
+            why.starts_with("service header 'x-long' makes a line"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_origin_is_the_service_host_and_port_exactly() {
+        let endpoint = Endpoint::parse("http://Example.test:8080/api").unwrap();
+        for ok in ["example.test:8080", "EXAMPLE.test:8080"] {
+            assert!(is_origin(ok, &endpoint), "{ok}");
+        }
+        for not in [
+            "example.test:8081",
+            "example.test:80800",
+            "example.test:+8080",
+            "example.test",
+            "example.test.evil:8080",
+            "user@example.test:8080",
+            "evil.test:8080",
+            "",
+        ] {
+            assert!(!is_origin(not, &endpoint), "{not}");
+        }
+        let v6 = Endpoint::parse("http://[::1]:9000").unwrap();
+        assert!(is_origin("[::1]:9000", &v6));
+        assert!(!is_origin("[::2]:9000", &v6));
+    }
+
     #[test]
     fn header_values_refuse_line_breaks_controls_and_non_ascii() {
         assert!(header_value("a\tb c!~").is_ok());
@@ -177,10 +275,9 @@ mod tests {
     #[test]
     fn a_request_may_not_set_what_a_configuration_may_not() {
         let endpoint = Endpoint::parse("http://127.0.0.1:8000").unwrap();
-        let base = endpoint.http_base();
         let send = |name: &str| {
             let headers = [(name.to_string(), "x".to_string())];
-            target(&endpoint, &base, &[], "GET", "/x", &headers, 0, 4096).map(drop)
+            get_x(&endpoint, &[], &headers, 4096).map(drop)
         };
         assert!(send("X-Ok").is_ok());
         for name in ["Host", "Proxy-Connection", "Upgrade", "Sec-WebSocket-Key"] {

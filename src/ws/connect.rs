@@ -120,9 +120,9 @@ impl WsPool {
                     tungstenite::HandshakeError::Interrupted(_) => timed_out(),
                 })?;
         // Idle from here: the socket's own timeouts rule until a lease sets a deadline.
-        let tcp = tcp_of(&socket);
-        tcp.set_read_timeout(Some(t.read_idle))
-            .and_then(|()| tcp.set_write_timeout(Some(t.request)))
+        socket
+            .get_mut()
+            .set_timeouts(t.read_idle, t.request)
             .map_err(|e| fail(e.into()))?;
         socket.get_mut().clear_deadline();
         std::mem::forget(opened);

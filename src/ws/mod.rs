@@ -327,11 +327,9 @@ impl WsPool {
             };
         }
         for s in batch.iter_mut() {
-            let tcp = tcp_of(&s.conn.socket);
-            let _ = tcp.set_nonblocking(false);
+            let _ = tcp_of(&s.conn.socket).set_nonblocking(false);
             if s.ping {
-                let _ = tcp.set_read_timeout(Some(t.read_idle));
-                let _ = tcp.set_write_timeout(Some(t.request));
+                let _ = s.conn.socket.get_mut().set_timeouts(t.read_idle, t.request);
             }
         }
     }

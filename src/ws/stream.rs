@@ -114,12 +114,23 @@ impl WsStream {
         self.timed_mut().deadline = Some(deadline);
     }
 
-    /// Back to the socket's own timeouts and blocking mode (an idle socket: the maintenance
-    /// thread sets those). No system call.
+    /// Back to the socket's own timeouts and blocking mode (an idle socket). No system call.
+    /// What was armed stays recorded: it is what the socket has until someone else sets a
+    /// timeout, which goes through [`WsStream::set_timeouts`] (so the next lease's first
+    /// message does not pay a system call per direction to set what is already set).
     pub(crate) fn clear_deadline(&mut self) {
+        self.timed_mut().deadline = None;
+    }
+
+    /// Sets the socket's own read and write timeouts (an idle socket's: maintenance, connect)
+    /// and records them as armed.
+    pub(crate) fn set_timeouts(&mut self, read: Duration, write: Duration) -> io::Result<()> {
         let t = self.timed_mut();
-        t.deadline = None;
         t.armed = [None, None];
+        t.tcp.set_read_timeout(Some(read))?;
+        t.tcp.set_write_timeout(Some(write))?;
+        t.armed = [Some(read), Some(write)];
+        Ok(())
     }
 
     /// True when the stream stopped between two messages: no partial frame or fragmented

@@ -46,7 +46,8 @@ impl Transport for PoolTransport {
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         self.wire.reached.store(true, Relaxed);
-        let deadline = Deadline::new(timeout.for_write()).check()?;
+        self.armed.exchanged = true;
+        let deadline = Deadline::start(timeout.for_write())?;
         let data = &self.buffers.output()[..amount];
         let mut io = SocketIo {
             stream: &self.socket.stream,
@@ -65,13 +66,14 @@ impl Transport for PoolTransport {
 
     fn await_input(&mut self, mut timeout: NextTimeout) -> Result<bool, ureq::Error> {
         self.wire.reached.store(true, Relaxed);
+        self.armed.exchanged = true;
         let drain_us = self.wire.drain_wait_us.load(Relaxed);
         if drain_us != 0 {
             let wait = Duration::from_micros(drain_us);
             timeout.after = wait.into();
             timeout.per_read = Some(wait.into());
         }
-        let deadline = Deadline::new(timeout.for_read()).check()?;
+        let deadline = Deadline::start(timeout.for_read())?;
         let buf = self.buffers.input_append_buf();
         if buf.is_empty() {
             // At the growth cap: ureq reports the head as too large.
@@ -94,18 +96,47 @@ impl Transport for PoolTransport {
 
     /// A pooled connection is reusable only if nothing is waiting on it: a byte (or EOF, or
     /// an error) there means the server closed it or sent something unasked.
+    ///
+    /// ureq 3.5's pool asks twice per request: when a response has been read to its end (the
+    /// connection goes back to the agent) and when the next request takes it. The second
+    /// check sees everything the first would, and whatever arrived in between, so the first
+    /// (recognised by the I/O since the last check) is answered without looking.
     fn is_open(&mut self) -> bool {
-        let stream = &*self.socket.stream;
-        if stream.set_nonblocking(true).is_err() {
-            return false;
+        if std::mem::take(&mut self.armed.exchanged) {
+            return true;
         }
-        let quiet = matches!((&*stream).read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-        stream.set_nonblocking(false).is_ok() && quiet
+        quiet(&self.socket.stream)
     }
 
     fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
+}
+
+/// Whether nothing waits on the socket: no byte, no end of stream, no error. One `recv` that
+/// peeks without waiting (ureq's own check costs three system calls: two `ioctl`s that make
+/// the socket non-blocking and back around a `read`).
+#[cfg(unix)]
+fn quiet(stream: &TcpStream) -> bool {
+    let socket = socket2::SockRef::from(stream);
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    loop {
+        match socket.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            peeked => return matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+        }
+    }
+}
+
+/// Whether nothing waits on the socket: a read made non-blocking for the occasion.
+#[cfg(not(unix))]
+fn quiet(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let quiet =
+        matches!((&*stream).read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).is_ok() && quiet
 }
 
 /// A timeout that expired or the read/write timeouts a socket refused become ureq's timeout
@@ -124,6 +155,9 @@ struct Deadline {
     /// `None`: no deadline.
     at: Option<Instant>,
     reason: ureq::Timeout,
+    /// The time left as the deadline was set (by [`Deadline::start`]), for its first use
+    /// ([`Deadline::next`]): a clock read saved per socket operation.
+    fresh: Option<Duration>,
 }
 
 impl Deadline {
@@ -135,14 +169,38 @@ impl Deadline {
         Deadline {
             at,
             reason: timeout.reason,
+            fresh: None,
         }
     }
 
-    /// Fails at once when no time is left (an I/O call cannot be given a zero timeout).
-    fn check(self) -> Result<Deadline, ureq::Error> {
-        match self.left() {
-            Ok(_) => Ok(self),
-            Err(_) => Err(ureq::Error::Timeout(self.reason)),
+    /// A deadline for an operation that starts now: its first [`Deadline::next`] is the
+    /// whole timeout, without reading the clock again. Fails at once when the timeout is
+    /// zero (an I/O call cannot be given a zero timeout).
+    fn start(timeout: NextTimeout) -> Result<Deadline, ureq::Error> {
+        let mut deadline = Deadline {
+            at: None,
+            reason: timeout.reason,
+            fresh: None,
+        };
+        if let UreqDuration::Exact(d) = timeout.after {
+            let now = Instant::now();
+            let at = crate::clock::deadline(now, d);
+            let left = at.saturating_duration_since(now);
+            if left.is_zero() {
+                return Err(ureq::Error::Timeout(timeout.reason));
+            }
+            deadline.at = Some(at);
+            deadline.fresh = Some(left);
+        }
+        Ok(deadline)
+    }
+
+    /// The time left, as [`Deadline::left`]; the first call after [`Deadline::start`] takes
+    /// it from there.
+    fn next(&mut self) -> io::Result<Option<Duration>> {
+        match self.fresh.take() {
+            Some(left) => Ok(Some(left)),
+            None => self.left(),
         }
     }
 
@@ -158,11 +216,15 @@ impl Deadline {
     }
 }
 
-/// The timeouts currently set on a socket, so unchanged ones cost no system call.
+/// What is known of a socket's state, so that calls which would not change it are skipped:
+/// the timeouts currently set, and whether it did I/O since the last `is_open` check.
 #[derive(Default)]
 struct Armed {
     read: Option<Duration>,
     write: Option<Duration>,
+    /// Written or read since the last `is_open`: the next check is the one on return
+    /// (see [`PoolTransport::is_open`]).
+    exchanged: bool,
 }
 
 /// How far an armed socket timeout may lie past the deadline before it is re-armed: saves a
@@ -205,7 +267,7 @@ impl SocketIo<'_> {
         mut op: impl FnMut(&TcpStream) -> io::Result<usize>,
     ) -> io::Result<usize> {
         loop {
-            let left = self.deadline.left()?;
+            let left = self.deadline.next()?;
             let stream = self.stream;
             arm(timeout(self.armed), left, |d| set(stream, d))?;
             match op(stream) {
@@ -245,6 +307,27 @@ impl Write for SocketIo<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_started_deadline_lends_its_whole_timeout_once_then_reads_the_clock() {
+        let timeout = |after: UreqDuration| NextTimeout {
+            after,
+            reason: ureq::Timeout::RecvResponse,
+            ..NextTimeout::default()
+        };
+        let mut deadline = Deadline::start(timeout(Duration::from_secs(60).into())).unwrap();
+        assert_eq!(deadline.next().unwrap(), Some(Duration::from_secs(60)));
+        let later = deadline.next().unwrap().unwrap();
+        assert!(later <= Duration::from_secs(60) && later > Duration::from_secs(59));
+        let mut unbounded = Deadline::start(timeout(UreqDuration::NotHappening)).unwrap();
+        assert_eq!(unbounded.next().unwrap(), None);
+        assert!(matches!(
+            Deadline::start(timeout(Duration::ZERO.into())),
+            Err(ureq::Error::Timeout(ureq::Timeout::RecvResponse))
+        ));
+        let huge = Deadline::start(timeout(Duration::MAX.into())).unwrap();
+        assert!(huge.fresh.unwrap() >= crate::clock::FAR / 100);
+    }
 
     #[test]
     fn an_armed_timeout_is_kept_only_within_the_slack_above_the_time_left() {

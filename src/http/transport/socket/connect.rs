@@ -6,7 +6,6 @@ use std::io;
 use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use ureq::unversioned::resolver::ResolvedSocketAddrs;
 use ureq::unversioned::transport::{ConnectionDetails, Connector, ShutdownHandle};
@@ -117,49 +116,18 @@ impl PoolConnector {
     }
 }
 
-/// Tries the resolved addresses in order, sharing the time left among those not yet tried.
-/// Errors that concern one address (refused, unreachable) move on to the next; others (out
-/// of file descriptors) end the attempt at once.
+/// Connects to the first of the resolved addresses that answers by the deadline, through
+/// the crate's one connect function (`crate::net::connect_tcp`).
 fn connect_tcp(addrs: &ResolvedSocketAddrs, deadline: Deadline) -> Result<TcpStream, ureq::Error> {
-    let mut last = None;
-    let count = addrs.len();
-    for (i, addr) in addrs.iter().enumerate() {
-        let left = deadline
-            .left()
-            .map_err(|_| ureq::Error::Timeout(deadline.reason))?;
-        let attempt = match left {
-            None => TcpStream::connect(addr),
-            Some(left) => {
-                let share = (left / (count - i) as u32).max(Duration::from_millis(10));
-                TcpStream::connect_timeout(addr, share.min(left))
-            }
-        };
-        match attempt {
-            Ok(stream) => return Ok(stream),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) =>
-            {
-                last = Some(ureq::Error::Timeout(deadline.reason));
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionRefused
-                        | io::ErrorKind::HostUnreachable
-                        | io::ErrorKind::NetworkUnreachable
-                        | io::ErrorKind::NetworkDown
-                        | io::ErrorKind::AddrNotAvailable
-                ) =>
-            {
-                last = Some(io::Error::new(e.kind(), format!("{addr}: {e}")).into());
-            }
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{addr}: {e}")).into()),
-        }
+    crate::net::connect_tcp(addrs, deadline.at).map_err(|e| from_net(e, deadline.reason))
+}
+
+/// A `crate::net` error as ureq's: the deadline passing is ureq's timeout of this phase.
+pub(super) fn from_net(e: io::Error, reason: ureq::Timeout) -> ureq::Error {
+    match e.kind() {
+        io::ErrorKind::TimedOut => ureq::Error::Timeout(reason),
+        _ => ureq::Error::Io(e),
     }
-    Err(last.unwrap_or(ureq::Error::HostNotFound))
 }
 
 /// A TCP connection, counted: opened when made, closed when dropped.

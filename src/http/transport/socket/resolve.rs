@@ -1,10 +1,8 @@
 //! [`PoolResolver`]: resolves the service's own host and refuses any other; a name is looked
-//! up on a helper thread bounded by the connect deadline.
+//! up on a helper thread bounded by the connect deadline (`crate::net::resolve`).
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::mpsc;
 
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
@@ -57,12 +55,10 @@ impl Resolver for PoolResolver {
             )));
         }
         let mut addrs = self.empty();
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            addrs.push(SocketAddr::new(ip, self.port));
-            return Ok(addrs);
-        }
-        for addr in lookup(bare, self.port, Deadline::new(timeout))? {
+        let deadline = Deadline::new(timeout);
+        let found = crate::net::resolve(host, self.port, deadline.at)
+            .map_err(|e| super::connect::from_net(e, deadline.reason))?;
+        for addr in found {
             if addrs.try_push(addr).is_err() {
                 break;
             }
@@ -71,41 +67,5 @@ impl Resolver for PoolResolver {
             return Err(ureq::Error::HostNotFound);
         }
         Ok(addrs)
-    }
-}
-
-/// Looks `host` up on a helper thread (the system resolver blocks and knows no deadline).
-/// A lookup past the deadline is abandoned; its thread ends with the lookup.
-fn lookup(host: &str, port: u16, deadline: Deadline) -> Result<Vec<SocketAddr>, ureq::Error> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    let name = host.to_string();
-    std::thread::Builder::new()
-        .name("resolve".into())
-        .spawn(move || {
-            let _ = tx.send((name.as_str(), port).to_socket_addrs());
-        })
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot resolve '{host}': no thread for the lookup: {e}"),
-            )
-        })?;
-    let answer = match deadline.left() {
-        Ok(None) => rx.recv().ok(),
-        Ok(Some(left)) => match rx.recv_timeout(left) {
-            Ok(answer) => Some(answer),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                return Err(ureq::Error::Timeout(deadline.reason))
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => None,
-        },
-        Err(_) => return Err(ureq::Error::Timeout(deadline.reason)),
-    };
-    match answer {
-        Some(Ok(addrs)) => Ok(addrs.collect()),
-        Some(Err(e)) => {
-            Err(io::Error::new(e.kind(), format!("cannot resolve '{host}': {e}")).into())
-        }
-        None => Err(io::Error::other(format!("cannot resolve '{host}': the lookup ended")).into()),
     }
 }
