@@ -14,6 +14,7 @@
 //! or a reachable host they take microseconds to milliseconds.
 
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -31,7 +32,7 @@ struct State {
 }
 
 enum Target {
-    Tcp(TcpStream),
+    Tcp(Arc<TcpStream>),
     Agent(ureq::Agent),
 }
 
@@ -48,16 +49,10 @@ impl Target {
 }
 
 impl Aborts {
-    /// Registers `stream` (through a clone of it) until the returned watch drops. If the
-    /// clone cannot be made (out of fds), the step runs unwatched, bounded by its deadline.
-    pub(crate) fn watch_tcp(&self, stream: &TcpStream) -> Watch<'_> {
-        match stream.try_clone() {
-            Ok(clone) => self.watch(Target::Tcp(clone)),
-            Err(_) => Watch {
-                aborts: self,
-                id: None,
-            },
-        }
+    /// Registers `stream` (the socket itself, shared: no second descriptor) until the
+    /// returned watch drops.
+    pub(crate) fn watch_tcp(&self, stream: &Arc<TcpStream>) -> Watch<'_> {
+        self.watch(Target::Tcp(Arc::clone(stream)))
     }
 
     /// Registers `agent` until the returned watch drops; aborting shuts the agent down
@@ -130,16 +125,16 @@ mod tests {
     use std::net::TcpListener;
     use std::time::{Duration, Instant};
 
-    fn pair() -> (TcpStream, TcpStream) {
+    fn pair() -> (Arc<TcpStream>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (client, listener.accept().unwrap().0)
+        (Arc::new(client), listener.accept().unwrap().0)
     }
 
     #[test]
     fn abort_all_wakes_a_blocked_read_and_later_watches_fire_at_once() {
         let aborts = Aborts::default();
-        let (mut client, _server) = pair();
+        let (client, _server) = pair();
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -150,15 +145,19 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(50));
                 aborts.abort_all();
             });
-            assert_eq!(client.read(&mut [0u8; 8]).unwrap(), 0, "EOF after shutdown");
+            assert_eq!(
+                (&*client).read(&mut [0u8; 8]).unwrap(),
+                0,
+                "EOF after shutdown"
+            );
             drop(watch);
         });
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(aborts.is_closed());
 
-        let (mut late, _server) = pair();
+        let (late, _server) = pair();
         let _watch = aborts.watch_tcp(&late);
-        assert_eq!(late.read(&mut [0u8; 8]).unwrap(), 0);
+        assert_eq!((&*late).read(&mut [0u8; 8]).unwrap(), 0);
     }
 
     #[test]
@@ -169,7 +168,7 @@ mod tests {
         assert!(aborts.state.lock().watched.is_empty());
         aborts.abort_all();
         use std::io::Write;
-        (&client).write_all(b"x").unwrap();
+        (&*client).write_all(b"x").unwrap();
         let mut byte = [0u8; 1];
         server.read_exact(&mut byte).unwrap();
         assert_eq!(&byte, b"x");

@@ -55,7 +55,7 @@ struct Hooks {
 /// What `cancel` does for one blocked call. See the module docs.
 pub(crate) enum Hook {
     /// Shut this socket (a clone of the call's) down.
-    Tcp(TcpStream),
+    Tcp(std::sync::Arc<TcpStream>),
     /// Wake this waiter.
     Wake(Box<dyn Fn() + Send + Sync>),
     /// Shut this agent down: every connection it holds, and the request it is running
@@ -132,16 +132,10 @@ impl CancelToken {
         }
     }
 
-    /// Registers a clone of `stream`, shut down on `cancel`. Without a clone (out of fds) the
-    /// call runs unwatched, bounded by its deadline.
-    pub(crate) fn watch_tcp(&self, stream: &TcpStream) -> Registration {
-        match stream.try_clone() {
-            Ok(clone) => self.register(Hook::Tcp(clone)),
-            Err(_) => Registration {
-                token: self.clone(),
-                id: None,
-            },
-        }
+    /// Registers `stream` (the socket itself, shared: no second descriptor), shut down on
+    /// `cancel`.
+    pub(crate) fn watch_tcp(&self, stream: &std::sync::Arc<TcpStream>) -> Registration {
+        self.register(Hook::Tcp(std::sync::Arc::clone(stream)))
     }
 }
 
@@ -190,7 +184,8 @@ mod tests {
     #[test]
     fn cancel_shuts_a_watched_socket_down_and_later_registrations_never_fire() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let client =
+            std::sync::Arc::new(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
         let _server = listener.accept().unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -204,7 +199,11 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(30));
                 other.cancel();
             });
-            assert_eq!(client.read(&mut [0u8; 8]).unwrap(), 0, "EOF after cancel");
+            assert_eq!(
+                (&*client).read(&mut [0u8; 8]).unwrap(),
+                0,
+                "EOF after cancel"
+            );
             drop(watch);
         });
         assert!(started.elapsed() < Duration::from_secs(5));

@@ -23,8 +23,8 @@ pub(crate) struct Lease {
 pub(crate) enum Interrupt {
     /// The item's ureq agent (`Agent::shutdown` interrupts its request in flight).
     Agent(ureq::Agent),
-    /// A clone of the WebSocket's TCP stream.
-    Tcp(std::net::TcpStream),
+    /// The WebSocket's TCP stream (shared with the socket: no second descriptor).
+    Tcp(Arc<std::net::TcpStream>),
 }
 
 impl Lease {

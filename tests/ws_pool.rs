@@ -265,3 +265,29 @@ fn sockets_maintenance_is_pinging_are_not_reported_in_use() {
     // The pings did run (and failed): this was not a quiet second.
     assert!(pool(&m).closed.health > 0, "{:?}", pool(&m));
 }
+
+#[test]
+fn a_pooled_socket_holds_one_descriptor() {
+    // The server is a plain listener in this process: one descriptor per accepted socket.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = thread::spawn(move || {
+        let sockets: Vec<_> = (0..4)
+            .map(|_| {
+                let (tcp, _) = listener.accept().unwrap();
+                tungstenite::accept(tcp).unwrap()
+            })
+            .collect();
+        (listener, sockets)
+    });
+    let m = manager(ws_service(&url, 4, 0));
+    let _warm = m.stats();
+    let before = backend_pool_testkit::fd_count();
+    let held: Vec<_> = (0..4).map(|_| m.websocket("ws").unwrap()).collect();
+    let servers = accepted.join().unwrap();
+    let after = backend_pool_testkit::fd_count();
+    // Four client sockets and the four the server accepted; a second descriptor per pooled
+    // socket (a clone for interrupting it) would make it twelve.
+    assert_eq!(after - before, 8, "{before} -> {after}");
+    drop((held, servers));
+}

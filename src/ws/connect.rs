@@ -100,6 +100,7 @@ impl WsPool {
                 fail(e.into())
             }
         })?;
+        let stream = Arc::new(stream);
         // Shutdown cuts a handshake that drips or stalls short (see `crate::abort`).
         let _abort = core.aborts.watch_tcp(&stream);
         // The TCP connection exists from here: count it, and its close if the handshake fails.
@@ -129,9 +130,7 @@ impl WsPool {
         let now = Instant::now();
         log::debug!(target: "backend_pool", "service '{}': WebSocket opened", core.name);
         let lease = self.core.leases.register();
-        if let Ok(clone) = tcp_of(&socket).try_clone() {
-            lease.set_interrupt(crate::lease::Interrupt::Tcp(clone));
-        }
+        lease.set_interrupt(crate::lease::Interrupt::Tcp(Arc::clone(tcp_of(&socket))));
         Ok(PooledSocket {
             socket,
             client_id,

@@ -405,6 +405,6 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-fn tcp_of(socket: &Socket) -> &TcpStream {
+fn tcp_of(socket: &Socket) -> &Arc<TcpStream> {
     socket.get_ref().tcp()
 }

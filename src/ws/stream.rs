@@ -46,7 +46,7 @@ enum Io {
 impl WsStream {
     /// Wraps a connected socket, with `deadline` for the TLS and WebSocket handshakes.
     pub(crate) fn open(
-        tcp: TcpStream,
+        tcp: Arc<TcpStream>,
         tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
         deadline: Instant,
     ) -> Result<WsStream, rustls::Error> {
@@ -90,7 +90,9 @@ impl WsStream {
         matches!(self.io, Io::Tls(_))
     }
 
-    pub(crate) fn tcp(&self) -> &TcpStream {
+    /// The TCP socket, shared: a clone of the `Arc` lets another thread shut it down (see
+    /// `crate::abort`, `crate::cancel`) without a second descriptor.
+    pub(crate) fn tcp(&self) -> &Arc<TcpStream> {
         &self.timed().tcp
     }
 
@@ -187,7 +189,7 @@ enum Dir {
 
 /// The TCP socket with an optional deadline. See the module docs.
 struct Timed {
-    tcp: TcpStream,
+    tcp: Arc<TcpStream>,
     /// `Some`: every call ends by then. `None`: the socket's own timeouts rule.
     deadline: Option<Instant>,
     /// The timeout this wrapper last set on the socket, per direction (`None`: unknown).
@@ -198,7 +200,7 @@ impl Timed {
     fn io<T>(
         &mut self,
         dir: Dir,
-        mut op: impl FnMut(&mut TcpStream) -> io::Result<T>,
+        mut op: impl FnMut(&TcpStream) -> io::Result<T>,
     ) -> io::Result<T> {
         let Some(deadline) = self.deadline else {
             return self.io_own_timeout(dir, op);
@@ -209,7 +211,7 @@ impl Timed {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
             }
             self.arm(dir, left)?;
-            match op(&mut self.tcp) {
+            match op(&self.tcp) {
                 // A signal, or the socket timeout (armed with what was left) expired: the
                 // loop decides against the deadline.
                 Err(e)
@@ -252,13 +254,13 @@ impl Timed {
     fn io_own_timeout<T>(
         &mut self,
         dir: Dir,
-        mut op: impl FnMut(&mut TcpStream) -> io::Result<T>,
+        mut op: impl FnMut(&TcpStream) -> io::Result<T>,
     ) -> io::Result<T> {
         let start = Instant::now();
         // The socket's timeout, read at the first interruption.
         let mut own: Option<Option<Duration>> = None;
         let result = loop {
-            match op(&mut self.tcp) {
+            match op(&self.tcp) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => break other,
             }
@@ -292,13 +294,13 @@ impl Timed {
 
 impl Read for Timed {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io(Dir::Read, |tcp| tcp.read(buf))
+        self.io(Dir::Read, |mut tcp| tcp.read(buf))
     }
 }
 
 impl Write for Timed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.io(Dir::Write, |tcp| tcp.write(buf))
+        self.io(Dir::Write, |mut tcp| tcp.write(buf))
     }
 
     fn flush(&mut self) -> io::Result<()> {
