@@ -21,6 +21,8 @@ use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::cancel::{CancelToken, Hook};
+
 /// The least time an address is given, however many are left to try.
 const MIN_SHARE: Duration = Duration::from_millis(10);
 
@@ -29,6 +31,42 @@ const MIN_SHARE: Duration = Duration::from_millis(10);
 pub(crate) fn connect(host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {
     let addrs = resolve(host, port, Some(deadline))?;
     connect_tcp(&addrs, Some(deadline))
+}
+
+/// [`connect`], abandoned when `cancel` is cancelled (`None`: as [`connect`]). std cannot
+/// interrupt a connect in progress, so with a token the attempt runs on a helper thread and
+/// the caller waits for whichever comes first, the connection or the cancel; a connection
+/// made after the cancel is closed by the helper, which ends by the deadline. A cancelled
+/// call fails with [`io::ErrorKind::Interrupted`]. (The name lookup is not abandoned: an IP
+/// literal needs none, a name ends by the deadline.)
+pub(crate) fn connect_cancellable(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    cancel: Option<&CancelToken>,
+) -> io::Result<TcpStream> {
+    let Some(token) = cancel else {
+        return connect(host, port, deadline);
+    };
+    let cancelled = || io::Error::new(io::ErrorKind::Interrupted, "the connect was cancelled");
+    let addrs = resolve(host, port, Some(deadline))?;
+    let (tx, rx) = mpsc::sync_channel::<Option<io::Result<TcpStream>>>(2);
+    let wake = tx.clone();
+    let _hook = token.register(Hook::Wake(Box::new(move || {
+        let _ = wake.try_send(None);
+    })));
+    if token.is_cancelled() {
+        return Err(cancelled());
+    }
+    std::thread::Builder::new()
+        .name("connect".into())
+        .spawn(move || {
+            let _ = tx.send(Some(connect_tcp(&addrs, Some(deadline))));
+        })?;
+    match rx.recv() {
+        Ok(Some(result)) => result,
+        Ok(None) | Err(_) => Err(cancelled()),
+    }
 }
 
 /// The addresses of `host:port`; by `deadline` if there is one.

@@ -438,10 +438,43 @@ fn an_sse_stream_waiting_for_its_next_event_is_cancelled() {
     );
 }
 
-/// A TCP connect in progress cannot be interrupted (see RELIABILITY.md): the call ends by
+/// A WebSocket connect in progress is abandoned at once (it runs on a helper thread while the
+/// caller waits for it or the cancel), and a cancelled connect is not the server's failure.
+#[test]
+fn a_websocket_connect_in_progress_is_abandoned_at_once() {
+    let hole = backend_pool_testkit::Blackhole::new().unwrap();
+    let url = format!("http://{}", hole.addr());
+    let mut config = both_pools(&url, 1);
+    config.connect_timeout_ms = 5_000;
+    let m = manager(config);
+    let token = CancelToken::new();
+    thread::scope(|s| {
+        s.spawn(|| {
+            thread::sleep(Duration::from_millis(50));
+            token.cancel();
+        });
+        let started = Instant::now();
+        let err = m.websocket_cancellable("svc", &token).unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(
+            (err.class(), err.phase()),
+            (ErrorClass::Cancelled, Some(Phase::Connect)),
+            "{err:?}"
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "took {took:?} (connect timeout 5 s)"
+        );
+    });
+    assert_eq!(ws_stats(&m).in_use, 0);
+    assert_eq!(ws_stats(&m).connect_failures, 0);
+    assert_eq!(m.health("svc").unwrap().consecutive_failures, 0);
+}
+
+/// An HTTP connect in progress is not interrupted yet (see RELIABILITY.md): the call ends by
 /// its `connect_timeout_ms`, and reports `Cancelled` (phase `Connect`), not a connect error.
 #[test]
-fn a_connect_in_progress_ends_by_its_deadline_as_cancelled() {
+fn an_http_connect_in_progress_ends_by_its_deadline_as_cancelled() {
     let hole = backend_pool_testkit::Blackhole::new().unwrap();
     let url = format!("http://{}", hole.addr());
     let mut config = both_pools(&url, 1);
@@ -464,20 +497,7 @@ fn a_connect_in_progress_ends_by_its_deadline_as_cancelled() {
         );
         assert!(started.elapsed() < Duration::from_secs(2));
     });
-    let token = CancelToken::new();
-    thread::scope(|s| {
-        s.spawn(|| {
-            thread::sleep(Duration::from_millis(50));
-            token.cancel();
-        });
-        let err = m.websocket_cancellable("svc", &token).unwrap_err();
-        assert_eq!(
-            (err.class(), err.phase()),
-            (ErrorClass::Cancelled, Some(Phase::Connect)),
-            "{err:?}"
-        );
-    });
-    assert_eq!(http_stats(&m).in_use + ws_stats(&m).in_use, 0);
+    assert_eq!(http_stats(&m).in_use, 0);
 }
 
 /// `shutdown(100 ms)` with calls blocked on a silent server (no tokens): at the deadline it

@@ -10,6 +10,7 @@ use std::time::Instant;
 use tungstenite::client::IntoClientRequest;
 
 use super::{tcp_of, PooledSocket, WsPool, WsStream};
+use crate::cancel::CancelToken;
 use crate::error::{Error, ErrorClass, Phase};
 use crate::service::{jittered, random_u64};
 use crate::stats::{CloseCause, PoolCounters};
@@ -17,9 +18,11 @@ use crate::stats::{CloseCause, PoolCounters};
 impl WsPool {
     /// Opens a socket: TCP connect, TLS and handshake, all within one `connect_timeout_ms`.
     /// A panic on the way (tungstenite asserts on its buffer settings) is a failed connect.
-    pub(super) fn connect(&self) -> Result<PooledSocket, Error> {
+    /// With a `cancel` token, cancelling abandons the TCP connect and cuts the handshakes
+    /// short; a cancelled connect says nothing about the server (not counted against health).
+    pub(super) fn connect(&self, cancel: Option<&CancelToken>) -> Result<PooledSocket, Error> {
         let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.connect_inner()))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.connect_inner(cancel)))
                 .unwrap_or_else(|panic| {
                     let why = panic
                         .downcast_ref::<&str>()
@@ -34,6 +37,7 @@ impl WsPool {
                 });
         match &result {
             Ok(_) => self.core.health.success(),
+            Err(_) if cancel.is_some_and(CancelToken::is_cancelled) => {}
             Err(e) => {
                 self.core.counters.connect_failures.fetch_add(1, Relaxed);
                 self.core
@@ -43,7 +47,7 @@ impl WsPool {
         result
     }
 
-    fn connect_inner(&self) -> Result<PooledSocket, Error> {
+    fn connect_inner(&self, cancel: Option<&CancelToken>) -> Result<PooledSocket, Error> {
         let core = &self.core;
         let t = core.timeouts;
         // One deadline for TCP, TLS and the handshake: a server answering a byte at a time
@@ -93,16 +97,19 @@ impl WsPool {
                 Some((Arc::clone(&tls.rustls), name))
             }
         };
-        let stream = crate::net::connect(host, core.endpoint.port, deadline).map_err(|e| {
-            if e.kind() == io::ErrorKind::TimedOut {
-                timed_out()
-            } else {
-                fail(e.into())
-            }
-        })?;
+        let stream = crate::net::connect_cancellable(host, core.endpoint.port, deadline, cancel)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    timed_out()
+                } else {
+                    fail(e.into())
+                }
+            })?;
         let stream = Arc::new(stream);
-        // Shutdown cuts a handshake that drips or stalls short (see `crate::abort`).
+        // Shutdown, or the caller's cancel, cuts a handshake that drips or stalls short (see
+        // `crate::abort`, `crate::cancel`).
         let _abort = core.aborts.watch_tcp(&stream);
+        let _cancel = cancel.map(|token| token.watch_tcp(&stream));
         // The TCP connection exists from here: count it, and its close if the handshake fails.
         self.core.counters.created.fetch_add(1, Relaxed);
         let opened = Opened(&self.core.counters);

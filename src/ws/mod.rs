@@ -143,7 +143,7 @@ impl WsPool {
             .core
             .checkout(wait, true, cancel, |admitted| match admitted.idle {
                 Some(conn) => Ok(conn),
-                None => self.connect(),
+                None => self.connect(cancel),
             })?;
         Ok(WsGuard::new(conn, Arc::clone(self), cancel))
     }
@@ -338,7 +338,7 @@ impl WsPool {
     /// Each connect is bounded by its own deadline and cut short by shutdown.
     fn refill(&self, min: usize) {
         while self.core.health.gate().is_ok() && self.core.slots.reserve_below(min) {
-            match self.connect() {
+            match self.connect(None) {
                 Ok(conn) => {
                     if let Some(conn) = self.core.slots.release_tended(Some(conn)) {
                         self.close_conn(conn, CloseCause::Shutdown);
