@@ -14,6 +14,14 @@ use backend_pool_testkit::{Response, TestServer};
 use support::{eventually, manager, service, with_http_size};
 
 /// Generous: the figure the issue asks for is 50 ms; tests check behaviour, not timings.
+
+/// One test at a time: they count the process's file descriptors, and a cancelled connect's
+/// helper thread holds one until its deadline.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const BOUND: Duration = Duration::from_secs(1);
 const THREADS: usize = 8;
 
@@ -100,6 +108,7 @@ fn ws_stats(m: &PoolManager) -> PoolStats {
 
 #[test]
 fn requests_waiting_for_a_full_http_pool_are_cancelled() {
+    let _serial = serial();
     let server = http_server();
     let m = manager(both_pools(&server.http_url(), 1));
     let http = m.http("svc").unwrap();
@@ -120,6 +129,7 @@ fn requests_waiting_for_a_full_http_pool_are_cancelled() {
 
 #[test]
 fn streams_waiting_for_their_turn_are_cancelled() {
+    let _serial = serial();
     let server = http_server();
     let mut config = both_pools(&server.http_url(), 2);
     config.http.as_mut().unwrap().max_stream_connections = Some(1);
@@ -145,6 +155,7 @@ fn streams_waiting_for_their_turn_are_cancelled() {
 
 #[test]
 fn websocket_checkouts_waiting_for_a_full_pool_are_cancelled() {
+    let _serial = serial();
     let server = http_server();
     let m = manager(both_pools(&server.http_url(), 1));
     let holder = m.websocket("svc").unwrap();
@@ -165,6 +176,7 @@ fn websocket_checkouts_waiting_for_a_full_pool_are_cancelled() {
 
 #[test]
 fn a_token_cancelled_before_the_call_fails_it_at_once_without_a_connection() {
+    let _serial = serial();
     let server = http_server();
     let m = manager(both_pools(&server.http_url(), 1));
     let token = CancelToken::new();
@@ -184,6 +196,7 @@ fn a_token_cancelled_before_the_call_fails_it_at_once_without_a_connection() {
 
 #[test]
 fn websocket_reads_are_cancelled_and_their_sockets_closed() {
+    let _serial = serial();
     let server = http_server();
     let m = manager(both_pools(&server.http_url(), THREADS as u32));
     let fds = backend_pool_testkit::fd_count();
@@ -225,6 +238,7 @@ fn websocket_reads_are_cancelled_and_their_sockets_closed() {
 
 #[test]
 fn a_websocket_send_to_a_reader_that_stopped_is_aborted() {
+    let _serial = serial();
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let stopped = std::sync::Arc::clone(&stop);
@@ -407,6 +421,7 @@ fn http_phase_is_cancelled(
 
 #[test]
 fn requests_waiting_for_a_response_head_are_cancelled() {
+    let _serial = serial();
     http_phase_is_cancelled(b"", Phase::Receive, |http, token| {
         http.get("/").cancel_on(token).call().map(drop)
     });
@@ -414,6 +429,7 @@ fn requests_waiting_for_a_response_head_are_cancelled() {
 
 #[test]
 fn a_body_stalled_midway_is_cancelled() {
+    let _serial = serial();
     http_phase_is_cancelled(
         b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nthe first bytes",
         Phase::Read,
@@ -423,6 +439,7 @@ fn a_body_stalled_midway_is_cancelled() {
 
 #[test]
 fn an_sse_stream_waiting_for_its_next_event_is_cancelled() {
+    let _serial = serial();
     http_phase_is_cancelled(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n",
         Phase::Read,
@@ -442,11 +459,13 @@ fn an_sse_stream_waiting_for_its_next_event_is_cancelled() {
 /// caller waits for it or the cancel), and a cancelled connect is not the server's failure.
 #[test]
 fn a_websocket_connect_in_progress_is_abandoned_at_once() {
+    let _serial = serial();
     let hole = backend_pool_testkit::Blackhole::new().unwrap();
     let url = format!("http://{}", hole.addr());
     let mut config = both_pools(&url, 1);
-    config.connect_timeout_ms = 5_000;
+    config.connect_timeout_ms = 1_500;
     let m = manager(config);
+    let fds = backend_pool_testkit::fd_count();
     let token = CancelToken::new();
     thread::scope(|s| {
         s.spawn(|| {
@@ -475,6 +494,7 @@ fn a_websocket_connect_in_progress_is_abandoned_at_once() {
 /// its `connect_timeout_ms`, and reports `Cancelled` (phase `Connect`), not a connect error.
 #[test]
 fn an_http_connect_in_progress_ends_by_its_deadline_as_cancelled() {
+    let _serial = serial();
     let hole = backend_pool_testkit::Blackhole::new().unwrap();
     let url = format!("http://{}", hole.addr());
     let mut config = both_pools(&url, 1);
@@ -505,6 +525,7 @@ fn an_http_connect_in_progress_ends_by_its_deadline_as_cancelled() {
 /// `ShuttingDown` at once; the server sees every socket closed.
 #[test]
 fn shutdown_interrupts_calls_still_blocked_at_its_deadline() {
+    let _serial = serial();
     let server = RawServer::start(b"");
     let ws_server = TestServer::builder()
         .websocket("/ws", |_| {})
