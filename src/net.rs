@@ -33,23 +33,33 @@ pub(crate) fn connect(host: &str, port: u16, deadline: Instant) -> io::Result<Tc
     connect_tcp(&addrs, Some(deadline))
 }
 
-/// [`connect`], abandoned when `cancel` is cancelled (`None`: as [`connect`]). std cannot
-/// interrupt a connect in progress, so with a token the attempt runs on a helper thread and
-/// the caller waits for whichever comes first, the connection or the cancel; a connection
-/// made after the cancel is closed by the helper, which ends by the deadline. A cancelled
-/// call fails with [`io::ErrorKind::Interrupted`]. (The name lookup is not abandoned: an IP
-/// literal needs none, a name ends by the deadline.)
+/// [`connect`], abandoned when `cancel` is cancelled (`None`: as [`connect`]); see
+/// [`connect_tcp_cancellable`]. (The name lookup is not abandoned: an IP literal needs none,
+/// a name ends by the deadline.)
 pub(crate) fn connect_cancellable(
     host: &str,
     port: u16,
     deadline: Instant,
     cancel: Option<&CancelToken>,
 ) -> io::Result<TcpStream> {
+    let addrs = resolve(host, port, Some(deadline))?;
+    connect_tcp_cancellable(&addrs, Some(deadline), cancel)
+}
+
+/// [`connect_tcp`], abandoned when `cancel` is cancelled (`None`: as [`connect_tcp`]). std
+/// cannot interrupt a connect in progress, so with a token the attempt runs on a helper thread
+/// and the caller waits for whichever comes first, the connection or the cancel; a connection
+/// made after the cancel is closed by the helper, which ends by the deadline. A cancelled
+/// call fails with [`io::ErrorKind::Interrupted`].
+pub(crate) fn connect_tcp_cancellable(
+    addrs: &[SocketAddr],
+    deadline: Option<Instant>,
+    cancel: Option<&CancelToken>,
+) -> io::Result<TcpStream> {
     let Some(token) = cancel else {
-        return connect(host, port, deadline);
+        return connect_tcp(addrs, deadline);
     };
     let cancelled = || io::Error::new(io::ErrorKind::Interrupted, "the connect was cancelled");
-    let addrs = resolve(host, port, Some(deadline))?;
     let (tx, rx) = mpsc::sync_channel::<Option<io::Result<TcpStream>>>(2);
     let wake = tx.clone();
     let _hook = token.register(Hook::Wake(Box::new(move || {
@@ -58,10 +68,11 @@ pub(crate) fn connect_cancellable(
     if token.is_cancelled() {
         return Err(cancelled());
     }
+    let addrs = addrs.to_vec();
     std::thread::Builder::new()
         .name("connect".into())
         .spawn(move || {
-            let _ = tx.send(Some(connect_tcp(&addrs, Some(deadline))));
+            let _ = tx.send(Some(connect_tcp(&addrs, deadline)));
         })?;
     match rx.recv() {
         Ok(Some(result)) => result,

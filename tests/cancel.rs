@@ -493,100 +493,40 @@ fn a_websocket_connect_in_progress_is_abandoned_at_once() {
     }));
 }
 
-/// An HTTP connect in progress is not interrupted yet (see RELIABILITY.md): the call ends by
-/// its `connect_timeout_ms`, and reports `Cancelled` (phase `Connect`), not a connect error.
+/// An HTTP connect in progress is abandoned at once, the same way.
 #[test]
-fn an_http_connect_in_progress_ends_by_its_deadline_as_cancelled() {
+fn an_http_connect_in_progress_is_abandoned_at_once() {
     let _serial = serial();
     let hole = backend_pool_testkit::Blackhole::new().unwrap();
     let url = format!("http://{}", hole.addr());
     let mut config = both_pools(&url, 1);
-    config.connect_timeout_ms = 300;
+    config.connect_timeout_ms = 1_500;
     let m = manager(config);
     let http = m.http("svc").unwrap();
+    let fds = backend_pool_testkit::fd_count();
     let token = CancelToken::new();
     thread::scope(|s| {
-        let canceller = s.spawn(|| {
+        s.spawn(|| {
             thread::sleep(Duration::from_millis(50));
             token.cancel();
         });
         let started = Instant::now();
         let err = http.get("/").cancel_on(&token).call().unwrap_err();
-        canceller.join().unwrap();
+        let took = started.elapsed();
         assert_eq!(
             (err.class(), err.phase()),
             (ErrorClass::Cancelled, Some(Phase::Connect)),
             "{err:?}"
         );
-        assert!(started.elapsed() < Duration::from_secs(2));
-    });
-    assert_eq!(http_stats(&m).in_use, 0);
-}
-
-/// `shutdown(100 ms)` with calls blocked on a silent server (no tokens): at the deadline it
-/// interrupts them, returns within the deadline and a small margin, and every call returns
-/// `ShuttingDown` at once; the server sees every socket closed.
-#[test]
-fn shutdown_interrupts_calls_still_blocked_at_its_deadline() {
-    let _serial = serial();
-    let server = RawServer::start(b"");
-    let ws_server = TestServer::builder()
-        .websocket("/ws", |_| {})
-        .build()
-        .unwrap();
-    let m = std::sync::Arc::new(manager(with_http_size(
-        service("svc", &server.url()),
-        THREADS as u32,
-        0,
-    )));
-    let ws_m = manager(both_pools(&ws_server.http_url(), 2));
-    thread::scope(|s| {
-        let calls: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let m = &m;
-                s.spawn(move || {
-                    let err = m.http("svc").unwrap().get("/").call().unwrap_err();
-                    (err, Instant::now())
-                })
-            })
-            .collect();
-        let mut ws = ws_m.websocket("svc").unwrap();
-        let reader = s.spawn(move || (ws.read().unwrap_err(), Instant::now()));
-        assert!(eventually(Duration::from_secs(3), || server.accepted() == THREADS));
-        thread::sleep(Duration::from_millis(50));
-        let started = Instant::now();
-        let report = m.shutdown(Duration::from_millis(100)).unwrap();
-        let took = started.elapsed();
-        let ws_started = Instant::now();
-        ws_m.shutdown(Duration::from_millis(100)).unwrap();
-        let ws_took = ws_started.elapsed();
-        let done = Instant::now();
-        eprintln!("shutdown(100 ms) took {took:?} (HTTP), {ws_took:?} (WebSocket)");
         assert!(
-            took < Duration::from_millis(600),
-            "HTTP shutdown took {took:?}"
+            took < Duration::from_secs(1),
+            "took {took:?} (connect timeout 1.5 s)"
         );
-        assert!(
-            ws_took < Duration::from_millis(600),
-            "WebSocket shutdown took {ws_took:?}"
-        );
-        assert!(report.still_in_use.is_empty(), "{report:?}");
-        let mut worst = Duration::ZERO;
-        for call in calls
-            .into_iter()
-            .map(|c| c.join().unwrap())
-            .chain([reader.join().unwrap()])
-        {
-            let (err, when) = call;
-            assert_eq!(err.class(), ErrorClass::ShuttingDown, "{err:?}");
-            worst = worst.max(when.saturating_duration_since(done));
-        }
-        eprintln!("every call returned by {worst:?} after shutdown returned");
-        assert!(worst < BOUND);
     });
-    assert!(
-        eventually(Duration::from_secs(3), || server.closed() == THREADS),
-        "the server saw {} of {THREADS} sockets closed",
-        server.closed()
-    );
+    let stats = http_stats(&m);
+    assert_eq!((stats.in_use, stats.connect_failures), (0, 0), "{stats:?}");
+    assert_eq!(m.health("svc").unwrap().consecutive_failures, 0);
+    assert!(eventually(Duration::from_secs(3), || {
+        backend_pool_testkit::fd_count() <= fds
+    }));
 }

@@ -48,6 +48,10 @@ pub(super) struct Wire {
     reached: AtomicBool,
     /// Response bytes the current request attempt received.
     received: AtomicU64,
+    /// The running request's cancel token, if it has one: a connect it starts is abandoned
+    /// when the token is cancelled (`crate::net::connect_tcp_cancellable`). Touched only by
+    /// requests with a token and by new connections.
+    pub(super) cancel: parking_lot::Mutex<Option<crate::cancel::CancelToken>>,
 }
 
 impl Wire {
@@ -65,6 +69,25 @@ impl Wire {
     /// Response bytes the current attempt received.
     pub(super) fn received(&self) -> u64 {
         self.received.load(Relaxed)
+    }
+
+    /// A connect this item starts is abandoned when `token` is cancelled, until the returned
+    /// guard drops (the end of the request that has the token).
+    pub(super) fn cancel_connects_on(
+        self: &Arc<Self>,
+        token: &crate::cancel::CancelToken,
+    ) -> ConnectCancel {
+        *self.cancel.lock() = Some(token.clone());
+        ConnectCancel(Arc::clone(self))
+    }
+}
+
+/// See [`Wire::cancel_connects_on`].
+pub(super) struct ConnectCancel(Arc<Wire>);
+
+impl Drop for ConnectCancel {
+    fn drop(&mut self) {
+        *self.0.cancel.lock() = None;
     }
 }
 

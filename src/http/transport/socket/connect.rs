@@ -51,7 +51,8 @@ impl Connector<()> for PoolConnector {
         _: Option<()>,
     ) -> Result<Option<PoolTransport>, ureq::Error> {
         let deadline = Deadline::new(details.timeout);
-        let stream = connect_tcp(&details.addrs, deadline)?;
+        let cancel = self.wire.cancel.lock().clone();
+        let stream = connect_tcp(&details.addrs, deadline, cancel.as_ref())?;
         let _ = stream.set_nodelay(true);
         let socket = CountedTcp::opened(stream, &self.counters, &self.wire);
         (details.register_shutdown)(Arc::downgrade(&socket.stream) as Weak<dyn ShutdownHandle>)?;
@@ -118,8 +119,13 @@ impl PoolConnector {
 
 /// Connects to the first of the resolved addresses that answers by the deadline, through
 /// the crate's one connect function (`crate::net::connect_tcp`).
-fn connect_tcp(addrs: &ResolvedSocketAddrs, deadline: Deadline) -> Result<TcpStream, ureq::Error> {
-    crate::net::connect_tcp(addrs, deadline.at).map_err(|e| from_net(e, deadline.reason))
+fn connect_tcp(
+    addrs: &ResolvedSocketAddrs,
+    deadline: Deadline,
+    cancel: Option<&crate::cancel::CancelToken>,
+) -> Result<TcpStream, ureq::Error> {
+    crate::net::connect_tcp_cancellable(addrs, deadline.at, cancel)
+        .map_err(|e| from_net(e, deadline.reason))
 }
 
 /// A `crate::net` error as ureq's: the deadline passing is ureq's timeout of this phase.
