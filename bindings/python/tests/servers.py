@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import os
+import select
 import socket
 import socketserver
 import struct
@@ -45,6 +46,26 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _hold(self, seconds: float) -> bool:
+        """Sends nothing for `seconds`, or until the client hangs up (counted in
+        ``server.hangups``; the handler then stops). True if the client is still there."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            if not ready:
+                continue
+            try:
+                gone = not self.connection.recv(1, socket.MSG_PEEK)
+            except OSError:
+                gone = True
+            if gone:
+                with self.server.lock:
+                    self.server.hangups += 1
+                self.close_connection = True
+                return False
+            time.sleep(0.05)  # the client sent more than its request: not ours to read
+        return True
+
     def _body(self):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
@@ -63,6 +84,11 @@ class Handler(BaseHTTPRequestHandler):
         if p == "/slow":
             time.sleep(float(q.get("ms", "500")) / 1000)
             return self._reply(200, {"slept_ms": float(q.get("ms", "500"))})
+        if p == "/hang":
+            # No response head until `ms` pass or the client hangs up.
+            if self._hold(float(q.get("ms", "5000")) / 1000):
+                return self._reply(200, {"held_ms": float(q.get("ms", "5000"))})
+            return None
         if p == "/echo":
             return self._reply(
                 200,
@@ -94,8 +120,8 @@ class Handler(BaseHTTPRequestHandler):
 
             chunk(b": keep-alive comment\n\n")
             for i in range(n):
-                if gap:
-                    time.sleep(gap)
+                if gap and not self._hold(gap):
+                    return None
                 chunk(b"event: generating\nid: %d\ndata: {\"i\": %d}\n\n" % (i, i))
             chunk(b"event: heartbeat\ndata: null\n\n")
             chunk(b"data: line one\ndata: line two\n\n")
@@ -114,7 +140,8 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"x")
             self.wfile.flush()
-            time.sleep(float(q.get("ms", "3000")) / 1000)
+            self._hold(float(q.get("ms", "3000")) / 1000)
+            self.close_connection = True
             return None
         return self._reply(404, {"error": "not found", "path": p})
 
@@ -130,6 +157,7 @@ class HttpServer(ThreadingHTTPServer):
         super().__init__(addr, Handler)
         self.lock = threading.Lock()
         self.requests = 0
+        self.hangups = 0  # clients that hung up while a handler held its answer (`_hold`)
 
 
 # --- WebSocket -----------------------------------------------------------------------------
@@ -233,6 +261,9 @@ class WsHandler(socketserver.BaseRequestHandler):
                 elif opcode == 2:
                     sock.sendall(_frame(2, data))
         except (ConnectionError, OSError):
+            # The client went away without a close frame (an aborted lease).
+            with self.server.lock:
+                self.server.hangups += 1
             return
 
 
@@ -245,6 +276,7 @@ class WsServer(socketserver.ThreadingTCPServer):
         super().__init__(addr, WsHandler)
         self.lock = threading.Lock()
         self.handshakes = 0
+        self.hangups = 0  # sockets that ended without a close frame
 
 
 class Backends:
