@@ -183,6 +183,21 @@ impl PoolManager {
         self.ws_pool(service)?.checkout(wait, None)
     }
 
+    /// [`PoolManager::websocket_wait`] and [`PoolManager::websocket_cancellable`] at once: a
+    /// wait of at most `wait`, ended by `token` too (the Python binding's
+    /// `websocket(wait_timeout=..., cancel=...)`).
+    ///
+    /// # Errors
+    /// As [`PoolManager::websocket_cancellable`].
+    pub fn websocket_wait_cancellable(
+        &self,
+        service: &str,
+        wait: Duration,
+        token: &crate::CancelToken,
+    ) -> Result<WsGuard, Error> {
+        self.ws_pool(service)?.checkout(wait, Some(token))
+    }
+
     fn ws_pool(&self, service: &str) -> Result<&Arc<WsPool>, Error> {
         self.service(service)?
             .ws
