@@ -61,6 +61,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         Error::PoolTimeout { .. } => "PoolTimeout",
         Error::ServiceUnavailable { .. } => "ServiceUnavailable",
         Error::ShuttingDown { .. } => "ShuttingDown",
+        Error::Cancelled { .. } => "Cancelled",
         Error::Timeout { .. } => "Timeout",
         Error::ConnectionClosed { .. } | Error::Transport { .. } => "BackendConnectionError",
         Error::WebSocketClosed { .. } => "WebSocketClosed",
@@ -92,8 +93,13 @@ pub(crate) fn config_to_py(err: ConfigError) -> PyErr {
     to_py(Error::Config(err))
 }
 
-/// Maps an I/O error while reading a streamed body of `service`.
+/// Maps an I/O error while reading a streamed body of `service`. A pool error the core
+/// wrapped in it (`Cancelled`, `ShuttingDown`: kind `ConnectionAborted`) is raised as itself.
 pub(crate) fn stream_io(service: &str, err: io::Error) -> PyErr {
+    let err = match pool_error(err) {
+        Ok(err) => err,
+        Err(pool_error) => return to_py(pool_error),
+    };
     let timeout = is_timeout(&err);
     let message = format!(
         "service '{service}': reading the response body failed: {}",
@@ -111,6 +117,19 @@ pub(crate) fn stream_io(service: &str, err: io::Error) -> PyErr {
         error_class: if timeout { "timeout" } else { "closed" },
     }
     .into_pyerr()
+}
+
+/// The pool error the core wrapped in `err` as `Err`, or `err` itself as `Ok`.
+fn pool_error(err: io::Error) -> Result<io::Error, Error> {
+    if !err.get_ref().is_some_and(|e| e.is::<Error>()) {
+        return Ok(err);
+    }
+    let kind = err.kind();
+    match err.into_inner().map(|e| e.downcast::<Error>()) {
+        Some(Ok(e)) => Err(*e),
+        Some(Err(other)) => Ok(io::Error::new(kind, other)),
+        None => Ok(io::Error::from(kind)),
+    }
 }
 
 /// True if `err` or anything it wraps is a timeout (the core reports a streamed body's read

@@ -3,13 +3,15 @@
 use std::io::{BufRead, Read};
 
 use backend_pool::sse::Parser;
-use backend_pool::{HttpClient, RequestBuilder, StreamingResponse};
+use backend_pool::{CancelToken, HttpClient, RequestBuilder, StreamingResponse};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 
+use crate::cancel::CallToken;
 use crate::errors::{stream_io, Raised};
+use crate::slot::Slot;
 use crate::{json_dumps, json_loads, seconds};
 
 /// A request body, borrowed from Python bytes while the interpreter is detached.
@@ -33,8 +35,12 @@ pub(crate) fn prepare<'py>(
     headers: Option<&Bound<'py, PyAny>>,
     timeout: Option<f64>,
     wait_timeout: Option<f64>,
+    cancel: Option<&CancelToken>,
 ) -> PyResult<(RequestBuilder, Body<'py>)> {
     let mut req = client.request(method, path);
+    if let Some(token) = cancel {
+        req = req.cancel_on(token);
+    }
     let mut has_content_type = false;
     if let Some(h) = headers {
         for (name, value) in header_pairs(h)? {
@@ -225,34 +231,41 @@ impl PyResponse {
 /// A response whose body is read as it arrives: `read`, `readline`, iteration over lines,
 /// `iter_lines`, `iter_chunks`, `iter_events` (server-sent events). Holds its pooled
 /// connection until closed (or exhausted and closed, or garbage-collected).
+///
+/// One thread reads at a time; `cancel()` and `close()` work from any thread without
+/// waiting for it: the stream's own token (linked to the caller's, if any) sits outside the
+/// lock the reader holds (see `slot.rs`).
 #[pyclass(frozen, name = "StreamingResponse", module = "backend_pool")]
 pub(crate) struct PyStreamingResponse {
     status: u16,
     headers: Vec<(String, String)>,
     service: String,
-    inner: Mutex<Option<StreamingResponse>>,
+    cancel: CallToken,
+    inner: Slot<StreamingResponse>,
 }
 
 impl PyStreamingResponse {
-    pub(crate) fn new(service: &str, r: StreamingResponse) -> Self {
+    /// `cancel` is the token the request was sent with.
+    pub(crate) fn new(service: &str, r: StreamingResponse, cancel: CallToken) -> Self {
         PyStreamingResponse {
             status: r.status(),
             headers: r.headers().to_vec(),
             service: service.to_string(),
-            inner: Mutex::new(Some(r)),
+            cancel,
+            // A cancelled stream's connection is closed when it drops (the core's `Drop`).
+            inner: Slot::new(r, drop),
         }
     }
 
-    /// Runs `f` on the open stream with the interpreter detached.
+    /// Runs `f` on the open stream with the interpreter detached. A cancelled stream is
+    /// closed after its read fails.
     fn with_stream<T: Send>(
         &self,
         py: Python<'_>,
         f: impl FnOnce(&mut StreamingResponse) -> std::io::Result<T> + Send,
     ) -> PyResult<T> {
-        let result = py.detach(|| {
-            let mut guard = self.inner.lock();
-            guard.as_mut().map(f)
-        });
+        let cancel = &self.cancel;
+        let result = py.detach(|| self.inner.use_with(f, || cancel.is_cancelled()));
         match result {
             None => Err(PyValueError::new_err("I/O operation on a closed stream")),
             Some(Ok(v)) => Ok(v),
@@ -313,10 +326,10 @@ impl PyStreamingResponse {
         &self.service
     }
 
-    /// True once closed.
+    /// True once closed (or cancelled).
     #[getter]
-    fn closed(&self, py: Python<'_>) -> bool {
-        py.detach(|| self.inner.lock().is_none())
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
     }
 
     /// Reads up to `size` bytes (all that is left for a negative size); `b""` at the end.
@@ -379,9 +392,21 @@ impl PyStreamingResponse {
     }
 
     /// Closes the stream: the connection is reused if the body was read to its end, closed
-    /// otherwise. Idempotent.
+    /// otherwise. Never waits for a thread blocked reading the stream: that read is
+    /// cancelled (it raises `Cancelled`) and the connection closed. Idempotent.
     fn close(&self, py: Python<'_>) {
-        py.detach(|| drop(self.inner.lock().take()));
+        py.detach(|| self.inner.close(drop, || self.cancel.cancel()));
+    }
+
+    /// Cancels the stream from any thread: a read blocked on it (waiting for body bytes or
+    /// the next event) raises `Cancelled` at once, and so does every later read; the
+    /// connection is closed, never reused. The token given to `stream()` (if any) is not
+    /// cancelled. Idempotent.
+    fn cancel(&self, py: Python<'_>) {
+        py.detach(|| {
+            self.cancel.cancel();
+            self.inner.close(drop, || ());
+        });
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -393,19 +418,19 @@ impl PyStreamingResponse {
         self.close(py);
     }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
+    fn __repr__(&self) -> String {
         format!(
             "<StreamingResponse [{}] service='{}'{}>",
             self.status,
             self.service,
-            if self.closed(py) { " closed" } else { "" }
+            if self.inner.is_closed() { " closed" } else { "" }
         )
     }
 }
 
 impl Drop for PyStreamingResponse {
     fn drop(&mut self) {
-        let inner = self.inner.get_mut().take();
+        let inner = self.inner.take();
         if inner.is_some() {
             Python::attach(|py| py.detach(|| drop(inner)));
         }

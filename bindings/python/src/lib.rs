@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+mod cancel;
 mod errors;
 mod http;
 mod manager;
+mod slot;
 mod ws;
 
 use std::time::Duration;
@@ -71,6 +73,7 @@ pub(crate) fn seconds(value: f64, what: &str) -> PyResult<Duration> {
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<manager::PyPoolManager>()?;
+    m.add_class::<cancel::PyCancelToken>()?;
     m.add_class::<http::PyResponse>()?;
     m.add_class::<http::PyStreamingResponse>()?;
     m.add_class::<ws::PyWebSocket>()?;

@@ -8,6 +8,7 @@ use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
+use crate::cancel::{CallToken, PyCancelToken};
 use crate::errors::{config_to_py, to_py};
 use crate::http::{prepare, PyResponse, PyStreamingResponse};
 use crate::ws::{self, PyWebSocket};
@@ -153,7 +154,7 @@ impl PyPoolManager {
     }
 
     /// Sends a request to `service` and reads the whole response.
-    #[pyo3(signature = (service, method, path, *, json=None, data=None, headers=None, timeout=None, wait_timeout=None))]
+    #[pyo3(signature = (service, method, path, *, json=None, data=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
     fn request(
         &self,
@@ -166,6 +167,7 @@ impl PyPoolManager {
         headers: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
         wait_timeout: Option<f64>,
+        cancel: Option<Bound<'_, PyCancelToken>>,
     ) -> PyResult<PyResponse> {
         let m = self.manager()?;
         let client = m.http(service).map_err(to_py)?;
@@ -179,6 +181,7 @@ impl PyPoolManager {
             headers,
             timeout,
             wait_timeout,
+            cancel.as_ref().map(|c| c.get().token()),
         )?;
         let bytes = body.bytes();
         let response = py.detach(|| req.send_bytes(bytes)).map_err(to_py)?;
@@ -186,8 +189,9 @@ impl PyPoolManager {
     }
 
     /// Sends a request and returns the response with its body unread (server-sent events,
-    /// large downloads). The pooled connection is held until the stream is closed.
-    #[pyo3(signature = (service, method, path, *, json=None, data=None, headers=None, timeout=None, wait_timeout=None))]
+    /// large downloads). The pooled connection is held until the stream is closed. The
+    /// stream has a token of its own (its `cancel()`), cancelled by `cancel` too.
+    #[pyo3(signature = (service, method, path, *, json=None, data=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
@@ -200,9 +204,11 @@ impl PyPoolManager {
         headers: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
         wait_timeout: Option<f64>,
+        cancel: Option<Bound<'_, PyCancelToken>>,
     ) -> PyResult<PyStreamingResponse> {
         let m = self.manager()?;
         let client = m.http(service).map_err(to_py)?;
+        let call = CallToken::new(cancel.as_ref().map(|c| c.get()));
         let (req, body) = prepare(
             py,
             &client,
@@ -213,30 +219,35 @@ impl PyPoolManager {
             headers,
             timeout,
             wait_timeout,
+            Some(call.token()),
         )?;
         let bytes = body.bytes();
         let response = py.detach(|| req.stream(bytes)).map_err(to_py)?;
-        Ok(PyStreamingResponse::new(service, response))
+        Ok(PyStreamingResponse::new(service, response, call))
     }
 
     /// Checks out a WebSocket of `service`, waiting at most `wait_timeout` seconds for a free
-    /// socket (the service's `wait_timeout_ms` by default).
-    #[pyo3(signature = (service, *, wait_timeout=None))]
+    /// socket (the service's `wait_timeout_ms` by default). The lease has a token of its own
+    /// (its `cancel()`), cancelled by `cancel` too: the wait, and the lease's reads and sends.
+    #[pyo3(signature = (service, *, wait_timeout=None, cancel=None))]
     fn websocket(
         &self,
         py: Python<'_>,
         service: &str,
         wait_timeout: Option<f64>,
+        cancel: Option<Bound<'_, PyCancelToken>>,
     ) -> PyResult<PyWebSocket> {
         let m = self.manager()?;
         let wait = ws::wait(wait_timeout)?;
+        let call = CallToken::new(cancel.as_ref().map(|c| c.get()));
+        let token = call.token();
         let guard = py
             .detach(|| match wait {
-                Some(w) => m.websocket_wait(service, w),
-                None => m.websocket(service),
+                Some(w) => m.websocket_wait_cancellable(service, w, token),
+                None => m.websocket_cancellable(service, token),
             })
             .map_err(to_py)?;
-        Ok(PyWebSocket::new(service, guard))
+        Ok(PyWebSocket::new(service, guard, call))
     }
 
     /// A snapshot of every figure as a dict (after shutdown: the final snapshot).

@@ -3,12 +3,13 @@
 use std::time::{Duration, Instant};
 
 use backend_pool::{Error, Message, WsGuard};
-use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
+use crate::cancel::CallToken;
 use crate::errors::to_py;
+use crate::slot::Slot;
 use crate::{json_dumps, json_loads, seconds};
 
 /// A WebSocket checked out of a service's pool: a lease. Use it as a context manager and call
@@ -16,10 +17,15 @@ use crate::{json_dumps, json_loads, seconds};
 /// with `executing` / `node: None`): the socket then goes back to the pool. A lease that
 /// read `client_id` or sent and ends without `finish()` is closed instead (its job's events
 /// must not reach the next lessee), as is a socket that failed or was closed by the peer.
+///
+/// One thread reads or sends at a time; `cancel()`, `close()`, `finish()` and `discard()`
+/// work from any thread without waiting for it: the lease's own token (linked to the
+/// caller's, if any) sits outside the lock that thread holds (see `slot.rs`).
 #[pyclass(frozen, name = "WebSocket", module = "backend_pool")]
 pub(crate) struct PyWebSocket {
     service: String,
-    inner: Mutex<Option<WsGuard>>,
+    cancel: CallToken,
+    inner: Slot<WsGuard>,
 }
 
 enum Received {
@@ -28,22 +34,28 @@ enum Received {
 }
 
 impl PyWebSocket {
-    pub(crate) fn new(service: &str, guard: WsGuard) -> Self {
+    /// `cancel` is the token the socket was checked out with.
+    pub(crate) fn new(service: &str, guard: WsGuard, cancel: CallToken) -> Self {
         PyWebSocket {
             service: service.to_string(),
-            inner: Mutex::new(Some(guard)),
+            cancel,
+            // A socket cut off mid-call is closed: a cancel that raced a read which succeeded
+            // has still shut it down.
+            inner: Slot::new(guard, WsGuard::discard),
         }
     }
 
-    /// Runs `f` on the checked-out socket with the interpreter detached.
+    /// Runs `f` on the checked-out socket with the interpreter detached. A cancelled lease
+    /// ends (its socket closed) after its call returns.
     fn with_guard<T: Send>(
         &self,
         py: Python<'_>,
         f: impl FnOnce(&mut WsGuard) -> Result<T, Error> + Send,
     ) -> PyResult<T> {
-        match py.detach(|| self.inner.lock().as_mut().map(f)) {
+        let cancel = &self.cancel;
+        match py.detach(|| self.inner.use_with(f, || cancel.is_cancelled())) {
             None => Err(PyValueError::new_err(format!(
-                "the WebSocket of service '{}' was already returned to its pool",
+                "the WebSocket lease of service '{}' has ended (finished, closed or cancelled)",
                 self.service
             ))),
             Some(r) => r.map_err(to_py),
@@ -79,9 +91,8 @@ impl PyWebSocket {
         // Another thread may hold the socket while it blocks in recv: wait detached.
         py.detach(|| {
             self.inner
-                .lock()
-                .as_ref()
-                .and_then(|g| g.client_id().map(str::to_string))
+                .use_with(|g| g.client_id().map(str::to_string), || false)
+                .flatten()
         })
     }
 
@@ -91,11 +102,10 @@ impl PyWebSocket {
         &self.service
     }
 
-    /// True once returned to the pool or discarded.
+    /// True once the lease ended (finished, closed, discarded or cancelled).
     #[getter]
-    fn closed(&self, py: Python<'_>) -> bool {
-        // Another thread may hold the socket while it blocks in recv: wait detached.
-        py.detach(|| self.inner.lock().is_none())
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
     }
 
     /// Sends a text (`str`) or binary (`bytes`, `bytearray`) message.
@@ -140,28 +150,34 @@ impl PyWebSocket {
     }
 
     /// Ends the lease at a quiet point: nothing it started is still running. The socket goes
-    /// back to its pool (unless it failed). Idempotent.
+    /// back to its pool (unless it failed). A call still blocked on another thread means it
+    /// is not quiet: that call is cancelled and the socket closed, as by `close()`.
+    /// Idempotent.
     fn finish(&self, py: Python<'_>) {
-        py.detach(|| {
-            if let Some(g) = self.inner.lock().take() {
-                g.finish();
-            }
-        });
+        py.detach(|| self.inner.close(WsGuard::finish, || self.cancel.cancel()));
     }
 
     /// Ends the lease: the socket goes back to its pool if the lease never read `client_id`
-    /// nor sent, and is closed otherwise (use `finish()` after a completed job). Idempotent.
+    /// nor sent, and is closed otherwise (use `finish()` after a completed job). Never waits
+    /// for a thread blocked reading or sending: that call is cancelled (it raises
+    /// `Cancelled`) and the socket closed. Idempotent.
     fn close(&self, py: Python<'_>) {
-        py.detach(|| drop(self.inner.lock().take()));
+        py.detach(|| self.inner.close(drop, || self.cancel.cancel()));
     }
 
     /// Closes the socket instead of returning it to the pool (after a protocol mix-up, or to
-    /// force a fresh connection).
+    /// force a fresh connection). Never waits, as `close()`.
     fn discard(&self, py: Python<'_>) {
+        py.detach(|| self.inner.close(WsGuard::discard, || self.cancel.cancel()));
+    }
+
+    /// Cancels the lease from any thread: a read or send blocked on it raises `Cancelled` at
+    /// once, and so does every later one; the socket is closed, never returned to the pool.
+    /// The token given to `websocket()` (if any) is not cancelled. Idempotent.
+    fn cancel(&self, py: Python<'_>) {
         py.detach(|| {
-            if let Some(g) = self.inner.lock().take() {
-                g.discard();
-            }
+            self.cancel.cancel();
+            self.inner.close(WsGuard::discard, || ());
         });
     }
 
@@ -174,19 +190,19 @@ impl PyWebSocket {
         self.close(py);
     }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
+    fn __repr__(&self) -> String {
         // The client id is not shown: reading it would mark the lease as started.
         format!(
             "<WebSocket service='{}'{}>",
             self.service,
-            if self.closed(py) { " closed" } else { "" }
+            if self.inner.is_closed() { " closed" } else { "" }
         )
     }
 }
 
 impl Drop for PyWebSocket {
     fn drop(&mut self) {
-        let inner = self.inner.get_mut().take();
+        let inner = self.inner.take();
         if inner.is_some() {
             Python::attach(|py| py.detach(|| drop(inner)));
         }

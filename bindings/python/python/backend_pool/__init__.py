@@ -12,11 +12,16 @@ UI and other Python threads keep running while requests are in flight.
 
 For an add-on, use the process-wide manager: ``init(config)`` in ``register()``,
 ``get()`` anywhere, ``shutdown(timeout)`` in ``unregister()``.
+
+To cancel a call from another thread (a Cancel button), give it a ``CancelToken``
+(``request(..., cancel=token)``, ``stream``, ``websocket``) and call ``token.cancel()``, or call
+``cancel()`` on a ``StreamingResponse`` or ``WebSocket``: the blocked call raises ``Cancelled``.
 """
 
 from __future__ import annotations
 
 from ._native import (
+    CancelToken,
     PoolManager,
     Response,
     StreamingResponse,
@@ -29,6 +34,7 @@ from ._native import (
 from .errors import (
     BackendConnectionError,
     BackendPoolError,
+    Cancelled,
     ConfigError,
     HTTPStatusError,
     InvalidRequest,
@@ -44,6 +50,7 @@ from .errors import (
 
 __all__ = [
     "PoolManager",
+    "CancelToken",
     "Response",
     "StreamingResponse",
     "WebSocket",
@@ -55,6 +62,7 @@ __all__ = [
     "InvalidRequest",
     "UnknownService",
     "ShuttingDown",
+    "Cancelled",
     "ServiceUnavailable",
     "Timeout",
     "PoolTimeout",

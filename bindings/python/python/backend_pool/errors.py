@@ -5,6 +5,12 @@ Every exception carries ``service`` (the service name, or ``None``), ``phase`` (
 class the statistics count it under, e.g. ``"pool_timeout"``) as attributes; the message
 names the service and the phase.
 
+``Cancelled`` subclasses :class:`concurrent.futures.CancelledError`, what thread-based Python
+code (a ``ThreadPoolExecutor`` job, ``Future.result()``) already catches for "this work was
+cancelled", and not :class:`asyncio.CancelledError` (a ``BaseException`` that asyncio uses to
+unwind a task: raising it from a blocking call would escape ``except Exception``). It is not a
+``ConnectionError`` nor a ``TimeoutError``: nothing failed, the caller asked for it.
+
 Hierarchy::
 
     BackendPoolError(Exception)
@@ -13,6 +19,8 @@ Hierarchy::
     │                                    header); rejected before any connection is used
     ├── UnknownService(LookupError)      unknown service, or no pool of that kind
     ├── ShuttingDown                     the manager is shutting down or shut down
+    ├── Cancelled(concurrent.futures.CancelledError)   a CancelToken, or cancel() / close()
+    │                                    from another thread, interrupted the call
     ├── ServiceUnavailable               unhealthy service: fails fast
     ├── Timeout(TimeoutError)            connect / send / receive / read ran past its deadline
     │   └── PoolTimeout                  no pooled connection became free in time
@@ -25,12 +33,15 @@ Hierarchy::
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
+
 __all__ = [
     "BackendPoolError",
     "ConfigError",
     "InvalidRequest",
     "UnknownService",
     "ShuttingDown",
+    "Cancelled",
     "ServiceUnavailable",
     "Timeout",
     "PoolTimeout",
@@ -66,6 +77,14 @@ class UnknownService(BackendPoolError, LookupError):
 
 class ShuttingDown(BackendPoolError):
     """The pool manager is shutting down or has shut down."""
+
+
+class Cancelled(BackendPoolError, CancelledError):
+    """The call was cancelled from another thread while it waited, connected, sent or read:
+    by a ``CancelToken`` given to it, or by ``cancel()`` / ``close()`` on its stream or
+    WebSocket. The connection involved was closed, never returned to its pool half-used;
+    ``phase`` says where the call was. A call given a token already cancelled raises it at
+    once, without taking a connection."""
 
 
 class ServiceUnavailable(BackendPoolError):
