@@ -1,6 +1,6 @@
 """Loopback test backends, standard library only: an HTTP/1.1 keep-alive server and a minimal
 WebSocket server shaped like ComfyUI's (``/ws?clientId=``, a ``status`` message first, then an
-echo of every message).
+echo of every message; a few messages ask for a binary frame, a close, or a reader that stops).
 
 Used in-process by the pytest suite and as a subprocess by the Blender test:
 
@@ -255,6 +255,10 @@ class WsHandler(socketserver.BaseRequestHandler):
                         sock.sendall(_frame(2, struct.pack("!II", 1, 2) + b"\x89PNG"))
                     elif text == "close-please":
                         sock.sendall(_frame(8, struct.pack("!H", 1000)))
+                        return
+                    elif text == "stop-reading":
+                        # A reader that stopped: the client's sends fill the socket buffers.
+                        time.sleep(3)
                         return
                     else:
                         sock.sendall(_frame(1, data))

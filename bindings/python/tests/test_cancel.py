@@ -14,8 +14,9 @@ import time
 
 import pytest
 
+import backend_pool
 from backend_pool import BackendPoolError, CancelToken, Cancelled
-from conftest import wait_until
+from conftest import config_for, wait_until
 
 BOUND = 1.0  # seconds from cancel() to the exception
 DELAY = 0.3  # seconds the call is blocked before the cancel
@@ -219,6 +220,60 @@ def test_close_from_another_thread_never_waits_for_a_websocket_reader(manager):
         assert again.recv_json(timeout=2)["type"] == "status"  # a new socket
         again.send("x")
         assert again.recv(timeout=2) == "x"
+
+
+def test_a_websocket_send_to_a_reader_that_stopped_is_cancelled(manager):
+    ws = manager.websocket("comfy")
+    ws.recv_json(timeout=2)
+    ws.send("stop-reading")
+    canceller = Canceller(ws.cancel)
+    with pytest.raises(Cancelled) as e:
+        ws.send(bytes(8 << 20))  # far more than the socket buffers hold
+    latency = canceller.latency()
+    report("WebSocket send, by WebSocket.cancel()", latency)
+    assert latency < BOUND and e.value.phase == "send"
+    assert ws.closed and ws_pool(manager)["in_use"] == 0
+
+
+def test_an_http_request_waiting_for_a_pooled_connection_is_cancelled(backends):
+    manager = backend_pool.PoolManager(config_for(backends, max_connections=1))
+    try:
+        holder_token, raised = CancelToken(), []
+
+        def hold():
+            try:
+                manager.request("api", "GET", "/hang?ms=5000", cancel=holder_token)
+            except Exception as e:  # noqa: BLE001 - checked below
+                raised.append(e)
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        assert wait_until(lambda: http(manager)["in_use"] == 1)
+        token = CancelToken()
+        canceller = Canceller(token.cancel)
+        with pytest.raises(Cancelled) as e:
+            manager.request("api", "GET", "/ok", cancel=token)
+        latency = canceller.latency()
+        report("request waiting for a pooled connection", latency)
+        assert latency < BOUND and e.value.phase == "wait"
+        assert not holder_token.cancelled and http(manager)["in_use"] == 1
+        holder_token.cancel()
+        holder.join(BOUND)
+        assert not holder.is_alive() and [type(e) for e in raised] == [Cancelled]
+        assert http(manager)["in_use"] == 0
+        assert manager.request("api", "GET", "/ok").status == 200
+    finally:
+        manager.shutdown(2.0)
+
+
+@pytest.mark.parametrize("call", ["request", "stream"])
+def test_a_call_waiting_for_its_response_head_is_cancelled_by_its_token(manager, call):
+    token = CancelToken()
+    canceller = Canceller(token.cancel)
+    with pytest.raises(Cancelled) as e:
+        getattr(manager, call)("api", "POST", "/hang?ms=5000", json={"a": 1}, cancel=token)
+    assert canceller.latency() < BOUND and e.value.phase == "receive"
+    assert http(manager)["in_use"] == 0
 
 
 def test_a_websocket_checkout_waiting_for_a_free_socket_is_cancelled(manager):
