@@ -221,8 +221,29 @@ class WsHandler(socketserver.BaseRequestHandler):
                 headers[k.strip().lower().decode()] = v.strip().decode()
         key = headers.get("sec-websocket-key")
         if key is None:
-            # A plain HTTP request (ComfyUI's health probe GET /prompt): answer and close.
-            body = json.dumps({"exec_info": {"queue_remaining": 0}}).encode()
+            # A plain HTTP request: ComfyUI's health probe GET /prompt, a prompt queued with
+            # POST /prompt, POST /interrupt (recorded). Answered, then closed.
+            method = lines[0].split()[0]
+            body = head.split(b"\r\n\r\n", 1)[1]
+            length = int(headers.get("content-length", "0"))
+            while len(body) < length:
+                part = sock.recv(length - len(body))
+                if not part:
+                    return
+                body += part
+            path = urlparse(target).path
+            if method == b"POST" and path == "/prompt":
+                with self.server.lock:
+                    self.server.prompts += 1
+                    n = self.server.prompts
+                reply = {"prompt_id": f"prompt-{n}", "number": n, "node_errors": {}}
+            elif method == b"POST" and path == "/interrupt":
+                with self.server.lock:
+                    self.server.interrupts.append(json.loads(body or b"{}"))
+                reply = {}
+            else:
+                reply = {"exec_info": {"queue_remaining": 0}}
+            body = json.dumps(reply).encode()
             sock.sendall(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
@@ -281,6 +302,8 @@ class WsServer(socketserver.ThreadingTCPServer):
         self.lock = threading.Lock()
         self.handshakes = 0
         self.hangups = 0  # sockets that ended without a close frame
+        self.prompts = 0  # POST /prompt
+        self.interrupts = []  # the JSON bodies of POST /interrupt
 
 
 class Backends:

@@ -9,6 +9,8 @@ latency printed (`pytest -s`) is from the `cancel()` call to the exception, asse
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import re
 import threading
 import time
 
@@ -324,3 +326,57 @@ def test_closing_an_idle_stream_still_reuses_its_connection(manager):
     stats = http(manager)
     assert stats["connections_created"] == after["connections_created"]  # reused
     assert closed(stats) == closed(after) and stats["errors"]["cancelled"] == 0
+
+
+def readme_example(section: str) -> str:
+    """The first Python block after `section` in bindings/python/README.md."""
+    path = os.path.join(os.path.dirname(__file__), "..", "README.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    after = text[text.index(section) :]
+    return re.search(r"```python\n(.*?)```", after, re.S).group(1)
+
+
+def test_the_readme_comfyui_cancel_flow(backends):
+    """The README's example, run as written against the ComfyUI stand-in: the Cancel button
+    returns at once, the worker's wait ends with Cancelled, ComfyUI gets the interrupt for
+    the prompt, the socket is closed and the next job runs."""
+    example = {}
+    exec(readme_example("## Cancel from another thread"), example)  # noqa: S102 - our README
+    manager = backend_pool.init(
+        {
+            "service": [
+                {
+                    "name": "comfyui",
+                    "url": backends.ws_url,
+                    "http": {"max_connections": 4, "min_connections": 0},
+                    "websocket": {"client_id_param": "clientId", "min_connections": 0},
+                }
+            ]
+        }
+    )
+    try:
+        job, result = example["Job"](), []
+        worker = threading.Thread(target=lambda: result.append(example["run"](job, {"1": {}})))
+        worker.start()
+        assert wait_until(lambda: job.prompt_id is not None)
+        time.sleep(DELAY)  # the worker waits for its prompt's events
+        started = time.monotonic()
+        example["cancel"](job)
+        button = time.monotonic() - started
+        worker.join(BOUND)
+        report("the README's ComfyUI flow, worker", time.monotonic() - started)
+        assert button < 0.1 and not worker.is_alive() and result == ["cancelled"]
+        assert wait_until(lambda: {"prompt_id": job.prompt_id} in backends.ws.interrupts)
+        pool = manager.stats()["services"][0]["websocket"]
+        assert pool["in_use"] == 0 and pool["closed"]["broken"] == 1
+        # The next job runs: its prompt is queued on a fresh socket.
+        again = example["Job"]()
+        runner = threading.Thread(target=example["run"], args=(again, {}), daemon=True)
+        runner.start()
+        assert wait_until(lambda: again.prompt_id is not None)
+        again.token.cancel()
+        runner.join(BOUND)
+        assert not runner.is_alive()
+    finally:
+        backend_pool.shutdown(2.0)

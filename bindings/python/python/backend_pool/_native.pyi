@@ -34,6 +34,26 @@ class ShutdownReport(TypedDict):
     still_in_use: list[InUse]
     maintenance_joined: bool
 
+class CancelToken:
+    """Cancels the calls given it (``cancel=token``) from any thread.
+
+    ``cancel()`` makes a call blocked on the token (waiting for a pooled connection,
+    connecting, waiting for a response head, reading a body, an event stream or a
+    WebSocket, sending) raise ``Cancelled`` within milliseconds, on its own thread; every
+    later call given the token raises it at once, without taking a connection. The
+    connection involved is closed, never returned to its pool half-used. One token can
+    serve every call of a job; it cannot be reset: make one per job. Cheap to make, safe to
+    share between threads.
+    """
+
+    def __init__(self) -> None: ...
+    def cancel(self) -> None:
+        """Cancels every call given this token (idempotent); returns at once, without
+        waiting for the calls to return."""
+    @property
+    def cancelled(self) -> bool:
+        """True once ``cancel()`` was called."""
+
 class PoolManager:
     """Every connection to every configured backend.
 
@@ -54,14 +74,16 @@ class PoolManager:
         headers: Headers | None = None,
         timeout: float | None = None,
         wait_timeout: float | None = None,
+        cancel: CancelToken | None = None,
     ) -> Response:
         """Sends a request and reads the whole response (the GIL is released meanwhile).
 
         ``timeout`` bounds the whole request in seconds; ``wait_timeout`` the wait for a pooled
         connection. Non-2xx statuses are responses (see ``Response.raise_for_status``).
+        ``cancel.cancel()`` from another thread makes the call raise ``Cancelled``.
         Raises ``InvalidRequest`` (a bad path or header, before any connection is used),
         ``PoolTimeout``, ``ServiceUnavailable``, ``ShuttingDown``, ``Timeout``,
-        ``BackendConnectionError``, ``TooLarge``, ``UnknownService``.
+        ``BackendConnectionError``, ``TooLarge``, ``UnknownService``, ``Cancelled``.
         """
     def stream(
         self,
@@ -74,11 +96,24 @@ class PoolManager:
         headers: Headers | None = None,
         timeout: float | None = None,
         wait_timeout: float | None = None,
+        cancel: CancelToken | None = None,
     ) -> StreamingResponse:
-        """Like ``request`` with the body unread: for server-sent events and downloads."""
-    def websocket(self, service: str, *, wait_timeout: float | None = None) -> WebSocket:
+        """Like ``request`` with the body unread: for server-sent events and downloads.
+
+        ``cancel`` cancels the request and every later read of its body; so does the
+        stream's own ``cancel()``, which leaves ``cancel`` itself uncancelled."""
+    def websocket(
+        self,
+        service: str,
+        *,
+        wait_timeout: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> WebSocket:
         """Checks out a pooled WebSocket, waiting at most ``wait_timeout`` seconds for a free
-        socket (the service's ``wait_timeout_ms`` by default)."""
+        socket (the service's ``wait_timeout_ms`` by default).
+
+        ``cancel`` cancels the wait and every later read or send of the lease; so does the
+        lease's own ``cancel()``, which leaves ``cancel`` itself uncancelled."""
     def stats(self) -> dict[str, Any]:
         """A snapshot of every figure (after shutdown: the final one)."""
     def prometheus(self) -> str:
@@ -139,7 +174,14 @@ class StreamingResponse(Iterator[bytes]):
     def iter_lines(self) -> Iterator[str]: ...
     def iter_chunks(self, chunk_size: int = 65536) -> Iterator[bytes]: ...
     def iter_events(self) -> Iterator[ServerSentEvent]: ...
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Closes the stream (the connection is reused if the body was read to its end).
+        Never waits: a read blocked on another thread raises ``Cancelled``, and the
+        connection is closed."""
+    def cancel(self) -> None:
+        """From any thread: a read blocked on the stream, and every later one, raises
+        ``Cancelled``; the connection is closed. The token given to ``stream()`` is not
+        cancelled."""
     def __enter__(self) -> StreamingResponse: ...
     def __exit__(
         self,
@@ -163,12 +205,18 @@ class WebSocket:
         """The next text message decoded as JSON (binary messages skipped)."""
     def finish(self) -> None:
         """Ends the lease at a quiet point (nothing it started is still running): the socket
-        goes back to its pool."""
+        goes back to its pool. A call blocked on another thread is cancelled instead, as by
+        ``close()``."""
     def close(self) -> None:
         """Ends the lease: back to the pool if it never read ``client_id`` nor sent,
-        closed otherwise."""
+        closed otherwise. Never waits: a read or send blocked on another thread raises
+        ``Cancelled``, and the socket is closed."""
     def discard(self) -> None:
-        """Closes the socket instead of returning it."""
+        """Closes the socket instead of returning it. Never waits, as ``close()``."""
+    def cancel(self) -> None:
+        """From any thread: a read or send blocked on the lease, and every later one, raises
+        ``Cancelled``; the socket is closed. The token given to ``websocket()`` is not
+        cancelled."""
     def __enter__(self) -> WebSocket: ...
     def __exit__(
         self,
