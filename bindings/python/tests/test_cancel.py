@@ -380,3 +380,14 @@ def test_the_readme_comfyui_cancel_flow(backends):
         assert not runner.is_alive()
     finally:
         backend_pool.shutdown(2.0)
+
+
+def test_a_stream_read_interrupted_by_shutdown_raises_shutting_down(backends):
+    """The core wraps the pool's error in the stream's I/O error: it is raised as itself."""
+    manager = backend_pool.PoolManager(config_for(backends))
+    stream = manager.stream("api", "GET", "/stall?ms=5000")
+    canceller = Canceller(lambda: manager.shutdown(0.1))
+    with pytest.raises(backend_pool.ShuttingDown) as e:
+        stream.read(100)
+    assert canceller.latency() < BOUND and e.value.service == "api"
+    stream.close()
