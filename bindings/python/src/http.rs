@@ -11,7 +11,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 
 use crate::cancel::CallToken;
 use crate::errors::{stream_io, Raised};
-use crate::slot::Slot;
+use crate::slot::{closed_suffix, Slot};
 use crate::{json_dumps, json_loads, seconds};
 
 /// A request body, borrowed from Python bytes while the interpreter is detached.
@@ -423,7 +423,7 @@ impl PyStreamingResponse {
             "<StreamingResponse [{}] service='{}'{}>",
             self.status,
             self.service,
-            if self.inner.is_closed() { " closed" } else { "" }
+            closed_suffix(self.inner.is_closed())
         )
     }
 }

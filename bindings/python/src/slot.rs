@@ -105,3 +105,12 @@ impl<T> Slot<T> {
         self.value.get_mut().take()
     }
 }
+
+/// `" closed"` for a closed object's `repr`, else nothing.
+pub(crate) fn closed_suffix(closed: bool) -> &'static str {
+    if closed {
+        " closed"
+    } else {
+        ""
+    }
+}

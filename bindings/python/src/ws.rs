@@ -9,7 +9,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::cancel::CallToken;
 use crate::errors::to_py;
-use crate::slot::Slot;
+use crate::slot::{closed_suffix, Slot};
 use crate::{json_dumps, json_loads, seconds};
 
 /// A WebSocket checked out of a service's pool: a lease. Use it as a context manager and call
@@ -195,7 +195,7 @@ impl PyWebSocket {
         format!(
             "<WebSocket service='{}'{}>",
             self.service,
-            if self.inner.is_closed() { " closed" } else { "" }
+            closed_suffix(self.inner.is_closed())
         )
     }
 }
