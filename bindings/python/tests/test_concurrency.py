@@ -128,12 +128,14 @@ def test_gil_released_in_websocket_recv(manager):
 
 def test_shutdown_under_load(backends):
     m = backend_pool.PoolManager(config_for(backends))
-    stop = threading.Event()
     outcomes = {"ok": 0, "shutting_down": 0}
     lock = threading.Lock()
+    # Each worker runs until its first ShuttingDown: a request that was in flight when
+    # shutdown began may still succeed, the next one must not.
+    give_up = time.monotonic() + 5
 
     def worker(i):
-        while not stop.is_set():
+        while time.monotonic() < give_up:
             try:
                 m.request("api", "GET", "/ok")
                 key = "ok"
@@ -151,7 +153,6 @@ def test_shutdown_under_load(backends):
     t0 = time.monotonic()
     report = m.shutdown(1.0)
     took = time.monotonic() - t0
-    stop.set()
     for t in threads:
         t.join(5)
     assert not any(t.is_alive() for t in threads)
