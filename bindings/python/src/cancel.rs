@@ -5,13 +5,15 @@
 //! `close()` can interrupt its reader without cancelling the caller's job), *linked* to the
 //! caller's token: cancelling the caller's token cancels every per-call token linked to it.
 //! A link is undone when its call's object is dropped, so a long-lived token does not
-//! collect the tokens of calls long finished.
+//! collect the tokens of calls long finished. A per-call token also carries what ends its
+//! object when the caller's token fires ([`CallToken::on_cancel`]): a stream or lease that no
+//! thread is using at that moment is closed at once, its pool slot freed.
 //!
 //! Linking follows the core's rule for hooks: the link is stored under the list's lock
 //! unless the token is cancelled already, in which case the new call's token is cancelled
 //! at once; `cancel` sets the flag before it takes the list, and cancels off the lock.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use backend_pool::CancelToken;
 use parking_lot::Mutex;
@@ -26,7 +28,7 @@ struct Shared {
 #[derive(Default)]
 struct Links {
     next: u64,
-    list: Vec<(u64, CancelToken)>,
+    list: Vec<(u64, Arc<Call>)>,
 }
 
 impl Shared {
@@ -34,8 +36,8 @@ impl Shared {
         self.token.cancel();
         // `token.cancel` set the flag: `link` stores nothing more after this.
         let linked = std::mem::take(&mut self.links.lock().list);
-        for (_, token) in linked {
-            token.cancel();
+        for (_, call) in linked {
+            call.cancel();
         }
     }
 }
@@ -87,60 +89,93 @@ impl PyCancelToken {
     }
 }
 
+/// What the caller's token cancels for one call.
+struct Call {
+    token: CancelToken,
+    /// Ends the call's object (see [`CallToken::on_cancel`]).
+    on_cancel: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl Call {
+    fn cancel(&self) {
+        self.token.cancel();
+        if let Some(end) = self.on_cancel.get() {
+            end();
+        }
+    }
+}
+
 /// The token of one stream or WebSocket: its own, cancelled by its `cancel()` / `close()`,
 /// and by the caller's token if one was given.
 pub(crate) struct CallToken {
-    token: CancelToken,
+    call: Arc<Call>,
     _link: Option<Link>,
 }
 
 impl CallToken {
     /// A new token, linked to `caller` if given (cancelled at once if `caller` is).
     pub(crate) fn new(caller: Option<&PyCancelToken>) -> Self {
-        let token = CancelToken::new();
-        let link = caller.map(|c| link(&c.shared, &token));
-        CallToken { token, _link: link }
+        let call = Arc::new(Call {
+            token: CancelToken::new(),
+            on_cancel: OnceLock::new(),
+        });
+        let link = caller.map(|c| link(&c.shared, &call));
+        CallToken { call, _link: link }
     }
 
     /// The token to give the call.
     pub(crate) fn token(&self) -> &CancelToken {
-        &self.token
+        &self.call.token
     }
 
     /// Cancels this call only.
     pub(crate) fn cancel(&self) {
-        self.token.cancel();
+        self.call.token.cancel();
     }
 
     /// True once cancelled (by this call's `cancel()` or by the caller's token).
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.token.is_cancelled()
+        self.call.token.is_cancelled()
+    }
+
+    /// Sets what the caller's token does besides cancelling this call's token: end the
+    /// call's object (close it if unused), on the cancelling thread. Must not block. Runs
+    /// now if the token is cancelled already (and may then run twice: it must be
+    /// idempotent). Set once.
+    pub(crate) fn on_cancel(&self, end: impl Fn() + Send + Sync + 'static) {
+        let _ = self.call.on_cancel.set(Box::new(end));
+        // After the set: a cancel that came before it found nothing to run.
+        if self.call.token.is_cancelled() {
+            if let Some(end) = self.call.on_cancel.get() {
+                end();
+            }
+        }
     }
 }
 
-/// `child` is cancelled with `parent` until the returned link drops.
-fn link(parent: &Arc<Shared>, child: &CancelToken) -> Link {
+/// `call` is cancelled with `parent` until the returned link drops.
+fn link(parent: &Arc<Shared>, call: &Arc<Call>) -> Link {
     {
         let mut links = parent.links.lock();
         // Read under the lock: `Shared::cancel` sets the flag before it takes the list.
         if !parent.token.is_cancelled() {
             links.next += 1;
             let id = links.next;
-            links.list.push((id, child.clone()));
+            links.list.push((id, Arc::clone(call)));
             return Link {
                 parent: Arc::clone(parent),
                 id: Some(id),
             };
         }
     }
-    child.cancel(); // off the lock, as `Shared::cancel` does
+    call.cancel(); // off the lock, as `Shared::cancel` does
     Link {
         parent: Arc::clone(parent),
         id: None,
     }
 }
 
-/// A child token in its parent's list; removed from it on drop.
+/// A call in its parent's list; removed from it on drop.
 struct Link {
     parent: Arc<Shared>,
     id: Option<u64>,
@@ -149,9 +184,11 @@ struct Link {
 impl Drop for Link {
     fn drop(&mut self) {
         let Some(id) = self.id else { return };
-        let mut links = self.parent.links.lock();
-        if let Some(at) = links.list.iter().position(|(i, _)| *i == id) {
-            links.list.swap_remove(at);
-        }
+        let removed = {
+            let mut links = self.parent.links.lock();
+            let at = links.list.iter().position(|(i, _)| *i == id);
+            at.map(|at| links.list.swap_remove(at))
+        };
+        drop(removed); // off the lock: may hold the last reference to the call's end
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP: request preparation, `Response`, `StreamingResponse` and its iterators.
 
 use std::io::{BufRead, Read};
+use std::sync::Arc;
 
 use backend_pool::sse::Parser;
 use backend_pool::{CancelToken, HttpClient, RequestBuilder, StreamingResponse};
@@ -241,19 +242,28 @@ pub(crate) struct PyStreamingResponse {
     headers: Vec<(String, String)>,
     service: String,
     cancel: CallToken,
-    inner: Slot<StreamingResponse>,
+    inner: Arc<Slot<StreamingResponse>>,
 }
 
 impl PyStreamingResponse {
     /// `cancel` is the token the request was sent with.
     pub(crate) fn new(service: &str, r: StreamingResponse, cancel: CallToken) -> Self {
+        let status = r.status();
+        let headers = r.headers().to_vec();
+        // A cancelled stream's connection is closed when it drops (the core's `Drop`).
+        let inner = Arc::new(Slot::new(r, drop));
+        let slot = Arc::downgrade(&inner);
+        cancel.on_cancel(move || {
+            if let Some(slot) = slot.upgrade() {
+                slot.close(drop, || ());
+            }
+        });
         PyStreamingResponse {
-            status: r.status(),
-            headers: r.headers().to_vec(),
+            status,
+            headers,
             service: service.to_string(),
             cancel,
-            // A cancelled stream's connection is closed when it drops (the core's `Drop`).
-            inner: Slot::new(r, drop),
+            inner,
         }
     }
 

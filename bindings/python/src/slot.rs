@@ -100,9 +100,10 @@ impl<T> Slot<T> {
         self.state.lock().closed
     }
 
-    /// The object, if nobody took it (the pyclass is being dropped: no user is left).
-    pub(crate) fn take(&mut self) -> Option<T> {
-        self.value.get_mut().take()
+    /// The object, if nobody took it (the pyclass is being dropped: no user is left, but a
+    /// cancel on another thread may be closing it: the lock, not `&mut`).
+    pub(crate) fn take(&self) -> Option<T> {
+        self.value.lock().take()
     }
 }
 

@@ -1,5 +1,6 @@
 //! `WebSocket`: a pooled socket as a context manager.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backend_pool::{Error, Message, WsGuard};
@@ -25,7 +26,7 @@ use crate::{json_dumps, json_loads, seconds};
 pub(crate) struct PyWebSocket {
     service: String,
     cancel: CallToken,
-    inner: Slot<WsGuard>,
+    inner: Arc<Slot<WsGuard>>,
 }
 
 enum Received {
@@ -36,12 +37,19 @@ enum Received {
 impl PyWebSocket {
     /// `cancel` is the token the socket was checked out with.
     pub(crate) fn new(service: &str, guard: WsGuard, cancel: CallToken) -> Self {
+        // A socket cut off mid-call is closed: a cancel that raced a read which succeeded
+        // has still shut it down.
+        let inner = Arc::new(Slot::new(guard, WsGuard::discard));
+        let slot = Arc::downgrade(&inner);
+        cancel.on_cancel(move || {
+            if let Some(slot) = slot.upgrade() {
+                slot.close(WsGuard::discard, || ());
+            }
+        });
         PyWebSocket {
             service: service.to_string(),
             cancel,
-            // A socket cut off mid-call is closed: a cancel that raced a read which succeeded
-            // has still shut it down.
-            inner: Slot::new(guard, WsGuard::discard),
+            inner,
         }
     }
 

@@ -391,3 +391,15 @@ def test_a_stream_read_interrupted_by_shutdown_raises_shutting_down(backends):
         stream.read(100)
     assert canceller.latency() < BOUND and e.value.service == "api"
     stream.close()
+
+
+def test_a_token_cancelled_while_nobody_reads_ends_the_stream_and_the_lease_at_once(manager):
+    token = CancelToken()
+    stream = manager.stream("api", "GET", "/sse?n=2&gap_ms=5000", cancel=token)
+    ws = manager.websocket("comfy", cancel=token)
+    ws.recv_json(timeout=2)
+    token.cancel()  # no thread is reading either: their connections are released now
+    assert stream.closed and ws.closed
+    assert http(manager)["in_use"] == 0 and ws_pool(manager)["in_use"] == 0
+    with pytest.raises(ValueError):
+        stream.read()

@@ -41,7 +41,8 @@ class CancelToken:
     connecting, waiting for a response head, reading a body, an event stream or a
     WebSocket, sending) raise ``Cancelled`` within milliseconds, on its own thread; every
     later call given the token raises it at once, without taking a connection. The
-    connection involved is closed, never returned to its pool half-used. One token can
+    connection involved is closed, never returned to its pool half-used; a stream or
+    WebSocket given the token that no thread is using is closed at once. One token can
     serve every call of a job; it cannot be reset: make one per job. Cheap to make, safe to
     share between threads.
     """
