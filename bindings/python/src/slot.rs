@@ -86,7 +86,9 @@ impl<T> Slot<T> {
             state.users == 0
         };
         if unused {
-            if let Some(value) = self.value.lock().take() {
+            // Taken first: `end` runs off the lock (it may do I/O).
+            let value = self.value.lock().take();
+            if let Some(value) = value {
                 end(value);
             }
         } else {
