@@ -54,13 +54,11 @@ struct Hooks {
 
 /// What `cancel` does for one blocked call. See the module docs.
 pub(crate) enum Hook {
-    /// Shut this socket (a clone of the call's) down.
+    /// Shut this socket (the call's own, shared) down.
     Tcp(std::sync::Arc<TcpStream>),
-    /// Wake this waiter.
+    /// Run this: wake a waiter, abandon a connect, shut an HTTP item's agent down (see
+    /// `Wire::cancel_hook`).
     Wake(Box<dyn Fn() + Send + Sync>),
-    /// Shut this agent down: every connection it holds, and the request it is running
-    /// (ureq's `Agent::shutdown`).
-    Agent(ureq::Agent),
 }
 
 impl Hook {
@@ -71,7 +69,6 @@ impl Hook {
                 let _ = stream.shutdown(Shutdown::Both);
             }
             Hook::Wake(wake) => wake(),
-            Hook::Agent(agent) => agent.shutdown(),
         }
     }
 }

@@ -394,6 +394,8 @@ fn http_phase_is_cancelled(
     );
     let stats = http_stats(&m);
     assert_eq!(stats.in_use, 0, "{stats:?}");
+    // Each cancelled connection is counted closed as broken, not as closed by the peer.
+    assert_eq!(stats.closed.broken, THREADS as u64, "{stats:?}");
     assert_eq!(
         stats.errors.get(ErrorClass::Cancelled),
         THREADS as u64,

@@ -19,7 +19,7 @@ use super::classify::{classify, classify_unreached};
 use super::response::{Response, StreamingResponse};
 use super::validate;
 use super::{HttpConnection, HttpPool};
-use crate::cancel::{Hook, Registration};
+use crate::cancel::Registration;
 use crate::error::{Error, Phase};
 
 /// A handle on one service's HTTP pool; cheap to clone, usable from any thread.
@@ -330,7 +330,7 @@ impl RequestBuilder {
         let watch = self
             .cancel
             .as_ref()
-            .map(|token| token.register(Hook::Agent(conn.agent().clone())));
+            .map(|token| token.register(wire.cancel_hook(conn.agent())));
         let cancelled = |conn: HttpConnection, reached: bool| {
             // The failure is the cancel's doing: not the server's, not the health's.
             let phase = if reached {

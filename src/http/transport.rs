@@ -52,6 +52,9 @@ pub(super) struct Wire {
     /// when the token is cancelled (`crate::net::connect_tcp_cancellable`). Touched only by
     /// requests with a token and by new connections.
     pub(super) cancel: parking_lot::Mutex<Option<crate::cancel::CancelToken>>,
+    /// Set by a cancel that shut this item's agent down: its socket, closed by that, counts
+    /// as `closed.broken` (not as closed by the peer).
+    pub(super) cancelled: AtomicBool,
 }
 
 impl Wire {
@@ -69,6 +72,16 @@ impl Wire {
     /// Response bytes the current attempt received.
     pub(super) fn received(&self) -> u64 {
         self.received.load(Relaxed)
+    }
+
+    /// What a request's token does on cancel: marks the wire (see [`Wire::cancelled`]) and
+    /// shuts `agent` down, which interrupts the request in flight and closes its socket.
+    pub(super) fn cancel_hook(self: &Arc<Self>, agent: &ureq::Agent) -> crate::cancel::Hook {
+        let (wire, agent) = (Arc::clone(self), agent.clone());
+        crate::cancel::Hook::Wake(Box::new(move || {
+            wire.cancelled.store(true, Relaxed);
+            agent.clone().shutdown();
+        }))
     }
 
     /// A connect this item starts is abandoned when `token` is cancelled, until the returned

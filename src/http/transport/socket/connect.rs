@@ -159,5 +159,8 @@ impl Drop for CountedTcp {
     fn drop(&mut self) {
         self.wire.sockets.fetch_sub(1, Relaxed);
         self.counters.closed_total.fetch_add(1, Relaxed);
+        if self.wire.cancelled.load(Relaxed) {
+            self.counters.closed(CloseCause::Broken, 1);
+        }
     }
 }
