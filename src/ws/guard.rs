@@ -135,11 +135,19 @@ impl WsGuard {
             return op(self);
         };
         let tcp = super::tcp_of(&self.conn().socket);
-        let _watch = token.watch_tcp(tcp);
-        match self.cancelled(phase) {
-            Some(err) => Err(err),
-            None => op(self),
+        let watch = token.watch_tcp(tcp);
+        if let Some(err) = self.cancelled(phase) {
+            return Err(err);
         }
+        let result = op(self);
+        // A cancel that fired while `op` ran shut the socket down even if `op` got its answer
+        // first: that socket must not serve another lease. Checked once the watch is gone
+        // (a cancel sets the flag before it fires what is registered), so none slips by.
+        drop(watch);
+        if token.is_cancelled() {
+            self.broken = true;
+        }
+        result
     }
 
     /// If the guard's token is cancelled: the socket is discarded, the class `cancelled`
