@@ -128,7 +128,7 @@ impl<T> PoolCore<T> {
     /// drop gives the permit back ([`PoolCore::release`]).
     ///
     /// With a `cancel` token, the wait for a permit ends with [`Error::Cancelled`] when it
-    /// is cancelled (`Slots::acquire_cancellable`); without one, the path is as before.
+    /// is cancelled (`Slots::acquire_cancellable`).
     #[inline]
     pub(crate) fn checkout<I: Leased>(
         &self,
@@ -215,11 +215,7 @@ impl<T> PoolCore<T> {
             self.service.health.gate()?;
         }
         let deadline = crate::clock::deadline(start, wait);
-        let acquired = match cancel {
-            None => slots.acquire(deadline),
-            Some(token) => slots.acquire_cancellable(deadline, token),
-        };
-        match acquired {
+        match slots.acquire_cancellable(deadline, cancel) {
             Ok(idle) => Ok((idle, deadline)),
             Err(AcquireError::Cancelled) => Err(self.cancelled(Phase::Wait)),
             Err(AcquireError::Closed) => Err(self.shutting_down()),

@@ -113,12 +113,14 @@ fn a_cancel_racing_a_hand_over_never_loses_the_permit() {
         let token = crate::cancel::CancelToken::new();
         let waiter = {
             let (slots, token) = (Arc::clone(&slots), token.clone());
-            thread::spawn(move || match slots.acquire_cancellable(far(), &token) {
-                Ok(item) => {
-                    slots.release(item);
-                }
-                Err(e) => assert_eq!(e, AcquireError::Cancelled),
-            })
+            thread::spawn(
+                move || match slots.acquire_cancellable(far(), Some(&token)) {
+                    Ok(item) => {
+                        slots.release(item);
+                    }
+                    Err(e) => assert_eq!(e, AcquireError::Cancelled),
+                },
+            )
         };
         let holder = {
             let slots = Arc::clone(&slots);

@@ -98,45 +98,29 @@ impl<T> Slots<T> {
     ///
     /// Returns the newest idle connection with the permit, or `None` when the caller must open
     /// one. Callers are served in arrival order.
-    pub(crate) fn acquire(&self, deadline: Instant) -> Result<Option<T>, AcquireError> {
-        let mut st = lock(&self.state);
-        if st.closed {
-            return Err(AcquireError::Closed);
-        }
-        if st.queue.is_empty() && st.in_use < self.max {
-            st.in_use += 1;
-            return Ok(st.idle.pop().map(|i| i.item));
-        }
-        let me = Self::enqueue(&mut st);
-        loop {
-            // `granted` is written under the lock by the releaser that hands over its permit.
-            if me.granted.load(Ordering::Relaxed) {
-                return Ok(st.idle.pop().map(|i| i.item));
-            }
-            if st.closed {
-                return Err(AcquireError::Closed);
-            }
-            let (guard, timed_out) = wait_until(&me.cond, &self.state, st, deadline);
-            st = guard;
-            if timed_out && !me.granted.load(Ordering::Relaxed) && !st.closed {
-                return Err(Self::time_out(&mut st, &me));
-            }
-        }
+    #[cfg(any(test, backend_pool_loom))]
+    pub(crate) fn acquire(&self, deadline: Instant) -> Result<Option<T>, AcquireError>
+    where
+        T: Send + 'static,
+    {
+        self.acquire_cancellable(deadline, None)
     }
 
-    /// [`Slots::acquire`] that also ends, with [`AcquireError::Cancelled`], when `token` is
+    /// [`Slots::acquire`] that also ends, with [`AcquireError::Cancelled`], when `cancel` is
     /// cancelled: before it starts, or while it waits (the token wakes the waiter through a
     /// registered hook, no polling). A waiter granted a permit as it is cancelled passes the
-    /// permit on (to the next waiter, or back to the free count): none is lost.
+    /// permit on (to the next waiter, or back to the free count): none is lost. Without a
+    /// token nothing is registered: one branch more than a plain wait.
     pub(crate) fn acquire_cancellable(
         &self,
         deadline: Instant,
-        token: &CancelToken,
+        cancel: Option<&CancelToken>,
     ) -> Result<Option<T>, AcquireError>
     where
         T: Send + 'static,
     {
-        if token.is_cancelled() {
+        let cancelled = || cancel.is_some_and(CancelToken::is_cancelled);
+        if cancelled() {
             return Err(AcquireError::Cancelled);
         }
         let mut st = lock(&self.state);
@@ -150,16 +134,16 @@ impl<T> Slots<T> {
         let me = Self::enqueue(&mut st);
         // Registered under the slots lock; the hook takes that lock before it notifies, so
         // it cannot fire between the check below and the wait.
-        let _hook = {
+        let _hook = cancel.map(|token| {
             let state = Arc::clone(&self.state);
             let waiter = Arc::clone(&me);
             token.register(Hook::Wake(Box::new(move || {
                 drop(lock(&state));
                 waiter.cond.notify_one();
             })))
-        };
+        });
         loop {
-            if token.is_cancelled() {
+            if cancelled() {
                 if me.granted.load(Ordering::Relaxed) {
                     Self::pass_on(&mut st);
                 } else if !st.closed {
@@ -167,6 +151,7 @@ impl<T> Slots<T> {
                 }
                 return Err(AcquireError::Cancelled);
             }
+            // `granted` is written under the lock by the releaser that hands over its permit.
             if me.granted.load(Ordering::Relaxed) {
                 return Ok(st.idle.pop().map(|i| i.item));
             }
@@ -175,11 +160,7 @@ impl<T> Slots<T> {
             }
             let (guard, timed_out) = wait_until(&me.cond, &self.state, st, deadline);
             st = guard;
-            if timed_out
-                && !me.granted.load(Ordering::Relaxed)
-                && !st.closed
-                && !token.is_cancelled()
-            {
+            if timed_out && !me.granted.load(Ordering::Relaxed) && !st.closed && !cancelled() {
                 return Err(Self::time_out(&mut st, &me));
             }
         }

@@ -147,7 +147,7 @@ fn a_cancelled_waiter_leaves_the_queue_and_the_next_one_is_served() {
     let token = CancelToken::new();
     let far = Instant::now() + Duration::from_secs(10);
     std::thread::scope(|s| {
-        let cancelled = s.spawn(|| slots.acquire_cancellable(far, &token));
+        let cancelled = s.spawn(|| slots.acquire_cancellable(far, Some(&token)));
         while slots.occupancy().waiting < 1 {
             std::thread::yield_now();
         }
@@ -163,7 +163,7 @@ fn a_cancelled_waiter_leaves_the_queue_and_the_next_one_is_served() {
     });
     slots.check().unwrap();
     assert_eq!(
-        slots.acquire_cancellable(far, &token),
+        slots.acquire_cancellable(far, Some(&token)),
         Err(AcquireError::Cancelled),
         "a cancelled token fails at once"
     );
