@@ -11,8 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use backend_pool::{ErrorClass, Message, ServiceConfig, WsPoolConfig};
-use backend_pool_testkit::TestServer;
-use support::{manager, service};
+use support::{manager, service, ws_echo_server as echo_server};
 
 fn ws_only(url: &str) -> ServiceConfig {
     ServiceConfig {
@@ -24,13 +23,6 @@ fn ws_only(url: &str) -> ServiceConfig {
         }),
         ..service("ws", url)
     }
-}
-
-fn echo_server() -> TestServer {
-    TestServer::builder()
-        .websocket("/ws", |_| {})
-        .build()
-        .unwrap()
 }
 
 #[test]

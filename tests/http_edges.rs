@@ -15,8 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use backend_pool::{Error, ErrorClass, HealthState, Phase, PoolManager, PoolStats, ServiceConfig};
-use backend_pool_testkit::{Response, TestServer};
-use support::{manager, service};
+use support::{http_echo_server as echo_server, manager, service};
 
 // ---------------------------------------------------------------------------------------------
 // A raw loopback server: one thread per connection runs the script; counts connections and
@@ -176,13 +175,6 @@ fn http_stats(m: &PoolManager, name: &str) -> PoolStats {
 
 fn health(m: &PoolManager, name: &str) -> HealthState {
     m.stats().service(name).unwrap().health.state
-}
-
-fn echo_server() -> TestServer {
-    TestServer::builder()
-        .http(|req| Response::text(200, &format!("{} {}", req.method, req.path)))
-        .build()
-        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------

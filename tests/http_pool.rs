@@ -9,14 +9,7 @@ use std::time::{Duration, Instant};
 
 use backend_pool::{Error, ErrorClass, Phase};
 use backend_pool_testkit::{Fault, Response, TestServer};
-use support::{eventually, manager, service, with_http_size};
-
-fn echo_server() -> TestServer {
-    TestServer::builder()
-        .http(|req| Response::text(200, &format!("{} {}", req.method, req.path)))
-        .build()
-        .unwrap()
-}
+use support::{eventually, http_echo_server as echo_server, manager, service, with_http_size};
 
 #[test]
 fn sequential_requests_reuse_one_connection() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use backend_pool::{Error, ErrorClass, Message, ServiceConfig, WsPoolConfig};
 use backend_pool_testkit::{Fault, TestServer};
-use support::{eventually, manager, service};
+use support::{eventually, manager, service, ws_echo_server as echo_server};
 
 fn ws_service(url: &str, max: u32, min: u32) -> ServiceConfig {
     ServiceConfig {
@@ -21,13 +21,6 @@ fn ws_service(url: &str, max: u32, min: u32) -> ServiceConfig {
         }),
         ..service("ws", url)
     }
-}
-
-fn echo_server() -> TestServer {
-    TestServer::builder()
-        .websocket("/ws", |_| {})
-        .build()
-        .unwrap()
 }
 
 fn text(m: Message) -> String {

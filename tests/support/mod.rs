@@ -113,3 +113,20 @@ pub fn capture_logs() -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     })
     .clone()
 }
+
+/// A loopback WebSocket echo server on `/ws`.
+pub fn ws_echo_server() -> backend_pool_testkit::TestServer {
+    backend_pool_testkit::TestServer::builder()
+        .websocket("/ws", |_| {})
+        .build()
+        .unwrap()
+}
+
+/// A loopback HTTP server answering every request with its method and path.
+pub fn http_echo_server() -> backend_pool_testkit::TestServer {
+    use backend_pool_testkit::{Response, TestServer};
+    TestServer::builder()
+        .http(|req| Response::text(200, &format!("{} {}", req.method, req.path)))
+        .build()
+        .unwrap()
+}
