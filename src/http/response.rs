@@ -43,7 +43,13 @@ macro_rules! head_accessors {
 }
 use head_accessors;
 
-/// A whole response: status, headers and body.
+/// A whole response: status, headers and body, read into memory up to the service's
+/// `max_body_bytes` (a larger body is [`Error::TooLarge`]: read it with
+/// [`RequestBuilder::stream`](crate::RequestBuilder::stream) or
+/// [`download_to`](crate::RequestBuilder::download_to)). A 4xx or 5xx status is a response
+/// like any other until [`Response::error_for_status`]; only one whose body is over
+/// `max_body_bytes` comes as an [`Error::Status`] at once (with the body's first 64 KiB):
+/// the status says more than the size.
 #[derive(Clone)]
 pub struct Response {
     status: u16,
@@ -239,9 +245,10 @@ pub struct StreamingResponse {
     /// How often a download calls its progress callback, at most.
     progress_every: Duration,
     /// The request's token, watching the agent while the body is read (cancel shuts it
-    /// down); `cancelled` once a read has reported it.
+    /// down).
     cancel: Option<crate::cancel::Registration>,
-    cancelled: bool,
+    /// Set once a read's failure has been counted (see [`StreamingResponse::read_failure`]).
+    counted: bool,
     // Dropped after the reader: the socket is back in the agent before the item returns.
     conn: HttpConnection,
     // Dropped last: the next stream's turn comes once this connection is back.
@@ -266,7 +273,7 @@ impl StreamingResponse {
             read: 0,
             progress_every: download::PROGRESS_EVERY,
             cancel,
-            cancelled: false,
+            counted: false,
             conn,
             _turn: turn,
         }
@@ -278,41 +285,47 @@ impl StreamingResponse {
             .is_some_and(|w| w.token().is_cancelled())
     }
 
-    /// [`Error::Cancelled`] for a read the request's token stopped; the first is counted, and
-    /// the connection closes when the stream drops.
+    /// [`Error::Cancelled`] for a read the request's token stopped; the connection closes
+    /// when the stream drops. Counted (once per stream, as any failure of its reads).
     fn cancel_error(&mut self) -> Error {
         let err = self.conn.pool.core.cancelled(Phase::Read);
-        if !self.cancelled {
-            self.cancelled = true;
-            self.conn.pool.counters().error(err.class());
-            self.conn.mark_broken();
-        }
+        self.conn.mark_broken();
+        self.count_once(&err);
         err
+    }
+
+    /// Counts a failure of this stream's reads, the first only (a caller may read again
+    /// after one): a body cut short also counts against health, as for a whole response.
+    fn count_once(&mut self, err: &Error) {
+        if !self.counted {
+            self.counted = true;
+            match err {
+                Error::ConnectionClosed { .. } => self.conn.pool.failed(err, true),
+                _ => self.conn.pool.counters().error(err.class()),
+            }
+        }
     }
 
     /// What a failed read means, if it is one of the pool's errors: shutdown interrupted it,
     /// the request's token cancelled it, or the server closed the connection before the
-    /// body's end (the error names the bytes announced and received). Otherwise the error
-    /// itself.
+    /// body's end (the error names the bytes announced and received); counted once.
+    /// Otherwise the error itself, not counted.
     fn read_failure(&mut self, e: io::Error) -> Result<Error, io::Error> {
-        if self.conn.pool.core.is_closed() {
+        let err = if self.conn.pool.core.is_closed() {
             // Shutdown interrupted the read (its deadline passed).
-            return Ok(self.conn.pool.core.shutting_down());
-        }
-        if self.is_cancelled() {
+            self.conn.pool.core.shutting_down()
+        } else if self.is_cancelled() {
             return Ok(self.cancel_error());
-        }
-        if matches!(
+        } else if matches!(
             e.kind(),
             io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
         ) {
-            return Ok(cut_short(
-                self.service.clone(),
-                self.content_length,
-                self.read,
-            ));
-        }
-        Err(e)
+            cut_short(self.service.clone(), self.content_length, self.read)
+        } else {
+            return Err(e);
+        };
+        self.count_once(&err);
+        Ok(err)
     }
 
     /// A read failed: a pool error (see [`StreamingResponse::read_failure`]) is wrapped in

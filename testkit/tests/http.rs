@@ -272,9 +272,17 @@ fn generated_bodies_are_made_as_written_and_a_cut_closes_mid_body() {
     let mut c = Conn::open(server.addr());
     let whole = c.request("GET", "/whole");
     assert_eq!(whole.header("content-length"), Some("200000"));
-    assert!(whole.body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    assert!(whole
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == (i % 251) as u8));
     let again = c.request("GET", "/whole");
-    assert_eq!(again.body.len(), 200_000, "kept alive after a generated body");
+    assert_eq!(
+        again.body.len(),
+        200_000,
+        "kept alive after a generated body"
+    );
     c.send("GET", "/cut", "", b"");
     assert!(c.read_response(false).is_none(), "a cut body is short");
     assert!(c.closed_within(Duration::from_secs(2)));

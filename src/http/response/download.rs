@@ -201,7 +201,7 @@ impl StreamingResponse {
         if self.content_length.is_some_and(|n| n != self.read) {
             // The transport ends a body at its length: a mismatch is a server's fault.
             let err = cut_short(self.service.clone(), self.content_length, self.read);
-            self.conn.pool.failed(&err, true);
+            self.count_once(&err);
             return Err(err);
         }
         out.flush()
@@ -216,17 +216,16 @@ impl StreamingResponse {
         }
     }
 
-    /// A failed read of the body, as the pool's error, counted (a cancel is counted once,
-    /// where it is seen).
+    /// A failed read of the body, as the pool's error, counted once.
     fn body_failed(&mut self, e: io::Error) -> Error {
-        let err = match self.read_failure(e) {
+        match self.read_failure(e) {
             Ok(err) => err,
-            Err(e) => classify(&self.conn.pool, ureq::Error::from(e)),
-        };
-        if !matches!(err, Error::Cancelled { .. }) {
-            self.conn.pool.failed(&err, true);
+            Err(e) => {
+                let err = classify(&self.conn.pool, ureq::Error::from(e));
+                self.count_once(&err);
+                err
+            }
         }
-        err
     }
 
     fn save_error(&self, path: Option<PathBuf>, source: io::Error) -> Error {
