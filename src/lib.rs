@@ -103,9 +103,12 @@ pub use cancel::CancelToken;
 pub use config::{HttpPoolConfig, ManagerConfig, Secret, ServiceConfig, WsPoolConfig};
 pub use error::{
     ConfigError, ConfigLocation, Error, ErrorChain, ErrorClass, Phase, PoolKind, PoolState,
+    StatusBody,
 };
 pub use health::{HealthSnapshot, HealthState};
-pub use http::{HttpClient, HttpConnection, RequestBuilder, Response, StreamingResponse};
+pub use http::{
+    Download, HttpClient, HttpConnection, Progress, RequestBuilder, Response, StreamingResponse,
+};
 pub use manager::{global, InUse, PoolManager, ShutdownReport};
 pub use stats::{
     ClosedCounts, ErrorCounts, LatencyStats, ManagerStats, PoolStats, ServiceStats, Totals,

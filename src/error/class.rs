@@ -28,7 +28,12 @@ pub enum ErrorClass {
     TooLarge,
     /// The caller's request was invalid (rejected before checkout).
     InvalidRequest,
-    /// Anything else (unknown service, JSON, config).
+    /// The server answered with an error status (4xx, 5xx), made an error by
+    /// `error_for_status` or a download ([`Error::Status`](crate::Error::Status)). The
+    /// server answered correctly: not counted against the service's health, and the
+    /// connection is reused.
+    Status,
+    /// Anything else (unknown service, JSON, config, saving a download).
     Other,
 }
 
@@ -46,6 +51,7 @@ impl ErrorClass {
         ErrorClass::Protocol,
         ErrorClass::TooLarge,
         ErrorClass::InvalidRequest,
+        ErrorClass::Status,
         ErrorClass::Other,
     ];
 
@@ -62,6 +68,7 @@ impl ErrorClass {
             ErrorClass::Protocol => "protocol",
             ErrorClass::TooLarge => "too_large",
             ErrorClass::InvalidRequest => "invalid_request",
+            ErrorClass::Status => "status",
             ErrorClass::Other => "other",
         }
     }

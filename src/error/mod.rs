@@ -6,29 +6,41 @@
 //! chain (`Error::chain`), prints them all on one line.
 //!
 //! Beside [`Error`] (this file): its context ([`Phase`], [`PoolKind`], [`PoolState`] in
-//! `context.rs`), its classes (`class.rs`), [`ConfigError`] (`config.rs`) and the chain
-//! formatter (`chain.rs`).
+//! `context.rs`), its classes (`class.rs`), [`ConfigError`] (`config.rs`), the chain
+//! formatter (`chain.rs`) and a status error's evidence ([`StatusBody`], `status.rs`).
 
 mod chain;
 mod class;
 mod config;
 mod context;
+mod status;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use serde::de::DeserializeOwned;
 
 pub use chain::ErrorChain;
 pub use class::ErrorClass;
 pub use config::{ConfigError, ConfigLocation};
 pub use context::{Phase, PoolKind, PoolState};
+pub use status::StatusBody;
 
 type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// [`Error::TooLarge`]'s `what` for a response head with more header lines than the parser
 /// reads: its limit is a count, not bytes.
 pub(crate) const HEADER_LINES: &str = "number of header lines in the response head";
+
+/// [`Error::TooLarge`]'s `what` for a body over `max_body_bytes`: its message points to the
+/// ways of reading a larger one.
+pub(crate) const RESPONSE_BODY: &str = "response body";
+
+/// The most characters of a status error's body its message shows (its first line).
+const STATUS_LINE_CHARS: usize = 200;
 
 /// An error from a pool operation. Each variant names the service; the classification
 /// ([`Error::class`]) is what the statistics count.
@@ -143,6 +155,35 @@ pub enum Error {
         /// What is wrong, naming the offending part.
         reason: String,
     },
+    /// The server answered with an error status: [`Response::error_for_status`],
+    /// [`StreamingResponse::error_for_status`] or a download (whose status must be 2xx)
+    /// made it an error. Carries the status and the body's first 64 KiB ([`StatusBody`]), for
+    /// the server's reasons (ComfyUI's `node_errors`); the message shows the body's first line
+    /// (at most 200 characters). Class `status`: the server answered correctly, so the
+    /// service's health is untouched and the connection is reused.
+    ///
+    /// [`Response::error_for_status`]: crate::Response::error_for_status
+    /// [`StreamingResponse::error_for_status`]: crate::StreamingResponse::error_for_status
+    Status {
+        /// The service.
+        service: String,
+        /// The status code (4xx, 5xx; a download's 1xx or 3xx too).
+        status: u16,
+        /// The body, at most its first 64 KiB.
+        body: StatusBody,
+    },
+    /// A download's body could not be saved: creating, writing or renaming its file, or
+    /// writing to the caller's writer failed. A file download leaves nothing under the
+    /// destination's name.
+    Save {
+        /// The service.
+        service: String,
+        /// The file being written (the temporary file beside the destination, or the
+        /// destination for a failed rename); `None` for a caller's writer.
+        path: Option<PathBuf>,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The configuration is invalid.
     Config(ConfigError),
 }
@@ -172,9 +213,11 @@ impl Error {
             Error::Transport { .. } => ErrorClass::Protocol,
             Error::TooLarge { .. } => ErrorClass::TooLarge,
             Error::InvalidRequest { .. } => ErrorClass::InvalidRequest,
+            Error::Status { .. } => ErrorClass::Status,
             Error::UnknownService { .. }
             | Error::NoSuchPool { .. }
             | Error::Json { .. }
+            | Error::Save { .. }
             | Error::Config(_) => ErrorClass::Other,
         }
     }
@@ -188,6 +231,7 @@ impl Error {
             | Error::ConnectionClosed { phase, .. }
             | Error::Transport { phase, .. } => Some(*phase),
             Error::TooLarge { .. } | Error::WebSocketClosed { .. } => Some(Phase::Read),
+            Error::Status { .. } => Some(Phase::Receive),
             _ => None,
         }
     }
@@ -207,8 +251,69 @@ impl Error {
             | Error::TooLarge { service, .. }
             | Error::WebSocketClosed { service }
             | Error::InvalidRequest { service, .. }
+            | Error::Status { service, .. }
+            | Error::Save { service, .. }
             | Error::Json { service, .. } => Some(service),
         }
+    }
+
+    /// The status code of a status error ([`Error::Status`]); `None` for any other error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The body of a status error (its first 64 KiB; derefs to `[u8]`); `None` for any other
+    /// error.
+    pub fn body(&self) -> Option<&StatusBody> {
+        match self {
+            Error::Status { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+
+    /// The body of a status error as text (invalid UTF-8 replaced); `None` for any other
+    /// error.
+    pub fn text(&self) -> Option<String> {
+        self.body().map(StatusBody::text)
+    }
+
+    /// The body of a status error decoded as JSON: why ComfyUI refused a prompt.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), backend_pool::Error> {
+    /// # let manager = backend_pool::PoolManager::new(backend_pool::ManagerConfig::default())?;
+    /// let prompt = serde_json::json!({"prompt": {/* workflow */}});
+    /// let reply = manager.http("comfyui")?.post("/prompt").send_json(&prompt)?;
+    /// match reply.error_for_status() {
+    ///     Ok(queued) => println!("{}", queued.text()),
+    ///     Err(e) if e.status() == Some(400) => {
+    ///         let why: serde_json::Value = e.json()?;
+    ///         eprintln!("{}: {}", why["error"]["message"], why["node_errors"]);
+    ///     }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Json`] naming the service if the body is not JSON of type `T` (a body cut at
+    /// 64 KiB is not: see [`StatusBody::is_truncated`]), or if this is not a status error.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        let service = self.service().unwrap_or_default().to_string();
+        let source = match self {
+            Error::Status { body, .. } => match serde_json::from_slice(body) {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            },
+            other => <serde_json::Error as serde::de::Error>::custom(format_args!(
+                "no response body: a {} error, not a status error",
+                other.class().name()
+            )),
+        };
+        Err(Error::Json { service, source })
     }
 
     /// True for a timeout of any phase (waiting, connecting, reading).
@@ -297,7 +402,14 @@ impl fmt::Display for Error {
                 write!(
                     f,
                     "service '{service}': {what} exceeds the limit of {limit}{unit}"
-                )
+                )?;
+                if *what == RESPONSE_BODY {
+                    f.write_str(
+                        " (max_body_bytes; read a larger body with RequestBuilder::stream \
+                         or download_to)",
+                    )?;
+                }
+                Ok(())
             }
             Error::WebSocketClosed { service } => {
                 write!(
@@ -308,6 +420,36 @@ impl fmt::Display for Error {
             Error::Json { service, .. } => write!(f, "service '{service}': invalid JSON"),
             Error::InvalidRequest { service, reason } => {
                 write!(f, "service '{service}': invalid request: {reason}")
+            }
+            Error::Status {
+                service,
+                status,
+                body,
+            } => {
+                write!(f, "service '{service}': HTTP {status}")?;
+                let reason = ureq::http::StatusCode::from_u16(*status)
+                    .ok()
+                    .and_then(|code| code.canonical_reason());
+                if let Some(reason) = reason {
+                    write!(f, " {reason}")?;
+                }
+                let line = body.first_line(STATUS_LINE_CHARS);
+                if !line.is_empty() {
+                    write!(f, ": {line}")?;
+                }
+                Ok(())
+            }
+            Error::Save {
+                service,
+                path: Some(path),
+                ..
+            } => write!(
+                f,
+                "service '{service}': saving the body to '{}' failed",
+                path.display()
+            ),
+            Error::Save { service, .. } => {
+                write!(f, "service '{service}': writing the body failed")
             }
             Error::Config(_) => f.write_str("invalid configuration"),
         }
@@ -320,6 +462,7 @@ impl std::error::Error for Error {
             Error::ConnectionClosed { source, .. } => Some(source),
             Error::Transport { source, .. } => Some(source.as_ref()),
             Error::Json { source, .. } => Some(source),
+            Error::Save { source, .. } => Some(source),
             Error::Config(e) => Some(e),
             _ => None,
         }

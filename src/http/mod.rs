@@ -40,7 +40,7 @@ use crate::slots::Slots;
 use crate::stats::{CloseCause, PoolCounters, PoolStats};
 
 pub use request::{HttpClient, RequestBuilder};
-pub use response::{Response, StreamingResponse};
+pub use response::{Download, Progress, Response, StreamingResponse};
 use transport::{AgentFactory, AgentParts, PooledAgent, Wire};
 
 /// A service's HTTP pool: the pool core's gate (permits only), then r2d2, which holds the

@@ -473,4 +473,30 @@ impl RequestBuilder {
             None => agent.run(request),
         }
     }
+
+    /// Sends the request without a body and saves the response's body to the file `dest`,
+    /// with progress: [`StreamingResponse::download_to`] (as a stream: `max_body_bytes` does
+    /// not apply).
+    ///
+    /// # Errors
+    /// As [`RequestBuilder::stream`], then [`StreamingResponse::download_to`].
+    pub fn download_to(
+        self,
+        dest: impl AsRef<std::path::Path>,
+        progress: impl FnMut(super::Progress),
+    ) -> Result<super::Download, Error> {
+        self.stream(&[])?.download_to(dest, progress)
+    }
+
+    /// As [`RequestBuilder::download_to`], into `out`: [`StreamingResponse::download_to_writer`].
+    ///
+    /// # Errors
+    /// As [`RequestBuilder::stream`], then [`StreamingResponse::download_to_writer`].
+    pub fn download_to_writer<W: std::io::Write + ?Sized>(
+        self,
+        out: &mut W,
+        progress: impl FnMut(super::Progress),
+    ) -> Result<super::Download, Error> {
+        self.stream(&[])?.download_to_writer(out, progress)
+    }
 }

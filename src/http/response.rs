@@ -1,10 +1,14 @@
-//! Responses: [`Response`] read whole, [`StreamingResponse`] read as it arrives.
+//! Responses: [`Response`] read whole, [`StreamingResponse`] read as it arrives, and what
+//! both turn an error status into ([`Error::Status`], its body capped at
+//! [`StatusBody::LIMIT`]). Downloads to a file or a writer, with progress: `download.rs`.
+
+mod download;
 
 use std::fmt;
 use std::io::{self, BufRead, Read};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use ureq::http::HeaderMap;
@@ -12,9 +16,12 @@ use ureq::http::HeaderMap;
 use super::classify::classify;
 use super::transport::{DRAIN_BYTES, DRAIN_WAIT};
 use super::{HttpConnection, HttpPool, StreamTurn};
-use crate::error::{Error, Phase};
+use crate::error::{Error, ErrorClass, Phase, StatusBody};
+use crate::stats::PoolCounters;
 
-/// The status and header accessors both response kinds share (their heads are the same
+pub use download::{Download, Progress};
+
+/// The status and header accessors every response kind shares (their heads are the same
 /// fields: `status` and `headers`).
 macro_rules! head_accessors {
     () => {
@@ -34,18 +41,30 @@ macro_rules! head_accessors {
         }
     };
 }
+use head_accessors;
 
-/// A whole response: status, headers and body.
+/// A whole response: status, headers and body, read into memory up to the service's
+/// `max_body_bytes` (a larger body is [`Error::TooLarge`]: read it with
+/// [`RequestBuilder::stream`](crate::RequestBuilder::stream) or
+/// [`download_to`](crate::RequestBuilder::download_to)). A 4xx or 5xx status is a response
+/// like any other until [`Response::error_for_status`]; only one whose body is over
+/// `max_body_bytes` comes as an [`Error::Status`] at once (with the body's first 64 KiB):
+/// the status says more than the size.
 #[derive(Clone)]
 pub struct Response {
     status: u16,
     headers: Headers,
     body: Vec<u8>,
     service: String,
+    /// The pool's counters, for the status error [`Response::error_for_status`] counts.
+    counters: Arc<PoolCounters>,
 }
 
 impl Response {
-    /// Reads a response's whole body (up to `max_body_bytes`).
+    /// Reads a response's whole body (up to `max_body_bytes`; one announced larger fails
+    /// before it is read). An error status whose body is over the limit is
+    /// [`Error::Status`] with the body's first 64 KiB, not [`Error::TooLarge`]: the status is
+    /// the news. A body cut short names what was announced and what arrived.
     ///
     /// A failure once `cancel` is cancelled is [`Error::Cancelled`] (the cancel shut the
     /// agent down), counted as such and not against health.
@@ -55,31 +74,63 @@ impl Response {
         cancel: Option<&crate::CancelToken>,
     ) -> Result<Response, Error> {
         let (parts, mut body) = response.into_parts();
-        let bytes = body
-            .with_config()
-            .limit(pool.config.max_body_bytes)
-            .read_to_vec()
-            .map_err(|e| {
-                if pool.core.is_closed() {
-                    // Shutdown interrupted the read (its deadline passed).
-                    let err = pool.core.shutting_down();
+        let status = parts.status.as_u16();
+        let limit = pool.config.max_body_bytes;
+        let declared = body.content_length();
+        let mut bytes = Vec::new();
+        let read = if declared.is_some_and(|n| n > limit) {
+            if status >= 400 {
+                // The evidence for the status error below; the rest is not read.
+                let mut reader = body.with_config().reader();
+                let _ = (&mut reader)
+                    .take(StatusBody::LIMIT as u64)
+                    .read_to_end(&mut bytes);
+            }
+            Err(ureq::Error::BodyExceedsLimit(limit))
+        } else {
+            // The announced length, within the limit, but not trusted beyond 1 MiB.
+            bytes.reserve(declared.unwrap_or(0).min(1 << 20) as usize);
+            let mut reader = body.with_config().limit(limit).reader();
+            reader
+                .read_to_end(&mut bytes)
+                .map(drop)
+                .map_err(ureq::Error::from)
+        };
+        let service = pool.core.name.clone();
+        if let Err(e) = read {
+            if pool.core.is_closed() {
+                // Shutdown interrupted the read (its deadline passed).
+                let err = pool.core.shutting_down();
+                pool.counters().error(err.class());
+                return Err(err);
+            }
+            if cancel.is_some_and(crate::CancelToken::is_cancelled) {
+                let err = pool.core.cancelled(Phase::Read);
+                pool.counters().error(err.class());
+                return Err(err);
+            }
+            let err = match e {
+                ureq::Error::BodyExceedsLimit(_) if status >= 400 => {
+                    let err = Error::Status {
+                        service,
+                        status,
+                        body: StatusBody::new(bytes, true),
+                    };
                     pool.counters().error(err.class());
-                    return err;
+                    return Err(err);
                 }
-                if cancel.is_some_and(crate::CancelToken::is_cancelled) {
-                    let err = pool.core.cancelled(crate::Phase::Read);
-                    pool.counters().error(err.class());
-                    return err;
-                }
-                let err = classify(pool, e);
-                pool.failed(&err, true);
-                err
-            })?;
+                e if cut_short_kind(&e) => cut_short(service, declared, bytes.len() as u64),
+                e => classify(pool, e),
+            };
+            pool.failed(&err, true);
+            return Err(err);
+        }
         Ok(Response {
-            status: parts.status.as_u16(),
+            status,
             headers: Headers::new(parts.headers),
             body: bytes,
-            service: pool.core.name.clone(),
+            service,
+            counters: Arc::clone(&pool.core.counters),
         })
     }
 
@@ -111,7 +162,20 @@ impl Response {
         })
     }
 
-    /// `Ok(self)` for 1xx–3xx; an [`Error::Transport`] carrying the status otherwise.
+    /// `Ok(self)` for 1xx–3xx; for 4xx and 5xx an [`Error::Status`] carrying the status and
+    /// the body's first 64 KiB ([`StatusBody`]), counted under the class `status` (not
+    /// against the service's health: the server answered, and the connection was reused).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), backend_pool::Error> {
+    /// # let manager = backend_pool::PoolManager::new(backend_pool::ManagerConfig::default())?;
+    /// let err = manager.http("comfyui")?.post("/prompt").send_json(&serde_json::json!({}))?
+    ///     .error_for_status()
+    ///     .unwrap_err();
+    /// assert_eq!(err.status(), Some(400));
+    /// let why: serde_json::Value = err.json()?; // {"error": {...}, "node_errors": {...}}
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// The status as an error, for callers that treat 4xx/5xx as failures.
@@ -119,11 +183,34 @@ impl Response {
         if self.status < 400 {
             return Ok(self);
         }
-        Err(Error::Transport {
-            service: self.service.clone(),
-            phase: Phase::Receive,
-            source: format!("HTTP status {}", self.status).into(),
+        self.counters.error(ErrorClass::Status);
+        Err(Error::Status {
+            service: self.service,
+            status: self.status,
+            body: StatusBody::new(self.body, false),
         })
+    }
+}
+
+/// A read error that means the server closed the connection before the body's end.
+fn cut_short_kind(e: &ureq::Error) -> bool {
+    matches!(e, ureq::Error::Io(io) if matches!(
+        io.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+    ))
+}
+
+/// The connection closed before the body's end: the error names the bytes announced
+/// (`Content-Length`) and those received.
+fn cut_short(service: String, expected: Option<u64>, received: u64) -> Error {
+    let what = match expected {
+        Some(n) => format!("the body ended after {received} of {n} bytes (Content-Length)"),
+        None => format!("the body ended after {received} bytes, before its end"),
+    };
+    Error::ConnectionClosed {
+        service,
+        phase: Phase::Read,
+        source: io::Error::new(io::ErrorKind::UnexpectedEof, what),
     }
 }
 
@@ -140,15 +227,28 @@ impl fmt::Debug for Response {
 /// A response whose body is read as it arrives ([`Read`] and [`BufRead`], so `lines()` reads
 /// server-sent events). Holds its pooled connection, and one of the service's
 /// `max_stream_connections` stream turns, until dropped.
+///
+/// A stream is not subject to `max_body_bytes` (that limit is for bodies read into memory):
+/// read bodies of any size with it, or save them with [`StreamingResponse::download_to`]. A
+/// body cut short (the server closed the connection before its `Content-Length`, or before
+/// a chunked body's end) is a read error of kind `UnexpectedEof` wrapping an
+/// [`Error::ConnectionClosed`] that names the bytes announced and received.
 pub struct StreamingResponse {
     status: u16,
     headers: Headers,
     reader: io::BufReader<ureq::BodyReader<'static>>,
     service: String,
+    /// The body's `Content-Length`, if it has one.
+    content_length: Option<u64>,
+    /// Body bytes handed to the caller so far.
+    read: u64,
+    /// How often a download calls its progress callback, at most.
+    progress_every: Duration,
     /// The request's token, watching the agent while the body is read (cancel shuts it
-    /// down); `cancelled` once a read has reported it.
+    /// down).
     cancel: Option<crate::cancel::Registration>,
-    cancelled: bool,
+    /// Set once a read's failure has been counted (see [`StreamingResponse::read_failure`]).
+    counted: bool,
     // Dropped after the reader: the socket is back in the agent before the item returns.
     conn: HttpConnection,
     // Dropped last: the next stream's turn comes once this connection is back.
@@ -167,40 +267,121 @@ impl StreamingResponse {
         StreamingResponse {
             status: parts.status.as_u16(),
             headers: Headers::new(parts.headers),
+            content_length: body.content_length(),
             reader: io::BufReader::with_capacity(8 * 1024, body.into_reader()),
             service,
+            read: 0,
+            progress_every: download::PROGRESS_EVERY,
             cancel,
-            cancelled: false,
+            counted: false,
             conn,
             _turn: turn,
         }
     }
 
-    /// A read failed: if the request's token is cancelled, the failure is its doing. Then
-    /// the error wraps [`Error::Cancelled`] (kind `ConnectionAborted`; the first such
-    /// failure is counted) and the connection closes when the stream drops.
-    fn read_failed(&mut self, e: io::Error) -> io::Error {
-        if self.conn.pool.core.is_closed() {
-            // Shutdown interrupted the read (its deadline passed).
-            return io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                self.conn.pool.core.shutting_down(),
-            );
-        }
-        if !self
-            .cancel
+    fn is_cancelled(&self) -> bool {
+        self.cancel
             .as_ref()
             .is_some_and(|w| w.token().is_cancelled())
-        {
-            return timed_out_kind(e);
+    }
+
+    /// [`Error::Cancelled`] for a read the request's token stopped; the connection closes
+    /// when the stream drops. Counted (once per stream, as any failure of its reads).
+    fn cancel_error(&mut self) -> Error {
+        let err = self.conn.pool.core.cancelled(Phase::Read);
+        self.conn.mark_broken();
+        self.count_once(&err);
+        err
+    }
+
+    /// Counts a failure of this stream's reads, the first only (a caller may read again
+    /// after one): a body cut short also counts against health, as for a whole response.
+    fn count_once(&mut self, err: &Error) {
+        if !self.counted {
+            self.counted = true;
+            match err {
+                Error::ConnectionClosed { .. } => self.conn.pool.failed(err, true),
+                _ => self.conn.pool.counters().error(err.class()),
+            }
         }
-        let err = self.conn.pool.core.cancelled(crate::Phase::Read);
-        if !self.cancelled {
-            self.cancelled = true;
-            self.conn.pool.counters().error(err.class());
-            self.conn.mark_broken();
+    }
+
+    /// What a failed read means, if it is one of the pool's errors: shutdown interrupted it,
+    /// the request's token cancelled it, or the server closed the connection before the
+    /// body's end (the error names the bytes announced and received); counted once.
+    /// Otherwise the error itself, not counted.
+    fn read_failure(&mut self, e: io::Error) -> Result<Error, io::Error> {
+        let err = if self.conn.pool.core.is_closed() {
+            // Shutdown interrupted the read (its deadline passed).
+            self.conn.pool.core.shutting_down()
+        } else if self.is_cancelled() {
+            return Ok(self.cancel_error());
+        } else if matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+        ) {
+            cut_short(self.service.clone(), self.content_length, self.read)
+        } else {
+            return Err(e);
+        };
+        self.count_once(&err);
+        Ok(err)
+    }
+
+    /// A read failed: a pool error (see [`StreamingResponse::read_failure`]) is wrapped in
+    /// the I/O error, of kind `ConnectionAborted` (shutdown, cancel) or `UnexpectedEof` (cut
+    /// short); a read timeout has kind `TimedOut`.
+    fn read_failed(&mut self, e: io::Error) -> io::Error {
+        match self.read_failure(e) {
+            Ok(err @ Error::ConnectionClosed { .. }) => {
+                io::Error::new(io::ErrorKind::UnexpectedEof, err)
+            }
+            Ok(err) => io::Error::new(io::ErrorKind::ConnectionAborted, err),
+            Err(e) => timed_out_kind(e),
         }
-        io::Error::new(io::ErrorKind::ConnectionAborted, err)
+    }
+
+    /// The body's length from its `Content-Length`; `None` for a chunked body, one that
+    /// ends when the connection closes, or a response without a body (`HEAD`).
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
+    /// Body bytes read so far (through [`Read`], [`BufRead`], events or a download).
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// `Ok(self)` for 1xx–3xx; for 4xx and 5xx an [`Error::Status`] carrying the status and
+    /// the body's first 64 KiB ([`StatusBody`]), counted under the class `status` (not
+    /// against the service's health).
+    ///
+    /// Reads at most 64 KiB (and one byte to know whether more follows) within the request's
+    /// timeouts; a read that fails ends the evidence there (marked truncated). The stream
+    /// is then dropped as any other: a body at its end leaves the connection for reuse; the
+    /// rest of a longer one is drained for at most 20 ms and 64 KiB more, else the
+    /// connection is closed.
+    ///
+    /// # Errors
+    /// The status as an error, for callers that treat 4xx/5xx as failures.
+    pub fn error_for_status(self) -> Result<StreamingResponse, Error> {
+        if self.status < 400 {
+            return Ok(self);
+        }
+        Err(self.into_status_error())
+    }
+
+    /// The status error of this response, with its body's first 64 KiB; counted.
+    fn into_status_error(mut self) -> Error {
+        let mut bytes = Vec::new();
+        let cap = StatusBody::LIMIT as u64;
+        let failed = (&mut self).take(cap + 1).read_to_end(&mut bytes).is_err();
+        self.conn.pool.counters().error(ErrorClass::Status);
+        Error::Status {
+            service: self.service.clone(),
+            status: self.status,
+            body: StatusBody::new(bytes, failed),
+        }
     }
 
     head_accessors!();
@@ -246,11 +427,7 @@ impl Drop for StreamingResponse {
     /// not at its end by then is closed (ureq closes a socket whose body was not read to
     /// the end).
     fn drop(&mut self) {
-        let cancelled = self
-            .cancel
-            .as_ref()
-            .is_some_and(|w| w.token().is_cancelled());
-        if cancelled {
+        if self.is_cancelled() {
             self.conn.mark_broken(); // its agent is shut down: nothing to drain
             return;
         }
@@ -299,7 +476,10 @@ fn timed_out_kind(e: io::Error) -> io::Error {
 impl Read for StreamingResponse {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.reader.read(buf) {
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                self.read += n as u64;
+                Ok(n)
+            }
             Err(e) => Err(self.read_failed(e)),
         }
     }
@@ -314,6 +494,8 @@ impl BufRead for StreamingResponse {
         self.reader.fill_buf()
     }
     fn consume(&mut self, amt: usize) {
+        let amt = amt.min(self.reader.buffer().len());
+        self.read += amt as u64;
         self.reader.consume(amt)
     }
 }

@@ -251,3 +251,41 @@ fn many_idle_connections() {
     assert!(wait_until(Duration::from_secs(5), || server.open() == 0));
     server.stop();
 }
+
+#[test]
+fn generated_bodies_are_made_as_written_and_a_cut_closes_mid_body() {
+    let server = TestServer::builder()
+        .http(|req| {
+            let body = Response::generated(200, "application/octet-stream", 200_000, |at, buf| {
+                for (i, b) in buf.iter_mut().enumerate() {
+                    *b = ((at + i as u64) % 251) as u8;
+                }
+            });
+            if req.path == "/cut" {
+                body.cut_after(70_000)
+            } else {
+                body
+            }
+        })
+        .build()
+        .unwrap();
+    let mut c = Conn::open(server.addr());
+    let whole = c.request("GET", "/whole");
+    assert_eq!(whole.header("content-length"), Some("200000"));
+    assert!(whole
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == (i % 251) as u8));
+    let again = c.request("GET", "/whole");
+    assert_eq!(
+        again.body.len(),
+        200_000,
+        "kept alive after a generated body"
+    );
+    c.send("GET", "/cut", "", b"");
+    assert!(c.read_response(false).is_none(), "a cut body is short");
+    assert!(c.closed_within(Duration::from_secs(2)));
+    assert_eq!(server.accepted(), 1);
+    server.stop();
+}

@@ -171,8 +171,23 @@ fn write_response(
     if head_only || !ok {
         return ok && out.flush().is_ok();
     }
+    let cut = resp.cut.unwrap_or(u64::MAX);
     match &resp.body {
-        Body::Fixed(body) => ok = out.write_all(body).is_ok(),
+        Body::Fixed(body) => {
+            let n = (cut.min(body.len() as u64)) as usize;
+            ok = out.write_all(&body[..n]).is_ok();
+        }
+        Body::Generated { len, fill } => {
+            let end = cut.min(*len);
+            let mut piece = vec![0u8; 64 * 1024];
+            let mut at = 0u64;
+            while ok && at < end {
+                let n = (end - at).min(piece.len() as u64) as usize;
+                fill(at, &mut piece[..n]);
+                ok = out.write_all(&piece[..n]).is_ok();
+                at += n as u64;
+            }
+        }
         Body::Sse { events, gap } => {
             for (event, data) in events {
                 ok = out.write_all(&chunk(&sse_event(event, data))).is_ok() && out.flush().is_ok();
@@ -182,6 +197,11 @@ fn write_response(
             }
             ok = out.write_all(b"0\r\n\r\n").is_ok();
         }
+    }
+    if resp.cut.is_some() {
+        // The connection closes here, mid-body.
+        let _ = out.flush();
+        return false;
     }
     ok && out.flush().is_ok()
 }
