@@ -57,13 +57,13 @@ impl Connector<()> for PoolConnector {
         let deadline = Deadline::new(details.timeout);
         let stream = connect_tcp(details, deadline)?;
         let _ = stream.set_nodelay(true);
-        let socket = CountedTcp::opened(stream, &self.counters, &self.wire);
+        let mut socket = CountedTcp::opened(stream, &self.counters, &self.wire);
         let mut armed = Armed::default();
         let tls = if details.needs_tls() {
             match self.handshake(details, &socket.stream, &mut armed, deadline) {
                 Ok(conn) => Some(Box::new(conn)),
                 Err(e) => {
-                    self.counters.closed(CloseCause::Broken, 1);
+                    socket.broken = true;
                     return Err(e);
                 }
             }
@@ -148,11 +148,14 @@ pub(super) fn from_net(e: io::Error, reason: ureq::Timeout) -> ureq::Error {
     }
 }
 
-/// A TCP connection, counted: opened when made, closed when dropped.
+/// A TCP connection, counted: opened when made, closed when dropped; closed as broken when
+/// its TLS handshake failed or a cancel shut it down (once, whichever came).
 pub(super) struct CountedTcp {
     pub(super) stream: Arc<TcpStream>,
     counters: Arc<PoolCounters>,
     wire: Arc<Wire>,
+    /// Its TLS handshake failed.
+    broken: bool,
 }
 
 impl CountedTcp {
@@ -167,6 +170,7 @@ impl CountedTcp {
             stream,
             counters: Arc::clone(counters),
             wire: Arc::clone(wire),
+            broken: false,
         }
     }
 }
@@ -175,7 +179,7 @@ impl Drop for CountedTcp {
     fn drop(&mut self) {
         self.wire.sockets.fetch_sub(1, Relaxed);
         self.counters.closed_total.fetch_add(1, Relaxed);
-        if self.wire.cancelled.load(Relaxed) {
+        if self.broken || self.wire.cancelled.load(Relaxed) {
             self.counters.closed(CloseCause::Broken, 1);
         }
     }
