@@ -185,7 +185,8 @@ fn a_stalled_tls_handshake_is_cancelled_at_once() {
     cfg.health_interval_ms = 60_000;
     let m = manager(cfg);
     let http = m.http("tls").unwrap();
-    let calls: [&(dyn Fn(&CancelToken) -> Result<(), backend_pool::Error> + Sync); 2] = [
+    type Call<'a> = &'a (dyn Fn(&CancelToken) -> Result<(), backend_pool::Error> + Sync);
+    let calls: [Call<'_>; 2] = [
         &|token| http.get("/").cancel_on(token).call().map(drop),
         &|token| m.websocket_cancellable("tls", token).map(drop),
     ];
