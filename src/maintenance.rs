@@ -25,10 +25,10 @@
 //!   joins the scheduler and every worker by the shutdown deadline. Aborted reads and writes
 //!   return at once, and so do connects (their sockets are registered before they
 //!   connect), so joining takes milliseconds; only a host name's lookup in progress cannot
-//!   be interrupted (bounded by its own timeout; an IP literal needs none). A step queued before shutdown finds the manager
-//!   closed and does nothing. Dropping the manager does the same and waits at most
-//!   [`DROP_JOIN`] for the threads; a thread not joined by then finishes its bounded step on
-//!   its own and exits.
+//!   be interrupted (bounded by its own timeout; an IP literal needs none). A step queued
+//!   before shutdown finds the manager closed and does nothing. Dropping the manager does the
+//!   same and waits at most [`DROP_JOIN`] for the threads; a thread not joined by then
+//!   finishes its bounded step on its own and exits.
 //! * [`run_now`] (`PoolManager::run_maintenance`) runs every service's step on the caller's
 //!   thread, one after another, with every health check due; a per-service lock keeps it from
 //!   overlapping a background step of the same service.
