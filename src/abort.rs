@@ -2,16 +2,17 @@
 //!
 //! A connect, a WebSocket ping or an HTTP health probe can block for as long as its own
 //! deadline when a server drips or never answers. Before such a step blocks, it registers a
-//! way to shut its socket down ([`Aborts::watch_tcp`]: a clone of the `TcpStream`;
-//! [`Aborts::watch_agent`]: a clone of the ureq agent, whose `shutdown` interrupts the
-//! request in flight); the returned [`Watch`] unregisters it when the step ends.
+//! way to shut its socket down ([`Aborts::watch_tcp`]: the shared `TcpStream`, registered
+//! before it connects (`crate::net`); [`Aborts::watch_agent`]: a clone of the ureq agent,
+//! whose `shutdown` interrupts the request in flight, its connect included); the returned
+//! [`Watch`] unregisters it when the step ends.
 //! [`Aborts::abort_all`], called once by `PoolManager::shutdown`, shuts every registered
 //! socket down, so each blocked read or write returns at once; a watch registered after that
 //! fires at once.
 //!
-//! Not interrupted: name resolution and a TCP connect still in progress (std offers no handle
-//! to them). They are bounded by `connect_timeout_ms` / `health_timeout_ms`, and on loopback
-//! or a reachable host they take microseconds to milliseconds.
+//! A connect is ended by shutting its socket down, on its own thread (no helper thread is
+//! left behind). Not interrupted: a host name's lookup (the system resolver offers no
+//! handle), bounded by `connect_timeout_ms` / `health_timeout_ms`; an IP literal needs none.
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;

@@ -7,9 +7,10 @@
 //! * [`Hook::Wake`]: wakes a waiter (the wait for a permit in `Slots::acquire`: the hook
 //!   takes the slots lock, so the wake-up cannot fall between the waiter's check of the flag
 //!   and its sleep, and notifies that waiter's condvar);
-//! * [`Hook::Tcp`]: shuts a socket down through a clone of it, so a blocked read or write on
-//!   it returns at once (as `crate::abort` does at shutdown). The call then sees the token
-//!   cancelled and reports [`crate::Error::Cancelled`], not the I/O error.
+//! * [`Hook::Tcp`]: shuts a socket down through a clone of it, so a blocked connect, read or
+//!   write on it returns at once (as `crate::abort` does at shutdown; a connect's socket is
+//!   registered before it connects: `crate::net`). The call then sees the token cancelled
+//!   and reports [`crate::Error::Cancelled`], not the I/O error.
 //!
 //! A hook registered after `cancel` is not stored and never fires: a caller registers first,
 //! then checks [`CancelToken::is_cancelled`] before it blocks.
@@ -56,8 +57,7 @@ struct Hooks {
 pub(crate) enum Hook {
     /// Shut this socket (the call's own, shared) down.
     Tcp(std::sync::Arc<TcpStream>),
-    /// Run this: wake a waiter, abandon a connect, shut an HTTP item's agent down (see
-    /// `Wire::cancel_hook`).
+    /// Run this: wake a waiter, shut an HTTP item's agent down (see `Wire::cancel_hook`).
     Wake(Box<dyn Fn() + Send + Sync>),
 }
 

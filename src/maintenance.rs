@@ -23,12 +23,12 @@
 //!   through the services' [`Aborts`](crate::abort::Aborts) registries (each connect, ping
 //!   and probe registers its socket there while it may block), then stops the scheduler and
 //!   joins the scheduler and every worker by the shutdown deadline. Aborted reads and writes
-//!   return at once, so joining takes milliseconds; only a TCP connect or name resolution in
-//!   progress cannot be interrupted (bounded by its own timeout; on loopback or a reachable
-//!   host it takes well under a millisecond). A step queued before shutdown finds the manager
-//!   closed and does nothing. Dropping the manager does the same and waits at most
-//!   [`DROP_JOIN`] for the threads; a thread not joined by then finishes its bounded step on
-//!   its own and exits.
+//!   return at once, and so do connects (their sockets are registered before they
+//!   connect), so joining takes milliseconds; only a host name's lookup in progress cannot
+//!   be interrupted (bounded by its own timeout; an IP literal needs none). A step queued
+//!   before shutdown finds the manager closed and does nothing. Dropping the manager does the
+//!   same and waits at most [`DROP_JOIN`] for the threads; a thread not joined by then
+//!   finishes its bounded step on its own and exits.
 //! * [`run_now`] (`PoolManager::run_maintenance`) runs every service's step on the caller's
 //!   thread, one after another, with every health check due; a per-service lock keeps it from
 //!   overlapping a background step of the same service.
@@ -257,7 +257,9 @@ fn maintain_service(service: &Service, now: Instant, probe_due: bool) {
 fn tcp_probe(service: &Service) -> Result<(), String> {
     let core = &service.core;
     let deadline = Instant::now() + core.timeouts.health;
-    crate::net::connect(&core.endpoint.host, core.endpoint.port, deadline)
+    // Shutdown ends the connect (`crate::abort`).
+    let watch = |socket: &_| Ok(core.aborts.watch_tcp(socket));
+    let _connected = crate::net::connect(&core.endpoint.host, core.endpoint.port, deadline, watch)
         .map_err(|err| format!("TCP probe: {err}"))?;
     // A real connection the server saw: count it, and its close, in a pool.
     if let Some(counters) = service.counters() {

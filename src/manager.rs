@@ -55,10 +55,11 @@ pub struct PoolManager {
 pub struct ShutdownReport {
     /// How long the shutdown took.
     pub elapsed_ms: u64,
-    /// Connections idle at shutdown, closed at once.
+    /// Connections still checked out when the deadline and the 50 ms margin after it had
+    /// passed (they close when their guards drop).
     pub still_in_use: Vec<InUse>,
-    /// False if the maintenance threads did not stop before the deadline (only a TCP connect
-    /// or name resolution in progress can hold one: every other blocked step is cut short).
+    /// False if the maintenance threads did not stop before the deadline (only a name lookup
+    /// in progress can hold one: every other blocked step, a connect included, is cut short).
     pub maintenance_joined: bool,
 }
 
@@ -253,17 +254,22 @@ impl PoolManager {
     /// returned, the maintenance threads are joined. Idempotent; dropping the manager does the
     /// same without waiting for connections in use.
     ///
-    /// Maintenance blocked on a slow server (a handshake that drips, a pong or a health probe
-    /// that never comes) is cut short first, so the threads join within milliseconds and the
-    /// call returns within `deadline` plus the time to close the idle connections (a close
-    /// frame each, bounded by 100 ms; on loopback well under a millisecond).
+    /// Maintenance blocked on a slow server (a connect to a host that drops SYNs, a handshake
+    /// that drips, a pong or a health probe that never comes) is cut short first, and so is a
+    /// WebSocket checkout still opening its socket (TCP connect, TLS, upgrade: that socket
+    /// could only be closed again); they return [`Error::ShuttingDown`]. So the threads join
+    /// within milliseconds and the call returns within `deadline` plus the time to close the
+    /// idle connections (a close frame each, bounded by 100 ms; on loopback well under a
+    /// millisecond).
     ///
-    /// Calls still blocked on a connection when the deadline passes (a request waiting for
-    /// its head or reading its body, a WebSocket read or send) are interrupted then: their
-    /// socket is shut down and they return [`Error::ShuttingDown`] on their own threads. The
-    /// call waits at most 50 ms more for them to hand their connections back.
-    /// Not interrupted: a TCP connect or handshake in progress (bounded by
-    /// `connect_timeout_ms`).
+    /// Calls still blocked on a connection when the deadline passes (a request connecting,
+    /// in its TLS handshake, waiting for its head or reading its body; a WebSocket read or
+    /// send) are interrupted then: their socket is shut down and they return
+    /// [`Error::ShuttingDown`] on their own threads. The call waits at most 50 ms more for
+    /// them to hand their connections back. So when it returns, no call is still blocked on
+    /// a backend (measured with 8 calls blocked: `shutdown(100 ms)` returns in about 104 ms,
+    /// every call by then). The one exception is a host name's lookup (the system resolver
+    /// cannot be interrupted; an IP literal needs none), which ends by `connect_timeout_ms`.
     ///
     /// # Errors
     /// Never for a clean shutdown. The report lists connections still checked out after the
@@ -381,7 +387,7 @@ impl fmt::Debug for PoolManager {
 impl Drop for PoolManager {
     /// Shuts down without waiting for connections still checked out (they close when their
     /// guards drop); cuts blocked maintenance short and waits at most 50 ms for its threads
-    /// (they normally exit within a millisecond; one held by a TCP connect in progress
+    /// (they normally exit within a millisecond; one held by a name lookup in progress
     /// finishes its bounded step on its own).
     fn drop(&mut self) {
         let _ = self.shutdown_inner(maintenance::DROP_JOIN, false);

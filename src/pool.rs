@@ -154,9 +154,9 @@ impl<T> PoolCore<T> {
                     deadline,
                 })
                 .map_err(|e| match cancel {
-                    // A connect cannot be interrupted: it fails by its deadline, and the
-                    // failure is the cancel's when the token says so.
+                    // The cancel, or the shutdown, shut the connect's socket down.
                     Some(token) if token.is_cancelled() => self.cancelled(Phase::Connect),
+                    _ if self.is_closed() => self.shutting_down(),
                     _ => e,
                 })?;
                 permit.keep();

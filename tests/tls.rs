@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use backend_pool::{ErrorClass, Message, Phase, ServiceConfig, WsPoolConfig};
+use backend_pool::{CancelToken, ErrorClass, Message, Phase, ServiceConfig, WsPoolConfig};
+use support::stall::StallServer;
 use support::{manager, service};
 
 struct TlsServer {
@@ -164,4 +165,57 @@ fn a_certificate_for_another_name_fails_fast() {
         chain.contains("NotValidForName") || chain.to_lowercase().contains("name"),
         "{chain}"
     );
+}
+
+/// A token cancelled while the TLS handshake waits for a server that never answers the
+/// ClientHello (https, then wss) ends the call at once with `Cancelled` in the connect phase
+/// (not at `connect_timeout_ms`), not counted against health; the server sees the socket
+/// closed.
+#[test]
+fn a_stalled_tls_handshake_is_cancelled_at_once() {
+    let silent = StallServer::silent();
+    let mut cfg = ServiceConfig {
+        connect_timeout_ms: 5_000,
+        websocket: Some(WsPoolConfig {
+            min_connections: 0,
+            ..WsPoolConfig::default()
+        }),
+        ..service("tls", &silent.https_url())
+    };
+    cfg.health_interval_ms = 60_000;
+    let m = manager(cfg);
+    let http = m.http("tls").unwrap();
+    type Call<'a> = &'a (dyn Fn(&CancelToken) -> Result<(), backend_pool::Error> + Sync);
+    let calls: [Call<'_>; 2] = [
+        &|token| http.get("/").cancel_on(token).call().map(drop),
+        &|token| m.websocket_cancellable("tls", token).map(drop),
+    ];
+    for (i, call) in calls.into_iter().enumerate() {
+        let token = CancelToken::new();
+        let (err, took) = thread::scope(|s| {
+            let caller = s.spawn(|| call(&token).unwrap_err());
+            assert!(support::eventually(Duration::from_secs(3), || {
+                silent.accepted() == i + 1
+            }));
+            thread::sleep(Duration::from_millis(50)); // the ClientHello is sent
+            let at = Instant::now();
+            token.cancel();
+            let err = caller.join().unwrap();
+            (err, at.elapsed())
+        });
+        eprintln!("TLS handshake {i}: returned {took:?} after cancel()");
+        assert_eq!(
+            (err.class(), err.phase()),
+            (ErrorClass::Cancelled, Some(Phase::Connect)),
+            "{err:?}"
+        );
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+    }
+    assert!(
+        support::eventually(Duration::from_secs(3), || silent.open() == 0),
+        "the server still sees {} sockets open",
+        silent.open()
+    );
+    let health = m.health("tls").unwrap();
+    assert_eq!(health.consecutive_failures, 0, "{health:?}");
 }

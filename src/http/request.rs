@@ -324,9 +324,8 @@ impl RequestBuilder {
         let wait = self.wait.unwrap_or(pool.core.timeouts.wait);
         let conn = pool.checkout_cancellable(wait, !self.probe, self.cancel.as_ref())?;
         let wire = &conn.item().wire;
-        // A connect this request starts is abandoned on cancel (see `Wire::cancel`).
-        let _connects = self.cancel.as_ref().map(|t| wire.cancel_connects_on(t));
-        // Cancel shuts the agent down: the request in flight, its socket.
+        // Cancel shuts the agent down: the request in flight (its connect and TLS handshake
+        // too), its socket.
         let watch = self
             .cancel
             .as_ref()

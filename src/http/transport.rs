@@ -48,10 +48,6 @@ pub(super) struct Wire {
     reached: AtomicBool,
     /// Response bytes the current request attempt received.
     received: AtomicU64,
-    /// The running request's cancel token, if it has one: a connect it starts is abandoned
-    /// when the token is cancelled (`crate::net::connect_tcp_cancellable`). Touched only by
-    /// requests with a token and by new connections.
-    pub(super) cancel: parking_lot::Mutex<Option<crate::cancel::CancelToken>>,
     /// Set by a cancel that shut this item's agent down: its socket, closed by that, counts
     /// as `closed.broken` (not as closed by the peer).
     pub(super) cancelled: AtomicBool,
@@ -75,32 +71,15 @@ impl Wire {
     }
 
     /// What a request's token does on cancel: marks the wire (see [`Wire::cancelled`]) and
-    /// shuts `agent` down, which interrupts the request in flight and closes its socket.
+    /// shuts `agent` down, which interrupts the request in flight, whatever its phase (a
+    /// connect or a TLS handshake too: the connector registers each socket with the agent
+    /// before it connects), and closes its socket.
     pub(super) fn cancel_hook(self: &Arc<Self>, agent: &ureq::Agent) -> crate::cancel::Hook {
         let (wire, agent) = (Arc::clone(self), agent.clone());
         crate::cancel::Hook::Wake(Box::new(move || {
             wire.cancelled.store(true, Relaxed);
             agent.clone().shutdown();
         }))
-    }
-
-    /// A connect this item starts is abandoned when `token` is cancelled, until the returned
-    /// guard drops (the end of the request that has the token).
-    pub(super) fn cancel_connects_on(
-        self: &Arc<Self>,
-        token: &crate::cancel::CancelToken,
-    ) -> ConnectCancel {
-        *self.cancel.lock() = Some(token.clone());
-        ConnectCancel(Arc::clone(self))
-    }
-}
-
-/// See [`Wire::cancel_connects_on`].
-pub(super) struct ConnectCancel(Arc<Wire>);
-
-impl Drop for ConnectCancel {
-    fn drop(&mut self) {
-        *self.0.cancel.lock() = None;
     }
 }
 

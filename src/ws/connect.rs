@@ -3,6 +3,7 @@
 //! it; every TCP connection made is counted, and so is its close when the handshake fails.
 
 use std::io;
+use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,8 +19,9 @@ use crate::stats::{CloseCause, PoolCounters};
 impl WsPool {
     /// Opens a socket: TCP connect, TLS and handshake, all within one `connect_timeout_ms`.
     /// A panic on the way (tungstenite asserts on its buffer settings) is a failed connect.
-    /// With a `cancel` token, cancelling abandons the TCP connect and cuts the handshakes
-    /// short; a cancelled connect says nothing about the server (not counted against health).
+    /// With a `cancel` token, cancelling ends the TCP connect and cuts the handshakes short,
+    /// as shutdown does; a connect either ended says nothing about the server (not counted
+    /// against health).
     pub(super) fn connect(&self, cancel: Option<&CancelToken>) -> Result<PooledSocket, Error> {
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.connect_inner(cancel)))
@@ -37,7 +39,9 @@ impl WsPool {
                 });
         match &result {
             Ok(_) => self.core.health.success(),
-            Err(_) if cancel.is_some_and(CancelToken::is_cancelled) => {}
+            Err(_)
+                if cancel.is_some_and(CancelToken::is_cancelled)
+                    || self.core.aborts.is_closed() => {}
             Err(e) => {
                 self.core.counters.connect_failures.fetch_add(1, Relaxed);
                 self.core
@@ -97,7 +101,24 @@ impl WsPool {
                 Some((Arc::clone(&tls.rustls), name))
             }
         };
-        let stream = crate::net::connect_cancellable(host, core.endpoint.port, deadline, cancel)
+        // Shutdown, or the caller's cancel, shuts the socket down: that ends the connect (the
+        // socket is watched before it connects: `crate::net`), and cuts a TLS or WebSocket
+        // handshake that drips or stalls short (see `crate::abort`, `crate::cancel`).
+        let watch = |socket: &Arc<TcpStream>| {
+            let watches = (
+                core.aborts.watch_tcp(socket),
+                cancel.map(|token| token.watch_tcp(socket)),
+            );
+            // Registered first, then checked: a cancel or shutdown from now on finds it.
+            if core.aborts.is_closed() || cancel.is_some_and(CancelToken::is_cancelled) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the connect was cancelled",
+                ));
+            }
+            Ok(watches)
+        };
+        let (stream, _watches) = crate::net::connect(host, core.endpoint.port, deadline, watch)
             .map_err(|e| {
                 if e.kind() == io::ErrorKind::TimedOut {
                     timed_out()
@@ -105,11 +126,6 @@ impl WsPool {
                     fail(e.into())
                 }
             })?;
-        let stream = Arc::new(stream);
-        // Shutdown, or the caller's cancel, cuts a handshake that drips or stalls short (see
-        // `crate::abort`, `crate::cancel`).
-        let _abort = core.aborts.watch_tcp(&stream);
-        let _cancel = cancel.map(|token| token.watch_tcp(&stream));
         // The TCP connection exists from here: count it, and its close if the handshake fails.
         self.core.counters.created.fetch_add(1, Relaxed);
         let opened = Opened(&self.core.counters);

@@ -62,6 +62,9 @@ pub fn pool_threads() -> usize {
 #[cfg(unix)]
 pub mod signals;
 
+/// A server that stalls its client in one phase and counts hang-ups.
+pub mod stall;
+
 /// A self-signed certificate for `names` (written as PEM to a temp file named with `tag`, for
 /// a service's `ca_file`) and a rustls server configuration serving it.
 pub fn self_signed(

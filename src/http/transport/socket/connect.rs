@@ -1,5 +1,10 @@
 //! [`PoolConnector`]: connects TCP to the resolved addresses within the connect deadline,
 //! completes the TLS handshake for `https`, and counts every real connect ([`CountedTcp`]).
+//!
+//! Each attempt's socket is registered with the agent's shutdown handles before it connects
+//! (`crate::net`, "Ending a connect from another thread"), so `Agent::shutdown` ends a
+//! connect or a TLS handshake in progress, as it ends a read: what a request's cancel token
+//! and a shutdown past its deadline do to the item's agent.
 
 use std::fmt;
 use std::io;
@@ -7,7 +12,6 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 
-use ureq::unversioned::resolver::ResolvedSocketAddrs;
 use ureq::unversioned::transport::{ConnectionDetails, Connector, ShutdownHandle};
 
 use super::super::buffers::PoolBuffers;
@@ -51,17 +55,15 @@ impl Connector<()> for PoolConnector {
         _: Option<()>,
     ) -> Result<Option<PoolTransport>, ureq::Error> {
         let deadline = Deadline::new(details.timeout);
-        let cancel = self.wire.cancel.lock().clone();
-        let stream = connect_tcp(&details.addrs, deadline, cancel.as_ref())?;
+        let stream = connect_tcp(details, deadline)?;
         let _ = stream.set_nodelay(true);
-        let socket = CountedTcp::opened(stream, &self.counters, &self.wire);
-        (details.register_shutdown)(Arc::downgrade(&socket.stream) as Weak<dyn ShutdownHandle>)?;
+        let mut socket = CountedTcp::opened(stream, &self.counters, &self.wire);
         let mut armed = Armed::default();
         let tls = if details.needs_tls() {
             match self.handshake(details, &socket.stream, &mut armed, deadline) {
                 Ok(conn) => Some(Box::new(conn)),
                 Err(e) => {
-                    self.counters.closed(CloseCause::Broken, 1);
+                    socket.broken = true;
                     return Err(e);
                 }
             }
@@ -118,13 +120,23 @@ impl PoolConnector {
 }
 
 /// Connects to the first of the resolved addresses that answers by the deadline, through
-/// the crate's one connect function (`crate::net::connect_tcp`).
+/// the crate's one connect function (`crate::net::connect_tcp`), each attempt's socket
+/// registered with the agent's shutdown handles before it connects (a shut-down agent
+/// refuses the registration: the connect ends with that error).
 fn connect_tcp(
-    addrs: &ResolvedSocketAddrs,
+    details: &ConnectionDetails<'_>,
     deadline: Deadline,
-    cancel: Option<&crate::cancel::CancelToken>,
-) -> Result<TcpStream, ureq::Error> {
-    crate::net::connect_tcp_cancellable(addrs, deadline.at, cancel)
+) -> Result<Arc<TcpStream>, ureq::Error> {
+    let register = |socket: &Arc<TcpStream>| {
+        (details.register_shutdown)(Arc::downgrade(socket) as Weak<dyn ShutdownHandle>).map_err(
+            |e| match e {
+                ureq::Error::Io(e) => e,
+                other => io::Error::other(other),
+            },
+        )
+    };
+    crate::net::connect_tcp(&details.addrs, deadline.at, register)
+        .map(|(stream, ())| stream)
         .map_err(|e| from_net(e, deadline.reason))
 }
 
@@ -136,21 +148,29 @@ pub(super) fn from_net(e: io::Error, reason: ureq::Timeout) -> ureq::Error {
     }
 }
 
-/// A TCP connection, counted: opened when made, closed when dropped.
+/// A TCP connection, counted: opened when made, closed when dropped; closed as broken when
+/// its TLS handshake failed or a cancel shut it down (once, whichever came).
 pub(super) struct CountedTcp {
     pub(super) stream: Arc<TcpStream>,
     counters: Arc<PoolCounters>,
     wire: Arc<Wire>,
+    /// Its TLS handshake failed.
+    broken: bool,
 }
 
 impl CountedTcp {
-    fn opened(stream: TcpStream, counters: &Arc<PoolCounters>, wire: &Arc<Wire>) -> CountedTcp {
+    fn opened(
+        stream: Arc<TcpStream>,
+        counters: &Arc<PoolCounters>,
+        wire: &Arc<Wire>,
+    ) -> CountedTcp {
         counters.created.fetch_add(1, Relaxed);
         wire.sockets.fetch_add(1, Relaxed);
         CountedTcp {
-            stream: Arc::new(stream),
+            stream,
             counters: Arc::clone(counters),
             wire: Arc::clone(wire),
+            broken: false,
         }
     }
 }
@@ -159,7 +179,7 @@ impl Drop for CountedTcp {
     fn drop(&mut self) {
         self.wire.sockets.fetch_sub(1, Relaxed);
         self.counters.closed_total.fetch_add(1, Relaxed);
-        if self.wire.cancelled.load(Relaxed) {
+        if self.broken || self.wire.cancelled.load(Relaxed) {
             self.counters.closed(CloseCause::Broken, 1);
         }
     }
