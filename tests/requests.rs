@@ -1,0 +1,98 @@
+//! What a request carries (issue 12): query parameters, checked before checkout; and what is
+//! counted as a request: the callers' traffic only, never the pool's own health probes.
+//!
+//! Connections and requests are counted on the server side (`TestServer::accepted`,
+//! `TestServer::request_log`).
+
+mod support;
+
+use std::time::Duration;
+
+use backend_pool::{ManagerConfig, PoolManager, PoolStats};
+use backend_pool_testkit::{Response, TestServer};
+use support::{eventually, service};
+
+fn http_stats(m: &PoolManager) -> PoolStats {
+    m.stats().service("svc").unwrap().http.clone().unwrap()
+}
+
+/// Requests the server received on `path`.
+fn received(server: &TestServer, path: &str) -> usize {
+    server
+        .request_log()
+        .iter()
+        .filter(|(_, p)| p == path)
+        .count()
+}
+
+/// A manager whose maintenance probes `/health` every 20 ms.
+fn probed(url: &str) -> PoolManager {
+    let mut cfg = service("svc", url);
+    cfg.health_path = Some("/health".into());
+    cfg.health_interval_ms = 20;
+    PoolManager::new(ManagerConfig {
+        maintenance_interval_ms: 10,
+        service: vec![cfg],
+    })
+    .unwrap()
+}
+
+#[test]
+fn health_probes_are_not_counted_as_requests() {
+    let server = TestServer::builder()
+        .http(|_| Response::text(200, "ok"))
+        .build()
+        .unwrap();
+    let m = probed(&server.http_url());
+    assert!(eventually(Duration::from_secs(3), || received(
+        &server, "/health"
+    ) >= 3));
+    let stats = http_stats(&m);
+    assert_eq!(stats.requests, Some(0), "probes counted as requests");
+    assert_eq!(stats.acquisitions, 0, "probes counted as checkouts");
+
+    let http = m.http("svc").unwrap();
+    for _ in 0..4 {
+        assert_eq!(http.get("/work").call().unwrap().status(), 200);
+    }
+    assert_eq!(received(&server, "/work"), 4);
+    assert_eq!(server.accepted(), 1, "the probes and the calls share one connection");
+    let stats = http_stats(&m);
+    assert_eq!(stats.requests, Some(4));
+    assert_eq!(stats.acquisitions, 4);
+    assert_eq!(stats.reuse_rate(), 0.75);
+    assert_eq!(m.stats().totals.requests, 4);
+}
+
+#[test]
+fn connections_health_probes_open_are_left_out_of_the_reuse_rate() {
+    // The server closes a keep-alive connection idle for 10 ms: probes 20–30 ms apart keep
+    // opening new ones. Ten calls in a row share one.
+    let server = TestServer::builder()
+        .http(|_| Response::text(200, "ok"))
+        .idle_timeout(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let m = probed(&server.http_url());
+    assert!(eventually(Duration::from_secs(5), || server.accepted() >= 4));
+    let http = m.http("svc").unwrap();
+    let before = server.accepted();
+    for _ in 0..10 {
+        assert_eq!(http.get("/work").call().unwrap().status(), 200);
+    }
+    let opened_meanwhile = server.accepted() - before;
+    let stats = http_stats(&m);
+    assert_eq!(stats.requests, Some(10));
+    assert!(
+        stats.connections_created as usize >= before,
+        "every connection the server accepted is counted: {stats:?}"
+    );
+    // The calls opened at most the connections opened while they ran (a probe among them
+    // may have opened one of those).
+    let floor = 1.0 - opened_meanwhile.max(1) as f64 / 10.0;
+    assert!(
+        stats.reuse_rate() >= floor,
+        "reuse rate {} < {floor}: probes' connections counted against the calls",
+        stats.reuse_rate()
+    );
+}
