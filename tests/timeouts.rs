@@ -23,9 +23,7 @@ const MS_300: Duration = Duration::from_millis(300);
 fn assert_timeout(err: &Error, phase: Phase, after: Duration) {
     match err {
         Error::Timeout {
-            phase: p,
-            after: a,
-            ..
+            phase: p, after: a, ..
         } => {
             assert_eq!((*p, *a), (phase, after), "{err}");
         }

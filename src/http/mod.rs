@@ -273,6 +273,10 @@ impl HttpPool {
         };
         let agent = conn.agent();
         let _abort = self.core.aborts.watch_agent(agent);
+        // Probes are not callers' traffic: no request counted, and a connection the probe
+        // opens is counted apart (left out of the reuse rate).
+        let wire = &conn.item().wire;
+        wire.probing.store(true, Relaxed);
         let method = if path == "/" { "HEAD" } else { "GET" };
         let (mut retried, mut broken) = (false, false);
         let outcome = loop {
@@ -290,7 +294,6 @@ impl HttpPool {
             let request = agent.configure_request(request).timeout_global(Some(left));
             let err = match agent.run(request.build()) {
                 Ok(response) => {
-                    self.counters().requests.fetch_add(1, Relaxed);
                     let status = response.status().as_u16();
                     // Read to the end, so the connection can be reused.
                     let mut body = response.into_body();
@@ -319,6 +322,7 @@ impl HttpPool {
             broken = true;
             break Err(err.chain().to_string());
         };
+        wire.probing.store(false, Relaxed);
         if broken {
             conn.discard();
         }

@@ -52,6 +52,9 @@ pub(super) struct Wire {
     /// when the token is cancelled (`crate::net::connect_tcp_cancellable`). Touched only by
     /// requests with a token and by new connections.
     pub(super) cancel: parking_lot::Mutex<Option<crate::cancel::CancelToken>>,
+    /// Set while a health probe runs on this item: a connection it opens is counted as the
+    /// probe's (`PoolCounters::probe_connects`), not the callers'.
+    pub(super) probing: AtomicBool,
     /// Set by a cancel that shut this item's agent down: its socket, closed by that, counts
     /// as `closed.broken` (not as closed by the peer).
     pub(super) cancelled: AtomicBool,

@@ -146,6 +146,9 @@ pub(super) struct CountedTcp {
 impl CountedTcp {
     fn opened(stream: TcpStream, counters: &Arc<PoolCounters>, wire: &Arc<Wire>) -> CountedTcp {
         counters.created.fetch_add(1, Relaxed);
+        if wire.probing.load(Relaxed) {
+            counters.probe_connects.fetch_add(1, Relaxed);
+        }
         wire.sockets.fetch_add(1, Relaxed);
         CountedTcp {
             stream: Arc::new(stream),
