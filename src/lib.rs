@@ -105,7 +105,9 @@ pub use error::{
     ConfigError, ConfigLocation, Error, ErrorChain, ErrorClass, Phase, PoolKind, PoolState,
 };
 pub use health::{HealthSnapshot, HealthState};
-pub use http::{HttpClient, HttpConnection, RequestBuilder, Response, StreamingResponse};
+pub use http::{
+    Form, HttpClient, HttpConnection, Part, RequestBuilder, Response, StreamingResponse,
+};
 pub use manager::{global, InUse, PoolManager, ShutdownReport};
 pub use stats::{
     ClosedCounts, ErrorCounts, LatencyStats, ManagerStats, PoolStats, ServiceStats, Totals,

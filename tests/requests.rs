@@ -102,3 +102,74 @@ fn connections_health_probes_open_are_left_out_of_the_reuse_rate() {
         stats.reuse_rate()
     );
 }
+
+#[test]
+fn query_parameters_arrive_as_given_after_the_path_s_own_query() {
+    let server = TestServer::builder()
+        .http(|req| {
+            let decoded = ["filename", "a&b", "type", "é"]
+                .map(|k| req.query_param(k).unwrap_or_else(|| "<none>".into()));
+            Response::json(
+                200,
+                serde_json::json!({"path": req.path, "decoded": decoded}),
+            )
+        })
+        .build()
+        .unwrap();
+    let m = support::manager(service("svc", &server.http_url()));
+    let http = m.http("svc").unwrap();
+    let reply: serde_json::Value = http
+        .get("/view?type=output")
+        .query("filename", "my render.png")
+        .query("a&b", "c=d#e+f%20")
+        .query("é", "日本")
+        .call()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        reply["path"],
+        "/view?type=output&filename=my%20render.png&a%26b=c%3Dd%23e%2Bf%2520&%C3%A9=%E6%97%A5%E6%9C%AC"
+    );
+    assert_eq!(
+        reply["decoded"],
+        serde_json::json!(["my render.png", "c=d#e+f%20", "output", "日本"])
+    );
+    let plain: serde_json::Value = http
+        .get("/view")
+        .query("filename", "x.png")
+        .call()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(plain["path"], "/view?filename=x.png");
+}
+
+#[test]
+fn an_invalid_query_is_rejected_before_checkout_and_keeps_the_connection() {
+    use backend_pool::{Error, ErrorClass};
+    let server = support::http_echo_server();
+    let m = support::manager(service("svc", &server.http_url()));
+    let http = m.http("svc").unwrap();
+    assert_eq!(http.get("/warm").call().unwrap().status(), 200);
+    let err = http.get("/x").query("", "v").call().unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest { .. }), "{err:?}");
+    assert!(err.to_string().contains("empty name"), "{err}");
+    // A query that makes the request line longer than the output buffer.
+    let long = "v".repeat(64 * 1024);
+    let err = http.get("/x").query("k", &long).call().unwrap_err();
+    assert_eq!(err.class(), ErrorClass::InvalidRequest, "{err}");
+    assert_eq!(
+        http.get("/after").query("k", "v").call().unwrap().text(),
+        "GET /after?k=v"
+    );
+    assert_eq!(
+        server.accepted(),
+        1,
+        "a rejected request disturbed the connection"
+    );
+    let stats = http_stats(&m);
+    assert_eq!(stats.errors.get(ErrorClass::InvalidRequest), 2);
+    assert_eq!(stats.errors.get(ErrorClass::Protocol), 0);
+    assert_eq!(stats.closed.broken, 0);
+}

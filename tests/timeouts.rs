@@ -8,8 +8,8 @@
 
 mod support;
 
-use std::io::Read;
 use std::net::TcpListener;
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -81,9 +81,10 @@ fn a_total_timeout_while_sending_names_the_send_phase() {
     // Accepts, reads nothing: a large body fills the socket buffers and the send blocks.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let (done, wait) = mpsc::channel::<()>();
     let holder = thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
-        thread::sleep(Duration::from_secs(3));
+        let _ = wait.recv_timeout(Duration::from_secs(5));
         drop(stream);
     });
     let m = manager(service("svc", &url));
@@ -96,7 +97,7 @@ fn a_total_timeout_while_sending_names_the_send_phase() {
         .send_bytes(&body)
         .unwrap_err();
     assert_timeout(&err, Phase::Send, MS_300);
-    drop(m);
+    drop(done);
     holder.join().unwrap();
 }
 
@@ -115,4 +116,79 @@ fn a_total_timeout_while_connecting_is_a_connect_failure_naming_the_total() {
     assert!(start.elapsed() < Duration::from_secs(2), "{err}");
     assert_timeout(&err, Phase::Connect, MS_300);
     assert_eq!(err.class(), ErrorClass::Connect);
+}
+
+#[test]
+fn a_connect_timeout_of_the_request_replaces_the_services() {
+    let hole = Blackhole::new().unwrap();
+    let m = manager(service("svc", &format!("http://{}", hole.addr())));
+    let start = Instant::now();
+    let err = m
+        .http("svc")
+        .unwrap()
+        .get("/")
+        .connect_timeout(MS_300)
+        .call()
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(2), "{err}");
+    assert_timeout(&err, Phase::Connect, MS_300);
+    assert_eq!(err.class(), ErrorClass::Connect);
+}
+
+#[test]
+fn a_read_timeout_of_the_request_names_the_head_or_the_body() {
+    // The body stalls after its first event.
+    let server = slow_body_server();
+    let m = manager(service("svc", &server.http_url()));
+    let err = m
+        .http("svc")
+        .unwrap()
+        .get("/events")
+        .read_timeout(MS_300)
+        .call()
+        .unwrap_err();
+    assert_timeout(&err, Phase::Read, MS_300);
+
+    // No head at all: the read timeout runs from the request on.
+    let server = TestServer::builder().build().unwrap();
+    server.set_fault(Fault::Stall);
+    let m = manager(service("svc", &server.http_url()));
+    let err = m
+        .http("svc")
+        .unwrap()
+        .get("/x")
+        .read_timeout(MS_300)
+        .call()
+        .unwrap_err();
+    assert_timeout(&err, Phase::Receive, MS_300);
+    server.set_fault(Fault::None);
+}
+
+#[test]
+fn a_request_s_timeouts_stay_with_that_request() {
+    // `/slow` answers after 400 ms, on the same keep-alive connection as the calls before.
+    let server = TestServer::builder()
+        .http(|req| {
+            if req.path == "/slow" {
+                thread::sleep(Duration::from_millis(400));
+            }
+            Response::text(200, "ok")
+        })
+        .build()
+        .unwrap();
+    let m = manager(service("svc", &server.http_url()));
+    let http = m.http("svc").unwrap();
+    let short = Duration::from_millis(200);
+    let fast = http
+        .get("/fast")
+        .read_timeout(short)
+        .connect_timeout(short)
+        .total_timeout(short)
+        .call()
+        .unwrap();
+    assert_eq!(fast.status(), 200);
+    assert_eq!(http.get("/slow").call().unwrap().text(), "ok");
+    assert_eq!(server.accepted(), 1, "one keep-alive connection for both");
+    let err = http.get("/slow").read_timeout(short).call().unwrap_err();
+    assert_timeout(&err, Phase::Receive, short);
 }

@@ -28,7 +28,7 @@ pub enum ErrorClass {
     TooLarge,
     /// The caller's request was invalid (rejected before checkout).
     InvalidRequest,
-    /// Anything else (unknown service, JSON, config).
+    /// Anything else (unknown service, JSON, config, a request body whose reader failed).
     Other,
 }
 

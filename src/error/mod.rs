@@ -127,6 +127,21 @@ pub enum Error {
         /// The service.
         service: String,
     },
+    /// The request body's reader failed, or ended before or after the length announced for
+    /// it (`Content-Length`). The caller's doing, not the service's: it does not count
+    /// against health. Sending stopped mid-body, so the connection was closed, never
+    /// returned to the pool.
+    RequestBody {
+        /// The service.
+        service: String,
+        /// Body bytes read before the failure.
+        sent: u64,
+        /// The length announced.
+        len: u64,
+        /// What went wrong: the reader's own error, `UnexpectedEof` (it ended early) or
+        /// `InvalidData` (it had more bytes).
+        source: std::io::Error,
+    },
     /// A JSON body could not be encoded or decoded.
     Json {
         /// The service.
@@ -174,6 +189,7 @@ impl Error {
             Error::InvalidRequest { .. } => ErrorClass::InvalidRequest,
             Error::UnknownService { .. }
             | Error::NoSuchPool { .. }
+            | Error::RequestBody { .. }
             | Error::Json { .. }
             | Error::Config(_) => ErrorClass::Other,
         }
@@ -188,6 +204,7 @@ impl Error {
             | Error::ConnectionClosed { phase, .. }
             | Error::Transport { phase, .. } => Some(*phase),
             Error::TooLarge { .. } | Error::WebSocketClosed { .. } => Some(Phase::Read),
+            Error::RequestBody { .. } => Some(Phase::Send),
             _ => None,
         }
     }
@@ -207,6 +224,7 @@ impl Error {
             | Error::TooLarge { service, .. }
             | Error::WebSocketClosed { service }
             | Error::InvalidRequest { service, .. }
+            | Error::RequestBody { service, .. }
             | Error::Json { service, .. } => Some(service),
         }
     }
@@ -305,6 +323,12 @@ impl fmt::Display for Error {
                     "service '{service}': the WebSocket was closed by the peer"
                 )
             }
+            Error::RequestBody {
+                service, sent, len, ..
+            } => write!(
+                f,
+                "service '{service}': the request body failed after {sent} of {len} bytes"
+            ),
             Error::Json { service, .. } => write!(f, "service '{service}': invalid JSON"),
             Error::InvalidRequest { service, reason } => {
                 write!(f, "service '{service}': invalid request: {reason}")
@@ -317,7 +341,9 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::ConnectionClosed { source, .. } => Some(source),
+            Error::ConnectionClosed { source, .. } | Error::RequestBody { source, .. } => {
+                Some(source)
+            }
             Error::Transport { source, .. } => Some(source.as_ref()),
             Error::Json { source, .. } => Some(source),
             Error::Config(e) => Some(e),

@@ -20,7 +20,9 @@
 //! request still fails with the connection closed before any response byte, a GET or HEAD is
 //! retried once on a fresh connection, anything else returns [`Error::ConnectionClosed`].
 
+mod body;
 mod classify;
+mod multipart;
 mod request;
 mod response;
 mod transport;
@@ -39,6 +41,7 @@ use crate::service::ServiceContext;
 use crate::slots::Slots;
 use crate::stats::{CloseCause, PoolCounters, PoolStats};
 
+pub use multipart::{Form, Part};
 pub use request::{HttpClient, RequestBuilder};
 pub use response::{Response, StreamingResponse};
 use transport::{AgentFactory, AgentParts, PooledAgent, Wire};
@@ -64,27 +67,9 @@ impl HttpPool {
     ) -> HttpPool {
         let core = PoolCore::new(service, PoolKind::Http, config.max_connections as usize);
         let t = core.timeouts;
-        let mut builder = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .user_agent(concat!("backend-pool/", env!("CARGO_PKG_VERSION")))
-            .max_idle_connections(1)
-            .max_idle_connections_per_host(1)
-            .max_idle_age(Duration::from_millis(config.keepalive_idle_ms))
-            .input_buffer_size(config.input_buffer_bytes)
-            .output_buffer_size(config.output_buffer_bytes)
-            .max_response_header_size(config.max_header_bytes)
-            .max_redirects(0)
-            .timeout_connect(Some(t.connect))
-            .timeout_send_request(Some(t.request))
-            .timeout_send_body(Some(t.request))
-            .timeout_recv_response(Some(t.request))
-            .timeout_per_read(Some(t.read_idle));
-        if let Some(tls) = &core.tls {
-            builder = builder.tls_config(tls.ureq.clone());
-        }
+        let tls = core.tls.as_ref().map(|tls| tls.ureq.clone());
         let parts = Arc::new(AgentParts {
-            agent_config: builder.build(),
+            agent_config: agent_config(&config, &t, tls),
             counters: Arc::clone(&core.counters),
             leases: core.leases.clone(),
             lifetime: t.lifetime,
@@ -355,6 +340,37 @@ impl HttpPool {
     }
 }
 
+/// The configuration of every agent of a pool: one keep-alive connection, no redirects, no
+/// proxy, and a deadline for every phase (the resolver's too: without one, a DNS lookup
+/// that never answers would hold the request forever).
+fn agent_config(
+    config: &HttpPoolConfig,
+    t: &crate::service::Timeouts,
+    tls: Option<ureq::tls::TlsConfig>,
+) -> ureq::config::Config {
+    let mut builder = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .user_agent(concat!("backend-pool/", env!("CARGO_PKG_VERSION")))
+        .max_idle_connections(1)
+        .max_idle_connections_per_host(1)
+        .max_idle_age(Duration::from_millis(config.keepalive_idle_ms))
+        .input_buffer_size(config.input_buffer_bytes)
+        .output_buffer_size(config.output_buffer_bytes)
+        .max_response_header_size(config.max_header_bytes)
+        .max_redirects(0)
+        .timeout_resolve(Some(t.connect))
+        .timeout_connect(Some(t.connect))
+        .timeout_send_request(Some(t.request))
+        .timeout_send_body(Some(t.request))
+        .timeout_recv_response(Some(t.request))
+        .timeout_per_read(Some(t.read_idle));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls);
+    }
+    builder.build()
+}
+
 /// A stream's turn (see [`HttpPool::stream_turn`]); given back when dropped, whatever the
 /// path: stream ended or dropped, request failed, caller panicked.
 pub(crate) struct StreamTurn {
@@ -454,5 +470,30 @@ type Item = r2d2::PooledConnection<AgentFactory>;
 impl Leased for Item {
     fn lease(&self) -> &Lease {
         &self.lease
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_phase_of_an_agent_has_a_deadline_resolving_included() {
+        let config = crate::ServiceConfig::new("svc", "http://127.0.0.1:1");
+        let t = crate::service::ServiceContext::new(&config)
+            .unwrap()
+            .timeouts;
+        let agent = agent_config(&HttpPoolConfig::default(), &t, None);
+        let timeouts = agent.timeouts();
+        assert_eq!(
+            timeouts.resolve,
+            Some(t.connect),
+            "a DNS lookup without a deadline"
+        );
+        assert_eq!(timeouts.connect, Some(t.connect));
+        assert_eq!(timeouts.send_request, Some(t.request));
+        assert_eq!(timeouts.send_body, Some(t.request));
+        assert_eq!(timeouts.recv_response, Some(t.request));
+        assert_eq!(agent.timeout_per_read(), Some(t.read_idle));
     }
 }

@@ -17,10 +17,11 @@
 //!   grows past `input_buffer_bytes` only while a response head needs it (up to
 //!   `max_header_bytes`) and shrinks back once the head is consumed, so an idle connection
 //!   holds `input_buffer_bytes + output_buffer_bytes`.
-//! * [`Wire`] records, per request attempt, whether a transport was reached and how many
-//!   response bytes arrived: what the retry rule (nothing is resent once a response byte
-//!   arrived) and the connect classification (a failure before any transport is a connect
-//!   failure, whatever its I/O kind) rely on.
+//! * [`Wire`] records, per request attempt, whether a transport was reached, whether it was
+//!   last writing, and how many response bytes arrived: what the retry rule (nothing is
+//!   resent once a response byte arrived), the connect classification (a failure before any
+//!   transport is a connect failure, whatever its I/O kind) and the phase a total timeout
+//!   names rely on.
 
 mod buffers;
 mod socket;
@@ -48,6 +49,8 @@ pub(super) struct Wire {
     reached: AtomicBool,
     /// Response bytes the current request attempt received.
     received: AtomicU64,
+    /// The current attempt's last socket operation was a write (it was sending the request).
+    writing: AtomicBool,
     /// The running request's cancel token, if it has one: a connect it starts is abandoned
     /// when the token is cancelled (`crate::net::connect_tcp_cancellable`). Touched only by
     /// requests with a token and by new connections.
@@ -65,6 +68,12 @@ impl Wire {
     pub(super) fn begin_attempt(&self) {
         self.reached.store(false, Relaxed);
         self.received.store(0, Relaxed);
+        self.writing.store(false, Relaxed);
+    }
+
+    /// Whether the current attempt was writing the request when it stopped.
+    pub(super) fn writing(&self) -> bool {
+        self.writing.load(Relaxed)
     }
 
     /// Whether the current attempt reached a transport.
