@@ -16,7 +16,8 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::request::{Payload, RequestBuilder};
+use super::request::RequestBuilder;
+use super::send::Payload;
 use super::Response;
 use crate::error::Error;
 

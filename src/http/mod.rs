@@ -25,6 +25,7 @@ mod classify;
 mod multipart;
 mod request;
 mod response;
+mod send;
 mod transport;
 mod validate;
 

@@ -31,7 +31,8 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use super::body::{open_file, Exact};
-use super::request::{Payload, RequestBuilder};
+use super::request::RequestBuilder;
+use super::send::Payload;
 use super::Response;
 use crate::error::Error;
 
