@@ -173,3 +173,42 @@ fn an_invalid_query_is_rejected_before_checkout_and_keeps_the_connection() {
     assert_eq!(stats.errors.get(ErrorClass::Protocol), 0);
     assert_eq!(stats.closed.broken, 0);
 }
+
+#[test]
+fn tcp_probes_of_a_websocket_only_service_are_left_out_of_its_reuse_rate() {
+    use backend_pool::{HealthState, WsPoolConfig};
+    use backend_pool_testkit::Fault;
+    // The server accepts TCP and closes at once: handshakes fail, the TCP probe succeeds.
+    let server = support::ws_echo_server();
+    server.set_fault(Fault::Refuse);
+    let mut cfg = service("svc", &server.http_url());
+    cfg.http = None;
+    cfg.websocket = Some(WsPoolConfig {
+        min_connections: 0,
+        ..WsPoolConfig::default()
+    });
+    cfg.unhealthy_after = 2;
+    cfg.health_interval_ms = 20;
+    let m = support::manager(cfg);
+    for _ in 0..2 {
+        assert!(m.websocket("svc").is_err());
+    }
+    // Unhealthy, then healthy again through a TCP probe (counted as a connection).
+    assert!(eventually(Duration::from_secs(3), || {
+        let ws = m.stats().service("svc").unwrap().websocket.clone().unwrap();
+        ws.probe_connections > 0 && m.health("svc").unwrap().state == HealthState::Healthy
+    }));
+    server.set_fault(Fault::None);
+    for _ in 0..4 {
+        let mut ws = m.websocket("svc").unwrap();
+        ws.send_text("echo").unwrap();
+        ws.read().unwrap();
+        ws.finish();
+    }
+    let ws = m.stats().service("svc").unwrap().websocket.clone().unwrap();
+    assert_eq!(ws.connections_created as usize, server.accepted());
+    assert_eq!(ws.acquisitions, 4);
+    // Two failed handshakes and the socket the four leases shared: the probe is not one.
+    assert_eq!(ws.connections_created - ws.probe_connections, 3);
+    assert_eq!(ws.reuse_rate(), 0.25);
+}
