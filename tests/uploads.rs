@@ -676,3 +676,38 @@ fn progress_is_reported_for_bytes_in_memory_too() {
     assert_eq!(last.lock().unwrap().take().unwrap().body, body);
     assert_eq!(calls.lock().unwrap().last(), Some(&(50_000, 50_000)));
 }
+
+#[test]
+fn a_cancelled_upload_stops_in_the_send_phase() {
+    let sink = sink(false);
+    let m = manager(service("svc", &sink.url));
+    let token = backend_pool::CancelToken::new();
+    let canceller = {
+        let token = token.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(200));
+            token.cancel();
+        })
+    };
+    let start = Instant::now();
+    let err = m
+        .http("svc")
+        .unwrap()
+        .post("/upload")
+        .cancel_on(&token)
+        .send_reader(Pattern::new(64 << 20), 64 << 20)
+        .unwrap_err();
+    canceller.join().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(2), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Cancelled {
+                phase: Phase::Send,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(http_stats(&m).errors.get(ErrorClass::Cancelled), 1);
+}

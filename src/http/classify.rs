@@ -56,7 +56,8 @@ pub(super) enum Stage {
 }
 
 impl Stage {
-    fn phase(self) -> Phase {
+    /// The phase this stage is reported as.
+    pub(super) fn phase(self) -> Phase {
         match self {
             Stage::Connect => Phase::Connect,
             Stage::Send => Phase::Send,

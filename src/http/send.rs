@@ -101,14 +101,19 @@ impl RequestBuilder {
             .cancel
             .as_ref()
             .map(|token| token.register(wire.cancel_hook(conn.agent())));
-        let cancelled = |conn: HttpConnection, reached: bool| {
-            // The failure is the cancel's doing: not the server's, not the health's.
-            let phase = if reached {
-                Phase::Receive
+        // Where the attempt stood when it stopped.
+        let stage = || {
+            if !wire.reached() {
+                Stage::Connect
+            } else if wire.writing() {
+                Stage::Send
             } else {
-                Phase::Connect
-            };
-            let err = pool.core.cancelled(phase);
+                Stage::Receive
+            }
+        };
+        let cancelled = |conn: HttpConnection, stage: Stage| {
+            // The failure is the cancel's doing: not the server's, not the health's.
+            let err = pool.core.cancelled(stage.phase());
             counters.error(err.class());
             conn.discard();
             Err(err)
@@ -126,8 +131,8 @@ impl RequestBuilder {
             };
             wire.begin_attempt();
             if is_cancelled() {
-                let reached = wire.reached();
-                return cancelled(conn, reached);
+                let stage = stage();
+                return cancelled(conn, stage);
             }
             let total = limits.total.map(|t| t.saturating_sub(started.elapsed()));
             let deadline = total.map(|left| crate::clock::deadline(Instant::now(), left));
@@ -140,8 +145,8 @@ impl RequestBuilder {
                 total,
             );
             if sent.is_err() && is_cancelled() {
-                let reached = wire.reached();
-                return cancelled(conn, reached);
+                let stage = stage();
+                return cancelled(conn, stage);
             }
             if sent.is_err() && pool.core.is_closed() {
                 // Shutdown interrupted the call (its deadline passed).
@@ -186,14 +191,7 @@ impl RequestBuilder {
                 }
                 Err(Failure::Client(e)) => e,
             };
-            let stage = if !wire.reached() {
-                Stage::Connect
-            } else if wire.writing() {
-                Stage::Send
-            } else {
-                Stage::Receive
-            };
-            let err = classify::classify_attempt(pool, e, &limits, stage);
+            let err = classify::classify_attempt(pool, e, &limits, stage());
             // A resend only for a connection that closed before any byte of a response
             // (counted by the transport, whatever the error says): a stale keep-alive
             // connection. Any response byte means the server answered; and even a silent
