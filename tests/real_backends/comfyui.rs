@@ -226,10 +226,11 @@ fn comfyui_takes_a_streamed_multipart_upload_and_serves_views_by_query() {
         )
         .text("subfolder", "backend-pool")
         .text("type", "input");
-    let mut calls = 0;
+    let last = std::sync::Arc::new(std::sync::Mutex::new((0, 0)));
+    let seen = std::sync::Arc::clone(&last);
     let uploaded: Value = http
         .post("/upload/image")
-        .upload_progress(move |_, _| calls += 1)
+        .upload_progress(move |sent, total| *seen.lock().unwrap() = (sent, total))
         .send_multipart(form)
         .unwrap()
         .error_for_status()
@@ -240,6 +241,9 @@ fn comfyui_takes_a_streamed_multipart_upload_and_serves_views_by_query() {
     assert_eq!(uploaded["size"], len, "{uploaded}");
     assert_eq!(uploaded["subfolder"], "backend-pool", "{uploaded}");
     assert_eq!(uploaded["type"], "input", "{uploaded}");
+    // The form's whole length: the parts plus their heads.
+    let (sent, total) = *last.lock().unwrap();
+    assert!(sent == total && total > len, "{sent} of {total}");
     let view = http
         .get("/view")
         .query("filename", "bp render.png")
