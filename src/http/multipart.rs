@@ -33,6 +33,7 @@ use std::path::Path;
 use super::body::{open_file, Exact};
 use super::request::RequestBuilder;
 use super::send::Payload;
+use super::validate::header_value;
 use super::Response;
 use crate::error::Error;
 
@@ -141,15 +142,7 @@ impl Form {
                 (None, None) => None,
             };
             if let Some(ct) = content_type {
-                if let Some(b) = ct
-                    .bytes()
-                    .find(|b| !(b.is_ascii_graphic() || *b == b' ' || *b == b'\t'))
-                {
-                    let why = match b {
-                        b'\r' | b'\n' => "a line break",
-                        b if b.is_ascii_control() => "a control character",
-                        _ => "a non-ASCII character",
-                    };
+                if let Err(why) = header_value(ct) {
                     return Err(format!("part '{name}' has a content type with {why}"));
                 }
                 head.push_str("Content-Type: ");

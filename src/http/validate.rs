@@ -228,7 +228,7 @@ fn check_method(method: &str) -> Result<Method, String> {
 
 /// A header value: visible ASCII, spaces and tabs only (no line breaks or other controls that
 /// would split or smuggle headers; non-ASCII must be encoded, e.g. RFC 8187).
-fn header_value(value: &str) -> Result<HeaderValue, &'static str> {
+pub(super) fn header_value(value: &str) -> Result<HeaderValue, &'static str> {
     if let Some(b) = value
         .bytes()
         .find(|b| !(b.is_ascii_graphic() || *b == b' ' || *b == b'\t'))
