@@ -107,7 +107,8 @@ pub use error::{
 };
 pub use health::{HealthSnapshot, HealthState};
 pub use http::{
-    Download, HttpClient, HttpConnection, Progress, RequestBuilder, Response, StreamingResponse,
+    Download, Form, HttpClient, HttpConnection, Part, Progress, RequestBuilder, Response,
+    StreamingResponse,
 };
 pub use manager::{global, InUse, PoolManager, ShutdownReport};
 pub use stats::{

@@ -164,8 +164,11 @@ impl<T> PoolCore<T> {
             });
         match &result {
             Ok(item) => {
-                self.counters.acquisitions.fetch_add(1, Relaxed);
-                self.counters.acquire_time.record(start.elapsed());
+                // A health probe's checkout (`gate: false`) is not a caller's.
+                if gate {
+                    self.counters.acquisitions.fetch_add(1, Relaxed);
+                    self.counters.acquire_time.record(start.elapsed());
+                }
                 item.lease().begin(start);
             }
             Err(e) => self.counters.error(e.class()),

@@ -33,7 +33,7 @@ pub enum ErrorClass {
     /// server answered correctly: not counted against the service's health, and the
     /// connection is reused.
     Status,
-    /// Anything else (unknown service, JSON, config, saving a download).
+    /// Anything else (unknown service, JSON, config, saving a download, a request body whose reader failed).
     Other,
 }
 

@@ -139,6 +139,21 @@ pub enum Error {
         /// The service.
         service: String,
     },
+    /// The request body's reader failed, or ended before or after the length announced for
+    /// it (`Content-Length`). The caller's doing, not the service's: it does not count
+    /// against health. Sending stopped mid-body, so the connection was closed, never
+    /// returned to the pool.
+    RequestBody {
+        /// The service.
+        service: String,
+        /// Body bytes read before the failure.
+        sent: u64,
+        /// The length announced.
+        len: u64,
+        /// What went wrong: the reader's own error, `UnexpectedEof` (it ended early) or
+        /// `InvalidData` (it had more bytes).
+        source: std::io::Error,
+    },
     /// A JSON body could not be encoded or decoded.
     Json {
         /// The service.
@@ -216,6 +231,7 @@ impl Error {
             Error::Status { .. } => ErrorClass::Status,
             Error::UnknownService { .. }
             | Error::NoSuchPool { .. }
+            | Error::RequestBody { .. }
             | Error::Json { .. }
             | Error::Save { .. }
             | Error::Config(_) => ErrorClass::Other,
@@ -232,6 +248,7 @@ impl Error {
             | Error::Transport { phase, .. } => Some(*phase),
             Error::TooLarge { .. } | Error::WebSocketClosed { .. } => Some(Phase::Read),
             Error::Status { .. } => Some(Phase::Receive),
+            Error::RequestBody { .. } => Some(Phase::Send),
             _ => None,
         }
     }
@@ -253,6 +270,7 @@ impl Error {
             | Error::InvalidRequest { service, .. }
             | Error::Status { service, .. }
             | Error::Save { service, .. }
+            | Error::RequestBody { service, .. }
             | Error::Json { service, .. } => Some(service),
         }
     }
@@ -417,6 +435,12 @@ impl fmt::Display for Error {
                     "service '{service}': the WebSocket was closed by the peer"
                 )
             }
+            Error::RequestBody {
+                service, sent, len, ..
+            } => write!(
+                f,
+                "service '{service}': the request body failed after {sent} of {len} bytes"
+            ),
             Error::Json { service, .. } => write!(f, "service '{service}': invalid JSON"),
             Error::InvalidRequest { service, reason } => {
                 write!(f, "service '{service}': invalid request: {reason}")
@@ -459,7 +483,9 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::ConnectionClosed { source, .. } => Some(source),
+            Error::ConnectionClosed { source, .. } | Error::RequestBody { source, .. } => {
+                Some(source)
+            }
             Error::Transport { source, .. } => Some(source.as_ref()),
             Error::Json { source, .. } => Some(source),
             Error::Save { source, .. } => Some(source),

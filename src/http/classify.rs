@@ -2,16 +2,112 @@
 //! ([`RequestBuilder`](super::RequestBuilder)), whole and streamed responses, and health
 //! probes alike. An attempt that never reached a transport failed to connect, whatever its
 //! I/O kind; after that, the error's own kind decides.
+//!
+//! A timeout names the phase it cut short and the deadline that fired, which is the
+//! request's own where it set one ([`Limits`]): ureq says which of its timeouts fired; for
+//! its total ("global") deadline, which holds across every phase, the phase is where the
+//! attempt stood ([`Stage`]).
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use super::HttpPool;
 use crate::error::{Error, Phase, HEADER_LINES};
 
-/// Maps a failure of an attempt that never reached a transport: resolving, connecting or the
-/// TLS handshake failed (a connect failure, whatever its I/O kind: out of file descriptors,
-/// an unknown host), or the HTTP client refused the request itself.
-pub(super) fn classify_unreached(pool: &HttpPool, e: ureq::Error) -> Error {
+/// The deadlines one request runs under: the service's, with the request's own overrides
+/// (`connect_timeout`, `read_timeout`, `total_timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Limits {
+    /// Resolving and connecting (each).
+    pub(super) connect: Duration,
+    /// Sending the request head, sending a body (whole, or per stall for a streamed body),
+    /// receiving the response head.
+    pub(super) request: Duration,
+    /// The longest silence between two reads of the response.
+    pub(super) read_idle: Duration,
+    /// One deadline for the whole request, if set.
+    pub(super) total: Option<Duration>,
+}
+
+impl Limits {
+    /// The service's own.
+    pub(super) fn service(pool: &HttpPool) -> Limits {
+        let t = &pool.core.timeouts;
+        Limits {
+            connect: t.connect,
+            request: t.request,
+            read_idle: t.read_idle,
+            total: None,
+        }
+    }
+}
+
+/// Where an attempt stood when it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// No transport reached yet: resolving, connecting, the TLS handshake.
+    Connect,
+    /// Writing the request.
+    Send,
+    /// Waiting for, or reading, the response head.
+    Receive,
+    /// Reading the response body.
+    Read,
+}
+
+impl Stage {
+    /// The phase this stage is reported as.
+    pub(super) fn phase(self) -> Phase {
+        match self {
+            Stage::Connect => Phase::Connect,
+            Stage::Send => Phase::Send,
+            Stage::Receive => Phase::Receive,
+            Stage::Read => Phase::Read,
+        }
+    }
+}
+
+/// The timeout error for ureq's `which`, under `limits`, at `stage`.
+pub(super) fn timeout(
+    pool: &HttpPool,
+    which: ureq::Timeout,
+    limits: &Limits,
+    stage: Stage,
+) -> Error {
+    use ureq::Timeout as T;
+    let (phase, after) = match which {
+        T::Resolve | T::Connect => (Phase::Connect, limits.connect),
+        T::SendRequest | T::SendBody | T::Await100 | T::PerWrite => (Phase::Send, limits.request),
+        T::RecvResponse => (Phase::Receive, limits.request),
+        // The per-read limit holds from the first byte of the response head on.
+        T::PerRead if stage == Stage::Receive => (Phase::Receive, limits.read_idle),
+        T::RecvBody | T::PerRead => (Phase::Read, limits.read_idle),
+        // The total deadline (ureq's `Global`, or a probe's): whatever phase was running.
+        _ => (stage.phase(), limits.total.unwrap_or(limits.request)),
+    };
+    Error::Timeout {
+        service: pool.core.name.clone(),
+        phase,
+        after,
+    }
+}
+
+/// Maps a failure of a request attempt that stood at `stage`, under `limits`. Before any
+/// transport was reached (`Stage::Connect`), resolving, connecting or the TLS handshake
+/// failed (a connect failure, whatever its I/O kind: out of file descriptors, an unknown
+/// host), or the HTTP client refused the request itself.
+pub(super) fn classify_attempt(
+    pool: &HttpPool,
+    e: ureq::Error,
+    limits: &Limits,
+    stage: Stage,
+) -> Error {
+    if let ureq::Error::Timeout(which) = e {
+        return timeout(pool, which, limits, stage);
+    }
+    if stage != Stage::Connect {
+        return classify(pool, e);
+    }
     let service = pool.core.name.clone();
     match e {
         ureq::Error::Http(_) | ureq::Error::BadUri(_) | ureq::Error::Protocol(_) => {
@@ -20,11 +116,6 @@ pub(super) fn classify_unreached(pool: &HttpPool, e: ureq::Error) -> Error {
                 reason: format!("the HTTP client refused the request: {e}"),
             }
         }
-        ureq::Error::Timeout(_) => Error::Timeout {
-            service,
-            phase: Phase::Connect,
-            after: pool.core.timeouts.connect,
-        },
         e => Error::Transport {
             service,
             phase: Phase::Connect,
@@ -33,28 +124,13 @@ pub(super) fn classify_unreached(pool: &HttpPool, e: ureq::Error) -> Error {
     }
 }
 
-/// Maps a ureq error onto this crate's phases and classes.
+/// Maps a ureq error onto this crate's phases and classes; a timeout as one while reading a
+/// body under the service's own limits (see [`classify_attempt`] for a request's).
 pub(super) fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
-    use ureq::Timeout as T;
     let service = pool.core.name.clone();
     let t = pool.core.timeouts;
     match e {
-        ureq::Error::Timeout(which) => {
-            let (phase, after) = match which {
-                T::Resolve | T::Connect => (Phase::Connect, t.connect),
-                T::SendRequest | T::SendBody | T::Await100 | T::PerWrite => {
-                    (Phase::Send, t.request)
-                }
-                T::RecvResponse => (Phase::Receive, t.request),
-                T::RecvBody | T::PerRead => (Phase::Read, t.read_idle),
-                _ => (Phase::Receive, t.request),
-            };
-            Error::Timeout {
-                service,
-                phase,
-                after,
-            }
-        }
+        ureq::Error::Timeout(which) => timeout(pool, which, &Limits::service(pool), Stage::Read),
         ureq::Error::Io(io) => {
             use io::ErrorKind as K;
             match io.kind() {
@@ -116,5 +192,28 @@ pub(super) fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
             phase: Phase::Receive,
             source: Box::new(e),
         },
+    }
+}
+
+/// A timeout while reading a body, restated under the request's own `limits` (reading a
+/// body maps a timeout under the service's, in [`classify`]). ureq's reason is gone by then:
+/// the total deadline fired if it has passed (`deadline`), the read-idle limit otherwise.
+pub(super) fn restate_body_timeout(
+    err: Error,
+    limits: &Limits,
+    deadline: Option<Instant>,
+) -> Error {
+    match err {
+        Error::Timeout { service, .. } => {
+            let total = limits
+                .total
+                .filter(|_| deadline.is_some_and(|at| Instant::now() >= at));
+            Error::Timeout {
+                service,
+                phase: Phase::Read,
+                after: total.unwrap_or(limits.read_idle),
+            }
+        }
+        other => other,
     }
 }

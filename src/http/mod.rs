@@ -20,9 +20,12 @@
 //! request still fails with the connection closed before any response byte, a GET or HEAD is
 //! retried once on a fresh connection, anything else returns [`Error::ConnectionClosed`].
 
+mod body;
 mod classify;
+mod multipart;
 mod request;
 mod response;
+mod send;
 mod transport;
 mod validate;
 
@@ -39,6 +42,7 @@ use crate::service::ServiceContext;
 use crate::slots::Slots;
 use crate::stats::{CloseCause, PoolCounters, PoolStats};
 
+pub use multipart::{Form, Part};
 pub use request::{HttpClient, RequestBuilder};
 pub use response::{Download, Progress, Response, StreamingResponse};
 use transport::{AgentFactory, AgentParts, PooledAgent, Wire};
@@ -64,27 +68,9 @@ impl HttpPool {
     ) -> HttpPool {
         let core = PoolCore::new(service, PoolKind::Http, config.max_connections as usize);
         let t = core.timeouts;
-        let mut builder = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .user_agent(concat!("backend-pool/", env!("CARGO_PKG_VERSION")))
-            .max_idle_connections(1)
-            .max_idle_connections_per_host(1)
-            .max_idle_age(Duration::from_millis(config.keepalive_idle_ms))
-            .input_buffer_size(config.input_buffer_bytes)
-            .output_buffer_size(config.output_buffer_bytes)
-            .max_response_header_size(config.max_header_bytes)
-            .max_redirects(0)
-            .timeout_connect(Some(t.connect))
-            .timeout_send_request(Some(t.request))
-            .timeout_send_body(Some(t.request))
-            .timeout_recv_response(Some(t.request))
-            .timeout_per_read(Some(t.read_idle));
-        if let Some(tls) = &core.tls {
-            builder = builder.tls_config(tls.ureq.clone());
-        }
+        let tls = core.tls.as_ref().map(|tls| tls.ureq.clone());
         let parts = Arc::new(AgentParts {
-            agent_config: builder.build(),
+            agent_config: agent_config(&config, &t, tls),
             counters: Arc::clone(&core.counters),
             leases: core.leases.clone(),
             lifetime: t.lifetime,
@@ -273,6 +259,10 @@ impl HttpPool {
         };
         let agent = conn.agent();
         let _abort = self.core.aborts.watch_agent(agent);
+        // Probes are not callers' traffic: no request counted, and a connection the probe
+        // opens is counted apart (left out of the reuse rate).
+        let wire = &conn.item().wire;
+        wire.probing.store(true, Relaxed);
         let method = if path == "/" { "HEAD" } else { "GET" };
         let (mut retried, mut broken) = (false, false);
         let outcome = loop {
@@ -290,7 +280,6 @@ impl HttpPool {
             let request = agent.configure_request(request).timeout_global(Some(left));
             let err = match agent.run(request.build()) {
                 Ok(response) => {
-                    self.counters().requests.fetch_add(1, Relaxed);
                     let status = response.status().as_u16();
                     // Read to the end, so the connection can be reused.
                     let mut body = response.into_body();
@@ -319,6 +308,7 @@ impl HttpPool {
             broken = true;
             break Err(err.chain().to_string());
         };
+        wire.probing.store(false, Relaxed);
         if broken {
             conn.discard();
         }
@@ -349,6 +339,37 @@ impl HttpPool {
     pub(crate) fn in_use(&self) -> usize {
         self.core.in_use()
     }
+}
+
+/// The configuration of every agent of a pool: one keep-alive connection, no redirects, no
+/// proxy, and a deadline for every phase (the resolver's too: without one, a DNS lookup
+/// that never answers would hold the request forever).
+fn agent_config(
+    config: &HttpPoolConfig,
+    t: &crate::service::Timeouts,
+    tls: Option<ureq::tls::TlsConfig>,
+) -> ureq::config::Config {
+    let mut builder = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .user_agent(concat!("backend-pool/", env!("CARGO_PKG_VERSION")))
+        .max_idle_connections(1)
+        .max_idle_connections_per_host(1)
+        .max_idle_age(Duration::from_millis(config.keepalive_idle_ms))
+        .input_buffer_size(config.input_buffer_bytes)
+        .output_buffer_size(config.output_buffer_bytes)
+        .max_response_header_size(config.max_header_bytes)
+        .max_redirects(0)
+        .timeout_resolve(Some(t.connect))
+        .timeout_connect(Some(t.connect))
+        .timeout_send_request(Some(t.request))
+        .timeout_send_body(Some(t.request))
+        .timeout_recv_response(Some(t.request))
+        .timeout_per_read(Some(t.read_idle));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls);
+    }
+    builder.build()
 }
 
 /// A stream's turn (see [`HttpPool::stream_turn`]); given back when dropped, whatever the
@@ -450,5 +471,30 @@ type Item = r2d2::PooledConnection<AgentFactory>;
 impl Leased for Item {
     fn lease(&self) -> &Lease {
         &self.lease
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_phase_of_an_agent_has_a_deadline_resolving_included() {
+        let config = crate::ServiceConfig::new("svc", "http://127.0.0.1:1");
+        let t = crate::service::ServiceContext::new(&config)
+            .unwrap()
+            .timeouts;
+        let agent = agent_config(&HttpPoolConfig::default(), &t, None);
+        let timeouts = agent.timeouts();
+        assert_eq!(
+            timeouts.resolve,
+            Some(t.connect),
+            "a DNS lookup without a deadline"
+        );
+        assert_eq!(timeouts.connect, Some(t.connect));
+        assert_eq!(timeouts.send_request, Some(t.request));
+        assert_eq!(timeouts.send_body, Some(t.request));
+        assert_eq!(timeouts.recv_response, Some(t.request));
+        assert_eq!(agent.timeout_per_read(), Some(t.read_idle));
     }
 }

@@ -1,26 +1,21 @@
-//! Building and sending requests: [`HttpClient`], [`RequestBuilder`] and the retry rule (the
-//! mapping of ureq's errors onto this crate's phases and classes is in `classify`).
-//!
-//! A request is checked before it takes a connection (`validate`), then sent on a pooled
-//! connection. It is sent a second time, on a fresh connection, only if it is a `GET`, `HEAD`
-//! or `OPTIONS` and its connection closed before a single byte of a response arrived (a stale
-//! keep-alive connection); the transport counts those bytes, so a partial status line, a
-//! malformed or oversized head or a reset mid-body is never answered by a resend.
+//! Building requests: [`HttpClient`] and [`RequestBuilder`]'s public API. How a request is
+//! checked, sent and retried is in `send`; bodies from readers and files in `body`,
+//! multipart forms in `multipart`.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::classify::{classify, classify_unreached};
+use super::body::Progress;
+use super::classify;
 use super::response::{Response, StreamingResponse};
+use super::send::Payload;
 use super::validate;
 use super::{HttpConnection, HttpPool};
-use crate::cancel::Registration;
-use crate::error::{Error, Phase};
+use crate::error::Error;
 
 /// A handle on one service's HTTP pool; cheap to clone, usable from any thread.
 ///
@@ -99,17 +94,22 @@ impl fmt::Debug for HttpClient {
     }
 }
 
-/// Header names only: a value may be a secret.
+/// Header names and query parameter names only: a value may be a secret.
 impl fmt::Debug for RequestBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        let query: Vec<&str> = self.query.iter().map(|(name, _)| name.as_str()).collect();
         f.debug_struct("RequestBuilder")
             .field("service", &self.pool.core.name)
             .field("method", &self.method)
             .field("path", &self.path)
+            .field("query", &query)
             .field("headers", &names)
-            .field("timeout", &self.timeout)
+            .field("total_timeout", &self.timeout)
+            .field("connect_timeout", &self.connect)
+            .field("read_timeout", &self.read)
             .field("wait", &self.wait)
+            .field("upload_progress", &self.progress.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -160,15 +160,21 @@ impl fmt::Debug for RequestBuilder {
 /// ```
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder {
-    pool: Arc<HttpPool>,
+    pub(super) pool: Arc<HttpPool>,
     /// Upper case; a standard method's name is borrowed, not allocated.
-    method: Cow<'static, str>,
-    path: String,
-    headers: Vec<(String, String)>,
-    timeout: Option<Duration>,
-    wait: Option<Duration>,
-    probe: bool,
-    cancel: Option<crate::CancelToken>,
+    pub(super) method: Cow<'static, str>,
+    pub(super) path: String,
+    /// Query parameters, as given (encoded when the request is checked).
+    pub(super) query: Vec<(String, String)>,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) timeout: Option<Duration>,
+    pub(super) connect: Option<Duration>,
+    pub(super) read: Option<Duration>,
+    pub(super) wait: Option<Duration>,
+    pub(super) probe: bool,
+    pub(super) cancel: Option<crate::CancelToken>,
+    /// Behind a lock only so the builder stays `Sync`; taken out, not locked, when sent.
+    pub(super) progress: Option<parking_lot::Mutex<Progress>>,
 }
 
 impl RequestBuilder {
@@ -183,11 +189,15 @@ impl RequestBuilder {
                 None => Cow::Owned(method.to_ascii_uppercase()),
             },
             path: path.to_string(),
+            query: Vec::new(),
             headers: Vec::new(),
             timeout: None,
+            connect: None,
+            read: None,
             wait: None,
             probe: false,
             cancel: None,
+            progress: None,
         }
     }
 
@@ -198,11 +208,55 @@ impl RequestBuilder {
         self
     }
 
+    /// Adds a query parameter, after any query already in the path and the parameters added
+    /// before it (a name added twice is sent twice). Name and value are percent-encoded as
+    /// UTF-8: everything but letters, digits and `-._~` is escaped, a space as `%20` (never
+    /// `+`), so `&`, `=`, `#`, `+`, `%` and `/` arrive as the characters they are. The name
+    /// must not be empty (checked when the request is sent).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), backend_pool::Error> {
+    /// # let manager = backend_pool::PoolManager::new(backend_pool::ManagerConfig::default())?;
+    /// // GET /view?filename=my%20render.png&subfolder=&type=output
+    /// let png = manager
+    ///     .http("comfyui")?
+    ///     .get("/view")
+    ///     .query("filename", "my render.png")
+    ///     .query("subfolder", "")
+    ///     .query("type", "output")
+    ///     .call()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn query(mut self, name: &str, value: &str) -> Self {
+        self.query.push((name.to_string(), value.to_string()));
+        self
+    }
+
     /// A total timeout: one deadline for the whole request (connect, send, response and
-    /// body), overriding the per-phase timeouts' sum. The wait for a pooled connection is
-    /// bounded apart, by [`RequestBuilder::wait_timeout`].
+    /// body), on top of the per-phase timeouts (the first to pass ends the request). The
+    /// wait for a pooled connection is bounded apart, by [`RequestBuilder::wait_timeout`];
+    /// a retry on a fresh connection (see the module docs) runs within the same deadline.
+    /// A timeout error names the phase it cut short and this deadline.
     pub fn total_timeout(mut self, total: Duration) -> Self {
         self.timeout = Some(total.min(crate::clock::FAR));
+        self
+    }
+
+    /// How long resolving the host and opening a connection may each take (TCP and TLS),
+    /// overriding the service's `connect_timeout_ms`; only a request that opens a connection
+    /// uses it. A timeout here is an [`Error::Timeout`] of phase `connect` naming this limit.
+    pub fn connect_timeout(mut self, connect: Duration) -> Self {
+        self.connect = Some(connect.min(crate::clock::FAR));
+        self
+    }
+
+    /// The longest silence allowed between two reads of the response, from the wait for its
+    /// head to the end of its body, overriding the service's `read_idle_timeout_ms`. A body
+    /// that keeps coming may take any time (bound it with
+    /// [`RequestBuilder::total_timeout`]). A timeout here names the phase (`receive` before
+    /// the head arrived, `read` after) and this limit.
+    pub fn read_timeout(mut self, read: Duration) -> Self {
+        self.read = Some(read.min(crate::clock::FAR));
         self
     }
 
@@ -217,6 +271,28 @@ impl RequestBuilder {
     /// the wait for a pooled connection (and for a stream's turn).
     pub fn cancel_on(mut self, token: &crate::CancelToken) -> Self {
         self.cancel = Some(token.clone());
+        self
+    }
+
+    /// Calls `progress(sent, total)` while the request body is sent: at most every 100 ms
+    /// while bytes flow, and once at the end (`sent == total`), on the calling thread.
+    /// `sent` counts the body bytes handed to the connection (the last piece of at most
+    /// `output_buffer_bytes` may still be on its way). A body sent again on a fresh
+    /// connection (a `GET`'s, see the module docs) starts again from 0. Not called for an
+    /// empty body.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), backend_pool::Error> {
+    /// # let manager = backend_pool::PoolManager::new(backend_pool::ManagerConfig::default())?;
+    /// let reply = manager
+    ///     .http("comfyui")?
+    ///     .post("/upload/image")
+    ///     .upload_progress(|sent, total| println!("{sent} of {total} bytes"))
+    ///     .send_file("render.png")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn upload_progress(mut self, progress: impl FnMut(u64, u64) + Send + 'static) -> Self {
+        self.progress = Some(parking_lot::Mutex::new(Progress::new(Box::new(progress))));
         self
     }
 
@@ -266,10 +342,18 @@ impl RequestBuilder {
     /// # Errors
     /// As [`RequestBuilder::call`].
     pub fn send_bytes(self, body: &[u8]) -> Result<Response, Error> {
-        let (conn, response, watch) = self.execute(body)?;
-        let result = Response::read_whole(&self.pool, response, watch.as_ref().map(|w| w.token()));
+        self.send_payload(Payload::Bytes(body))
+    }
+
+    /// Sends `payload` and reads the whole response.
+    pub(super) fn send_payload(mut self, payload: Payload<'_>) -> Result<Response, Error> {
+        let mut progress = self.progress.take().map(parking_lot::Mutex::into_inner);
+        let sent = self.execute(payload, progress.as_mut())?;
+        let cancel = sent.watch.as_ref().map(|w| w.token());
+        let result = Response::read_whole(&self.pool, sent.response, cancel)
+            .map_err(|e| classify::restate_body_timeout(e, &sent.limits, sent.deadline));
         if result.is_err() {
-            conn.discard();
+            sent.conn.discard();
         }
         result
     }
@@ -287,190 +371,23 @@ impl RequestBuilder {
     /// # Errors
     /// As [`RequestBuilder::call`]. An [`Error::PoolTimeout`] while waiting for a stream's
     /// turn counts streams in its state: open (`in_use`), waiting, and the cap as `max`.
-    pub fn stream(self, body: &[u8]) -> Result<StreamingResponse, Error> {
-        let start = std::time::Instant::now();
+    pub fn stream(mut self, body: &[u8]) -> Result<StreamingResponse, Error> {
+        let start = Instant::now();
         let wait = self.wait.unwrap_or(self.pool.core.timeouts.wait);
         let turn = self
             .pool
             .stream_turn(start, wait, !self.probe, self.cancel.as_ref())?;
         let service = self.pool.core.name.clone();
-        let rest = wait.saturating_sub(start.elapsed());
-        let (conn, response, watch) = self.wait_timeout(rest).execute(body)?;
-        Ok(StreamingResponse::new(service, conn, turn, response, watch))
-    }
-
-    fn idempotent(&self) -> bool {
-        matches!(&*self.method, "GET" | "HEAD" | "OPTIONS")
-    }
-
-    /// Checks the request (before checkout: an invalid one costs no connection), checks out
-    /// a connection and sends. A GET / HEAD / OPTIONS whose connection closed before any
-    /// response byte arrived is sent once more on a fresh connection; nothing is resent once
-    /// the server sent a byte of its response.
-    fn execute(
-        &self,
-        body: &[u8],
-    ) -> Result<
-        (
-            HttpConnection,
-            ureq::http::Response<ureq::Body>,
-            Option<Registration>,
-        ),
-        Error,
-    > {
-        let pool = &self.pool;
-        let counters = pool.counters();
-        let mut target = Some(self.target(body.len())?);
-        let wait = self.wait.unwrap_or(pool.core.timeouts.wait);
-        let conn = pool.checkout_cancellable(wait, !self.probe, self.cancel.as_ref())?;
-        let wire = &conn.item().wire;
-        // Cancel shuts the agent down: the request in flight (its connect and TLS handshake
-        // too), its socket.
-        let watch = self
-            .cancel
-            .as_ref()
-            .map(|token| token.register(wire.cancel_hook(conn.agent())));
-        let cancelled = |conn: HttpConnection, reached: bool| {
-            // The failure is the cancel's doing: not the server's, not the health's.
-            let phase = if reached {
-                Phase::Receive
-            } else {
-                Phase::Connect
-            };
-            let err = pool.core.cancelled(phase);
-            counters.error(err.class());
-            conn.discard();
-            Err(err)
-        };
-        let is_cancelled = || watch.as_ref().is_some_and(|w| w.token().is_cancelled());
-        let mut retried = false;
-        loop {
-            // The first attempt sends the checked request itself; a retry checks it again
-            // (the same answer) rather than every request keeping a copy for a rare retry.
-            let attempt = match target.take() {
-                Some(target) => target,
-                None => self.target(body.len())?,
-            };
-            wire.begin_attempt();
-            if is_cancelled() {
-                let reached = wire.reached();
-                return cancelled(conn, reached);
-            }
-            let sent = self.send_once(&conn, attempt, body);
-            if sent.is_err() && is_cancelled() {
-                let reached = wire.reached();
-                return cancelled(conn, reached);
-            }
-            if sent.is_err() && pool.core.is_closed() {
-                // Shutdown interrupted the call (its deadline passed).
-                let err = pool.core.shutting_down();
-                counters.error(err.class());
-                conn.discard();
-                return Err(err);
-            }
-            match sent {
-                Ok(response) => {
-                    counters.requests.fetch_add(1, Relaxed);
-                    if !self.probe {
-                        pool.core.health.success();
-                    }
-                    return Ok((conn, response, watch));
-                }
-                Err(e) => {
-                    let err = if wire.reached() {
-                        classify(pool, e)
-                    } else {
-                        classify_unreached(pool, e)
-                    };
-                    // A resend only for a connection that closed before any byte of a
-                    // response (counted by the transport, whatever the error says): a stale
-                    // keep-alive connection. Any response byte means the server answered;
-                    // and even a silent server may have acted, so only methods that may be
-                    // repeated are resent.
-                    let stale =
-                        matches!(err, Error::ConnectionClosed { .. }) && wire.received() == 0;
-                    if stale && !retried && self.idempotent() {
-                        // ureq dropped the dead socket: the next try connects afresh.
-                        retried = true;
-                        counters.retries.fetch_add(1, Relaxed);
-                        log::debug!(target: "backend_pool",
-                            "service '{}': {} {} retried after a stale connection",
-                            pool.core.name, self.method, self.path);
-                        continue;
-                    }
-                    pool.failed(&err, !self.probe);
-                    conn.discard();
-                    return Err(err);
-                }
-            }
-        }
-    }
-
-    /// The request checked and in the form it is sent (see [`RequestBuilder`], "What is
-    /// checked"); an invalid one is counted and costs no connection.
-    fn target(&self, body_len: usize) -> Result<validate::Target, Error> {
-        let pool = &self.pool;
-        validate::target(
-            &pool.core.endpoint,
-            &pool.base,
-            &pool.service_headers,
-            &self.method,
-            &self.path,
-            &self.headers,
-            body_len,
-            pool.config.output_buffer_bytes,
-        )
-        .map_err(|reason| {
-            let err = Error::InvalidRequest {
-                service: pool.core.name.clone(),
-                reason,
-            };
-            pool.counters().error(err.class());
-            err
-        })
-    }
-
-    /// Sends one attempt. An empty body is sent as none where the method anticipates no
-    /// content (RFC 9110 §8.6: then no `Content-Length: 0` either).
-    fn send_once(
-        &self,
-        conn: &HttpConnection,
-        target: validate::Target,
-        body: &[u8],
-    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
-        use ureq::http::Method;
-        let bodiless = body.is_empty()
-            && matches!(
-                target.method,
-                Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
-            );
-        if bodiless {
-            self.run(conn, target, ())
-        } else {
-            self.run(conn, target, body)
-        }
-    }
-
-    fn run<B: ureq::AsSendBody>(
-        &self,
-        conn: &HttpConnection,
-        target: validate::Target,
-        body: B,
-    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
-        let mut request = ureq::http::Request::new(body);
-        *request.method_mut() = target.method;
-        *request.uri_mut() = target.uri;
-        *request.headers_mut() = target.headers;
-        let agent = conn.agent();
-        match self.timeout {
-            Some(total) => agent.run(
-                agent
-                    .configure_request(request)
-                    .timeout_global(Some(total))
-                    .build(),
-            ),
-            None => agent.run(request),
-        }
+        self.wait = Some(wait.saturating_sub(start.elapsed()));
+        let mut progress = self.progress.take().map(parking_lot::Mutex::into_inner);
+        let sent = self.execute(Payload::Bytes(body), progress.as_mut())?;
+        Ok(StreamingResponse::new(
+            service,
+            sent.conn,
+            turn,
+            sent.response,
+            sent.watch,
+        ))
     }
 
     /// Sends the request without a body and saves the response's body to the file `dest`,

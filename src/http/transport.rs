@@ -17,10 +17,11 @@
 //!   grows past `input_buffer_bytes` only while a response head needs it (up to
 //!   `max_header_bytes`) and shrinks back once the head is consumed, so an idle connection
 //!   holds `input_buffer_bytes + output_buffer_bytes`.
-//! * [`Wire`] records, per request attempt, whether a transport was reached and how many
-//!   response bytes arrived: what the retry rule (nothing is resent once a response byte
-//!   arrived) and the connect classification (a failure before any transport is a connect
-//!   failure, whatever its I/O kind) rely on.
+//! * [`Wire`] records, per request attempt, whether a transport was reached, whether it was
+//!   last writing, and how many response bytes arrived: what the retry rule (nothing is
+//!   resent once a response byte arrived), the connect classification (a failure before any
+//!   transport is a connect failure, whatever its I/O kind) and the phase a total timeout
+//!   names rely on.
 
 mod buffers;
 mod socket;
@@ -48,6 +49,11 @@ pub(super) struct Wire {
     reached: AtomicBool,
     /// Response bytes the current request attempt received.
     received: AtomicU64,
+    /// The current attempt's last socket operation was a write (it was sending the request).
+    writing: AtomicBool,
+    /// Set while a health probe runs on this item: a connection it opens is counted as the
+    /// probe's (`PoolCounters::probe_connects`), not the callers'.
+    pub(super) probing: AtomicBool,
     /// Set by a cancel that shut this item's agent down: its socket, closed by that, counts
     /// as `closed.broken` (not as closed by the peer).
     pub(super) cancelled: AtomicBool,
@@ -58,6 +64,12 @@ impl Wire {
     pub(super) fn begin_attempt(&self) {
         self.reached.store(false, Relaxed);
         self.received.store(0, Relaxed);
+        self.writing.store(false, Relaxed);
+    }
+
+    /// Whether the current attempt was writing the request when it stopped.
+    pub(super) fn writing(&self) -> bool {
+        self.writing.load(Relaxed)
     }
 
     /// Whether the current attempt reached a transport.

@@ -24,6 +24,50 @@ pub(super) const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE",
 ];
 
+/// What the caller asked for, as given.
+pub(super) struct Parts<'a> {
+    pub(super) method: &'a str,
+    pub(super) path: &'a str,
+    pub(super) query: &'a [(String, String)],
+    pub(super) headers: &'a [(String, String)],
+    pub(super) body_len: u64,
+}
+
+/// What a query parameter's name and value keep as they are: RFC 3986's unreserved
+/// characters. Everything else is percent-encoded (as UTF-8), so no character of a name or
+/// value can end it (`&`, `=`, `#`), change it on the way (`+` read as a space, `%`), or be
+/// refused by the path check.
+const QUERY_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Appends `pairs` to `target` (a checked origin-form path, with or without a query) as
+/// `name=value` pairs, percent-encoded, after any query already there.
+fn append_query(target: &mut String, pairs: &[(String, String)]) -> Result<(), String> {
+    use percent_encoding::utf8_percent_encode as encode;
+    use std::fmt::Write;
+    let mut sep = match target.find('?') {
+        None => "?",
+        Some(_) if target.ends_with('?') || target.ends_with('&') => "",
+        Some(_) => "&",
+    };
+    for (name, value) in pairs {
+        if name.is_empty() {
+            return Err("a query parameter has an empty name".into());
+        }
+        let _ = write!(
+            target,
+            "{sep}{}={}",
+            encode(name, QUERY_COMPONENT),
+            encode(value, QUERY_COMPONENT)
+        );
+        sep = "&";
+    }
+    Ok(())
+}
+
 /// A request that passed the checks, in the form it is sent.
 pub(super) struct Target {
     pub(super) method: Method,
@@ -67,17 +111,20 @@ impl ServiceHeaders {
 ///
 /// `max_line` is the output buffer's size: the HTTP client writes the request line and each
 /// header line whole into it, so a longer one would fail after the connection was taken.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn target(
     endpoint: &Endpoint,
     base: &str,
     service_headers: &ServiceHeaders,
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-    body_len: usize,
+    parts: &Parts<'_>,
     max_line: usize,
 ) -> Result<Target, String> {
+    let Parts {
+        method,
+        path,
+        query,
+        headers,
+        body_len,
+    } = *parts;
     let method = check_method(method)?;
     if method == Method::HEAD && body_len > 0 {
         return Err("a HEAD request carries no body".into());
@@ -86,6 +133,7 @@ pub(super) fn target(
     let mut full = String::with_capacity(base.len() + path.len());
     full.push_str(base);
     full.push_str(path);
+    append_query(&mut full, query)?;
     let uri = Uri::try_from(full)
         .map_err(|e| format!("path {} does not make a valid URI: {e}", quoted(path)))?;
     let target_len = uri.path_and_query().map_or(1, |p| p.as_str().len());
@@ -180,7 +228,7 @@ fn check_method(method: &str) -> Result<Method, String> {
 
 /// A header value: visible ASCII, spaces and tabs only (no line breaks or other controls that
 /// would split or smuggle headers; non-ASCII must be encoded, e.g. RFC 8187).
-fn header_value(value: &str) -> Result<HeaderValue, &'static str> {
+pub(super) fn header_value(value: &str) -> Result<HeaderValue, &'static str> {
     if let Some(b) = value
         .bytes()
         .find(|b| !(b.is_ascii_graphic() || *b == b' ' || *b == b'\t'))
@@ -207,7 +255,66 @@ mod tests {
     ) -> Result<Target, String> {
         let base = endpoint.http_base();
         let service = ServiceHeaders::new(service, max_line);
-        target(endpoint, &base, &service, "GET", "/x", headers, 0, max_line)
+        let parts = Parts {
+            method: "GET",
+            path: "/x",
+            query: &[],
+            headers,
+            body_len: 0,
+        };
+        target(endpoint, &base, &service, &parts, max_line)
+    }
+
+    fn with_query(path: &str, pairs: &[(&str, &str)]) -> Result<String, String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut target = path.to_string();
+        append_query(&mut target, &pairs)?;
+        Ok(target)
+    }
+
+    #[test]
+    fn query_parameters_are_percent_encoded_after_the_query_in_the_path() {
+        let view = [("filename", "my render.png"), ("type", "output")];
+        assert_eq!(
+            with_query("/view", &view).unwrap(),
+            "/view?filename=my%20render.png&type=output"
+        );
+        for path in ["/view?a=1", "/view?a=1&", "/view?"] {
+            let sep = if path.ends_with('1') { "&" } else { "" };
+            assert_eq!(
+                with_query(path, &[("b", "2")]).unwrap(),
+                format!("{path}{sep}b=2")
+            );
+        }
+        assert_eq!(with_query("/x", &[]).unwrap(), "/x");
+        assert_eq!(
+            with_query("/x", &[("a&b=c", "d#e+f%g/h?i j"), ("k", "")]).unwrap(),
+            "/x?a%26b%3Dc=d%23e%2Bf%25g%2Fh%3Fi%20j&k="
+        );
+        assert_eq!(
+            with_query("/x", &[("é", "日本\u{0}\r\n")]).unwrap(),
+            "/x?%C3%A9=%E6%97%A5%E6%9C%AC%00%0D%0A"
+        );
+        assert_eq!(
+            with_query("/x", &[("-._~", "-._~")]).unwrap(),
+            "/x?-._~=-._~"
+        );
+        let why = with_query("/x", &[("", "v")]).unwrap_err();
+        assert!(why.contains("empty name"), "{why}");
+    }
+
+    #[test]
+    fn an_encoded_query_always_passes_the_path_check() {
+        let all: String = (0u8..=127)
+            .map(char::from)
+            .chain(['é', '€', '😀'])
+            .collect();
+        let target = with_query("/x", &[(&all, &all)]).unwrap();
+        check_path(&target).unwrap();
+        Uri::try_from(format!("http://h:1{target}")).unwrap();
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub(crate) struct PoolCounters {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     pub created: AtomicU64,
+    /// Of `created`, the connections health probes opened: not callers' traffic, so left out
+    /// of the reuse rate.
+    pub probe_connects: AtomicU64,
     pub connect_failures: AtomicU64,
     pub closed_total: AtomicU64,
     closed: [AtomicU64; 6],
@@ -53,6 +56,7 @@ impl PoolCounters {
     /// A health probe's TCP connection: opened and closed at once.
     pub(crate) fn probe_connection(&self) {
         self.created.fetch_add(1, Relaxed);
+        self.probe_connects.fetch_add(1, Relaxed);
         self.closed(CloseCause::Health, 1);
         self.closed_total.fetch_add(1, Relaxed);
     }
@@ -98,6 +102,7 @@ impl PoolCounters {
             requests: (kind == PoolKind::Http).then(|| self.requests.load(Relaxed)),
             retries: self.retries.load(Relaxed),
             connections_created: created,
+            probe_connections: self.probe_connects.load(Relaxed),
             connect_failures: self.connect_failures.load(Relaxed),
             connections_open: created.saturating_sub(closed_total),
             closed: ClosedCounts {

@@ -90,7 +90,8 @@ pub struct PoolStats {
     pub kind: PoolKind,
     /// Successful checkouts.
     pub acquisitions: u64,
-    /// HTTP requests answered (a response head arrived), health probes included. `None` for
+    /// HTTP requests answered (a response head arrived): callers' requests, not the pool's
+    /// health probes. `None` for
     /// a WebSocket pool, which sends no requests (`null` in JSON; no `requests_total` series
     /// in Prometheus): its uses are `acquisitions`.
     pub requests: Option<u64>,
@@ -98,6 +99,9 @@ pub struct PoolStats {
     pub retries: u64,
     /// Real connections opened (TCP connects for HTTP, handshakes for WebSocket).
     pub connections_created: u64,
+    /// Of `connections_created`, those health probes opened: left out of the reuse rate,
+    /// which measures callers' traffic.
+    pub probe_connections: u64,
     /// Connection attempts that failed.
     pub connect_failures: u64,
     /// Connections open now (created − closed).
@@ -127,9 +131,16 @@ impl PoolStats {
     }
 
     /// Share of uses (HTTP requests, WebSocket checkouts) served without opening a
-    /// connection: `1 − connections_created / uses`, 0 when nothing ran.
+    /// connection: `1 − (connections_created − probe_connections) / uses`, 0 when nothing
+    /// ran. Health probes are neither uses nor their connections counted here.
     pub fn reuse_rate(&self) -> f64 {
-        reuse(self.connections_created, self.uses())
+        reuse(self.callers_connections(), self.uses())
+    }
+
+    /// Connections opened for callers' traffic (not by health probes).
+    fn callers_connections(&self) -> u64 {
+        self.connections_created
+            .saturating_sub(self.probe_connections)
     }
 
     /// Errors per use (HTTP request, WebSocket checkout) attempted.
@@ -210,19 +221,20 @@ pub struct Totals {
     pub errors: u64,
     /// Connections held past their leak threshold.
     pub leaks_detected: u64,
-    /// `1 − connections_created / uses`, uses being HTTP requests plus WebSocket checkouts
-    /// (see [`PoolStats`]).
+    /// `1 − connections opened for callers / uses`, uses being HTTP requests plus WebSocket
+    /// checkouts (see [`PoolStats::reuse_rate`]).
     pub reuse_rate: f64,
 }
 
 impl ManagerStats {
     pub(crate) fn new(services: Vec<ServiceStats>) -> Self {
         let mut t = Totals::default();
-        let mut uses = 0;
+        let (mut uses, mut callers_connections) = (0, 0);
         for p in services.iter().flat_map(ServiceStats::pools) {
             t.acquisitions += p.acquisitions;
             t.requests += p.requests.unwrap_or(0);
             uses += p.uses();
+            callers_connections += p.callers_connections();
             t.connections_created += p.connections_created;
             t.connections_open += p.connections_open;
             t.in_use += p.in_use;
@@ -231,7 +243,7 @@ impl ManagerStats {
             t.errors += p.errors.total();
             t.leaks_detected += p.leaks_detected;
         }
-        t.reuse_rate = reuse(t.connections_created, uses);
+        t.reuse_rate = reuse(callers_connections, uses);
         ManagerStats {
             services,
             totals: t,

@@ -205,3 +205,53 @@ fn comfyui_restarted_mid_job_dead_sockets_are_detected_and_the_next_job_works() 
     assert!(ws.closed.broken >= 1, "{ws:?}");
     assert!(ws.connections_created >= 3, "{ws:?}");
 }
+
+#[test]
+#[ignore = "needs tests/backends/start.sh"]
+fn comfyui_takes_a_streamed_multipart_upload_and_serves_views_by_query() {
+    use backend_pool::{Form, Part};
+    let comfy = Backend::get("comfyui");
+    let m = manager(100, vec![comfy_service(&comfy, 2, 1, 0)]);
+    let http = m.http("comfyui").unwrap();
+    // A binary "render": every byte value, streamed from a reader with its length.
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend((0..200_000u32).map(|i| (i ^ (i >> 8)) as u8));
+    let len = png.len() as u64;
+    let form = Form::new()
+        .part(
+            "image",
+            Part::reader(std::io::Cursor::new(png), len)
+                .file_name("bp render.png")
+                .content_type("image/png"),
+        )
+        .text("subfolder", "backend-pool")
+        .text("type", "input");
+    let last = std::sync::Arc::new(std::sync::Mutex::new((0, 0)));
+    let seen = std::sync::Arc::clone(&last);
+    let uploaded: Value = http
+        .post("/upload/image")
+        .upload_progress(move |sent, total| *seen.lock().unwrap() = (sent, total))
+        .send_multipart(form)
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(uploaded["name"], "bp render.png", "{uploaded}");
+    assert_eq!(uploaded["size"], len, "{uploaded}");
+    assert_eq!(uploaded["subfolder"], "backend-pool", "{uploaded}");
+    assert_eq!(uploaded["type"], "input", "{uploaded}");
+    // The form's whole length: the parts plus their heads.
+    let (sent, total) = *last.lock().unwrap();
+    assert!(sent == total && total > len, "{sent} of {total}");
+    let view = http
+        .get("/view")
+        .query("filename", "bp render.png")
+        .query("subfolder", "backend-pool")
+        .query("type", "input")
+        .call()
+        .unwrap();
+    assert_eq!(view.status(), 200);
+    assert_eq!(view.header("content-type"), Some("image/png"));
+    assert_eq!(http_stats(&m, "comfyui").errors.total(), 0);
+}

@@ -254,3 +254,59 @@ fn gradio_heartbeat_keeps_an_18s_silent_job_under_a_16s_read_idle_timeout() {
     assert!(took > Duration::from_secs(17), "{took:?}");
     assert_eq!(m.stats().totals.errors, 0);
 }
+
+#[test]
+#[ignore = "needs tests/backends/start.sh"]
+fn gradio_takes_a_multipart_upload_and_serves_the_same_bytes_back() {
+    use backend_pool::{Form, Part};
+    let wan = Backend::get("gradio");
+    let m = manager(100, vec![gradio_service("wan2gp", &wan, 2)]);
+    let http = m.http("wan2gp").unwrap();
+    let bytes: Vec<u8> = (0..300_000u32)
+        .map(|i| (i ^ (i >> 8) ^ (i >> 16)) as u8)
+        .collect();
+    let path = std::env::temp_dir().join(format!("bp-upload-{}.png", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let form = Form::new().part("files", Part::file(&path).unwrap()).part(
+        "files",
+        Part::bytes(&b"second file"[..]).file_name("b \"quoted\".txt"),
+    );
+    let reply = http
+        .post("/gradio_api/upload")
+        .send_multipart(form)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(reply.status(), 200, "{}", reply.text());
+    let paths: Vec<String> = reply.json().unwrap();
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    assert!(paths[0].ends_with(".png"), "{paths:?}");
+    // Served back byte for byte (the path is a server path: percent-encode it as a query
+    // would be, `/` included).
+    let served = http
+        .get(&format!("/gradio_api/file={}", encode_path(&paths[0])))
+        .call()
+        .unwrap();
+    assert_eq!(served.status(), 200, "{}", served.text());
+    assert!(
+        served.body() == bytes.as_slice(),
+        "the file came back different"
+    );
+    let second = http
+        .get(&format!("/gradio_api/file={}", encode_path(&paths[1])))
+        .call()
+        .unwrap();
+    assert_eq!(second.body(), b"second file");
+}
+
+/// A server file path as a URL path: each character outside RFC 3986's unreserved set and
+/// `/` percent-encoded.
+fn encode_path(path: &str) -> String {
+    path.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}

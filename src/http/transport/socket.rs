@@ -46,6 +46,7 @@ impl Transport for PoolTransport {
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         self.wire.reached.store(true, Relaxed);
+        self.wire.writing.store(true, Relaxed);
         self.armed.exchanged = true;
         let deadline = Deadline::start(timeout.for_write())?;
         let data = &self.buffers.output()[..amount];
@@ -66,6 +67,7 @@ impl Transport for PoolTransport {
 
     fn await_input(&mut self, mut timeout: NextTimeout) -> Result<bool, ureq::Error> {
         self.wire.reached.store(true, Relaxed);
+        self.wire.writing.store(false, Relaxed);
         self.armed.exchanged = true;
         let drain_us = self.wire.drain_wait_us.load(Relaxed);
         if drain_us != 0 {

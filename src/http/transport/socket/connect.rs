@@ -165,6 +165,9 @@ impl CountedTcp {
         wire: &Arc<Wire>,
     ) -> CountedTcp {
         counters.created.fetch_add(1, Relaxed);
+        if wire.probing.load(Relaxed) {
+            counters.probe_connects.fetch_add(1, Relaxed);
+        }
         wire.sockets.fetch_add(1, Relaxed);
         CountedTcp {
             stream,

@@ -1,0 +1,194 @@
+//! Per-request timeouts by phase (issue 12): `total_timeout`, `connect_timeout` and
+//! `read_timeout` override the service's for one request, and a timeout error names the phase
+//! it happened in and the deadline that actually fired (a `.total_timeout(300 ms)` once
+//! reported "after 5s", the service's request timeout).
+//!
+//! The service's own timeouts here are seconds long (`support::service`), the request's a few
+//! hundred milliseconds: an error naming seconds names the wrong deadline.
+
+mod support;
+
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use backend_pool::{Error, ErrorClass, Phase};
+use backend_pool_testkit::{Blackhole, Fault, Response, TestServer};
+use support::{manager, service};
+
+const MS_300: Duration = Duration::from_millis(300);
+
+/// The error's phase and deadline, and its message naming both.
+fn assert_timeout(err: &Error, phase: Phase, after: Duration) {
+    match err {
+        Error::Timeout {
+            phase: p, after: a, ..
+        } => {
+            assert_eq!((*p, *a), (phase, after), "{err}");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{after:?}")), "{msg}");
+    assert!(msg.contains(&phase.to_string()), "{msg}");
+}
+
+/// A server that answers the head of every response at once and then trickles the body:
+/// one SSE event, then silence for seconds.
+fn slow_body_server() -> TestServer {
+    TestServer::builder()
+        .http(|_| {
+            Response::sse(
+                vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+                Duration::from_secs(3),
+            )
+        })
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_total_timeout_names_itself_and_the_phase_it_cut_short() {
+    // Waiting for the response head.
+    let server = TestServer::builder().build().unwrap();
+    let m = manager(service("svc", &server.http_url()));
+    let http = m.http("svc").unwrap();
+    assert_eq!(http.get("/warm").call().unwrap().status(), 200);
+    server.set_fault(Fault::Stall);
+    let start = Instant::now();
+    let err = http.get("/x").total_timeout(MS_300).call().unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(3), "{err}");
+    assert_timeout(&err, Phase::Receive, MS_300);
+    assert_eq!(err.class(), ErrorClass::Timeout);
+    server.set_fault(Fault::None);
+
+    // Reading the body.
+    let server = slow_body_server();
+    let m = manager(service("svc", &server.http_url()));
+    let err = m
+        .http("svc")
+        .unwrap()
+        .get("/events")
+        .total_timeout(MS_300)
+        .call()
+        .unwrap_err();
+    assert_timeout(&err, Phase::Read, MS_300);
+}
+
+#[test]
+fn a_total_timeout_while_sending_names_the_send_phase() {
+    // Accepts, reads nothing: a large body fills the socket buffers and the send blocks.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (done, wait) = mpsc::channel::<()>();
+    let holder = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let _ = wait.recv_timeout(Duration::from_secs(5));
+        drop(stream);
+    });
+    let m = manager(service("svc", &url));
+    let body = vec![7u8; 32 << 20];
+    let err = m
+        .http("svc")
+        .unwrap()
+        .post("/upload")
+        .total_timeout(MS_300)
+        .send_bytes(&body)
+        .unwrap_err();
+    assert_timeout(&err, Phase::Send, MS_300);
+    drop(done);
+    holder.join().unwrap();
+}
+
+#[test]
+fn a_total_timeout_while_connecting_is_a_connect_failure_naming_the_total() {
+    let hole = Blackhole::new().unwrap();
+    let m = manager(service("svc", &format!("http://{}", hole.addr())));
+    let start = Instant::now();
+    let err = m
+        .http("svc")
+        .unwrap()
+        .get("/")
+        .total_timeout(MS_300)
+        .call()
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(2), "{err}");
+    assert_timeout(&err, Phase::Connect, MS_300);
+    assert_eq!(err.class(), ErrorClass::Connect);
+}
+
+#[test]
+fn a_connect_timeout_of_the_request_replaces_the_services() {
+    let hole = Blackhole::new().unwrap();
+    let m = manager(service("svc", &format!("http://{}", hole.addr())));
+    let start = Instant::now();
+    let err = m
+        .http("svc")
+        .unwrap()
+        .get("/")
+        .connect_timeout(MS_300)
+        .call()
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(2), "{err}");
+    assert_timeout(&err, Phase::Connect, MS_300);
+    assert_eq!(err.class(), ErrorClass::Connect);
+}
+
+#[test]
+fn a_read_timeout_of_the_request_names_the_head_or_the_body() {
+    // The body stalls after its first event.
+    let server = slow_body_server();
+    let m = manager(service("svc", &server.http_url()));
+    let err = m
+        .http("svc")
+        .unwrap()
+        .get("/events")
+        .read_timeout(MS_300)
+        .call()
+        .unwrap_err();
+    assert_timeout(&err, Phase::Read, MS_300);
+
+    // No head at all: the read timeout runs from the request on.
+    let server = TestServer::builder().build().unwrap();
+    server.set_fault(Fault::Stall);
+    let m = manager(service("svc", &server.http_url()));
+    let err = m
+        .http("svc")
+        .unwrap()
+        .get("/x")
+        .read_timeout(MS_300)
+        .call()
+        .unwrap_err();
+    assert_timeout(&err, Phase::Receive, MS_300);
+    server.set_fault(Fault::None);
+}
+
+#[test]
+fn a_request_s_timeouts_stay_with_that_request() {
+    // `/slow` answers after 400 ms, on the same keep-alive connection as the calls before.
+    let server = TestServer::builder()
+        .http(|req| {
+            if req.path == "/slow" {
+                thread::sleep(Duration::from_millis(400));
+            }
+            Response::text(200, "ok")
+        })
+        .build()
+        .unwrap();
+    let m = manager(service("svc", &server.http_url()));
+    let http = m.http("svc").unwrap();
+    let short = Duration::from_millis(200);
+    let fast = http
+        .get("/fast")
+        .read_timeout(short)
+        .connect_timeout(short)
+        .total_timeout(short)
+        .call()
+        .unwrap();
+    assert_eq!(fast.status(), 200);
+    assert_eq!(http.get("/slow").call().unwrap().text(), "ok");
+    assert_eq!(server.accepted(), 1, "one keep-alive connection for both");
+    let err = http.get("/slow").read_timeout(short).call().unwrap_err();
+    assert_timeout(&err, Phase::Receive, short);
+}
