@@ -343,7 +343,8 @@ impl PyStreamingResponse {
     }
 
     /// Reads up to `size` bytes (all that is left for a negative size); `b""` at the end.
-    #[pyo3(signature = (size=-1))]
+    // pyo3 renders a negative default as `...` in `__text_signature__`: spelled out.
+    #[pyo3(signature = (size=-1), text_signature = "($self, size=-1)")]
     fn read<'py>(&self, py: Python<'py>, size: i64) -> PyResult<Bound<'py, PyBytes>> {
         let bytes = self.with_stream(py, |s| {
             let mut buf = Vec::new();

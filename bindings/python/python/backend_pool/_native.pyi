@@ -2,38 +2,30 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, TypedDict
+from typing import Any, final
+
+from typing_extensions import Self
+
+from backend_pool.types import Config, HeaderTypes, ServerSentEvent, ShutdownReport
+
+__all__ = [
+    "__version__",
+    "PoolManager",
+    "CancelToken",
+    "Response",
+    "StreamingResponse",
+    "WebSocket",
+    "init",
+    "get",
+    "shutdown",
+]
 
 __version__: str
 
-Headers = Mapping[str, str] | Sequence[tuple[str, str]]
-Config = str | os.PathLike[str] | Mapping[str, Any] | None
 
-class ServerSentEvent(TypedDict):
-    event: str
-    data: str
-    id: str | None
-    retry: int | None
-
-class Health(TypedDict):
-    state: str  # "healthy" | "degraded" | "unhealthy"
-    consecutive_failures: int
-    last_check_unix_ms: int | None
-    last_error: str | None
-
-class InUse(TypedDict):
-    service: str
-    kind: str  # "http" | "web_socket"
-    count: int
-
-class ShutdownReport(TypedDict):
-    elapsed_ms: int
-    still_in_use: list[InUse]
-    maintenance_joined: bool
-
+@final
 class CancelToken:
     """Cancels the calls given it (``cancel=token``) from any thread.
 
@@ -47,7 +39,7 @@ class CancelToken:
     share between threads.
     """
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> Self: ...
     def cancel(self) -> None:
         """Cancels every call given this token (idempotent); returns at once, without
         waiting for the calls to return."""
@@ -55,6 +47,7 @@ class CancelToken:
     def cancelled(self) -> bool:
         """True once ``cancel()`` was called."""
 
+@final
 class PoolManager:
     """Every connection to every configured backend.
 
@@ -63,7 +56,7 @@ class PoolManager:
     Raises ``ConfigError`` for an invalid configuration. No connection opens until first use.
     """
 
-    def __init__(self, config: Config = None) -> None: ...
+    def __new__(cls, config: Config = None) -> Self: ...
     def request(
         self,
         service: str,
@@ -72,7 +65,7 @@ class PoolManager:
         *,
         json: Any = None,
         data: bytes | bytearray | memoryview | str | None = None,
-        headers: Headers | None = None,
+        headers: HeaderTypes | None = None,
         timeout: float | None = None,
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
@@ -94,7 +87,7 @@ class PoolManager:
         *,
         json: Any = None,
         data: bytes | bytearray | memoryview | str | None = None,
-        headers: Headers | None = None,
+        headers: HeaderTypes | None = None,
         timeout: float | None = None,
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
@@ -135,6 +128,7 @@ class PoolManager:
         tb: TracebackType | None,
     ) -> None: ...
 
+@final
 class Response:
     @property
     def status(self) -> int: ...
@@ -155,6 +149,7 @@ class Response:
     def raise_for_status(self) -> Response:
         """Raises ``HTTPStatusError`` for 4xx / 5xx."""
 
+@final
 class StreamingResponse(Iterator[bytes]):
     @property
     def status(self) -> int: ...
@@ -162,7 +157,7 @@ class StreamingResponse(Iterator[bytes]):
     def ok(self) -> bool: ...
     @property
     def headers(self) -> dict[str, str]:
-        """The common headers (content-type, content-length, ...); use ``header()`` for others."""
+        """Lowercase names; repeated headers joined with ", "."""
     @property
     def service(self) -> str: ...
     @property
@@ -191,6 +186,7 @@ class StreamingResponse(Iterator[bytes]):
         tb: TracebackType | None,
     ) -> None: ...
 
+@final
 class WebSocket:
     @property
     def client_id(self) -> str | None: ...
