@@ -10,16 +10,46 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypeAlias, TypedDict
 
-__all__ = ["Config", "HeaderTypes", "Health", "InUse", "ServerSentEvent", "ShutdownReport"]
+from ._native import Timeout
+
+__all__ = [
+    "Config",
+    "HeaderTypes",
+    "PrimitiveData",
+    "QueryParamTypes",
+    "RequestData",
+    "TimeoutTypes",
+    "Health",
+    "InUse",
+    "ShutdownReport",
+]
 
 #: A configuration: a path to a ``.toml`` or ``.json`` file, a TOML string, a dict in the
 #: same schema, or None for the four known backends on their default ports.
-Config = str | os.PathLike[str] | Mapping[str, Any] | None
+Config: TypeAlias = str | os.PathLike[str] | Mapping[str, Any] | None
 
 #: Request headers: a mapping, or ``(name, value)`` pairs (a name may repeat).
-HeaderTypes = Mapping[str, str] | Sequence[tuple[str, str]]
+HeaderTypes: TypeAlias = Mapping[str, str] | Sequence[tuple[str, str]]
+
+#: A query or form value: ``True`` / ``False`` are sent as ``true`` / ``false``, None as an
+#: empty value, numbers as ``str()`` writes them (as httpx does).
+PrimitiveData: TypeAlias = str | int | float | bool | None
+
+#: ``params=`` (and a form in ``data=``): a mapping or ``(name, value)`` pairs; a list or tuple
+#: value repeats its name for each item.
+QueryParamTypes: TypeAlias = (
+    Mapping[str, PrimitiveData | Sequence[PrimitiveData]]
+    | Sequence[tuple[str, PrimitiveData | Sequence[PrimitiveData]]]
+)
+
+#: ``data=``: bytes or text sent as they are, or a form (``application/x-www-form-urlencoded``).
+RequestData: TypeAlias = bytes | bytearray | memoryview | str | QueryParamTypes
+
+#: ``timeout=``: seconds for each phase (connect, read, pool), a ``(connect, read)`` pair as in
+#: requests, or a ``Timeout``; None leaves the service's configured timeouts.
+TimeoutTypes: TypeAlias = float | tuple[float | None, float | None] | Timeout | None
 
 
 class Health(TypedDict):
@@ -46,11 +76,3 @@ class ShutdownReport(TypedDict):
     still_in_use: list[InUse]
     maintenance_joined: bool
 
-
-class ServerSentEvent(TypedDict):
-    """One event of ``StreamingResponse.iter_events()``."""
-
-    event: str
-    data: str
-    id: str | None
-    retry: int | None
