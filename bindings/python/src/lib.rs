@@ -12,6 +12,7 @@ mod cancel;
 mod client;
 mod errors;
 mod manager;
+mod read;
 mod request;
 mod response;
 mod slot;
@@ -82,7 +83,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<timeout::PyTimeout>()?;
     m.add_class::<response::PyResponse>()?;
     m.add_class::<stream::PyStreamingResponse>()?;
-    m.add_class::<stream::PyServerSentEvent>()?;
+    m.add_class::<read::PyServerSentEvent>()?;
     m.add_class::<ws::PyWebSocket>()?;
     m.add_function(wrap_pyfunction!(manager::init, m)?)?;
     m.add_function(wrap_pyfunction!(manager::get, m)?)?;
