@@ -20,8 +20,9 @@ step "venv"
 if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
-# A no-op (no network) once both are installed.
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check 'maturin>=1.7,<2' 'pytest>=7'
+# A no-op (no network) once all are installed. mypy is pinned: each release of stubtest
+# checks a little more, and CI should not start failing on its own.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check 'maturin>=1.7,<2' 'pytest>=7' 'mypy==2.4.1'
 "$VENV/bin/python" --version
 
 step "wheel (maturin build --release)"
@@ -38,6 +39,15 @@ for need in ("backend_pool/__init__.py", "backend_pool/_native.pyi", "backend_po
     assert need in names, f"{need} missing from the wheel: {names}"
 print("wheel contents ok:", len(names), "files")
 EOF
+
+step "stubs (mypy.stubtest)"
+# _native.pyi must match the module exactly: every name, signature, default and class flag,
+# with no allowlist (stubtest sees every entry today; one it cannot see would go in an
+# --allowlist file, with the reason). Run outside the source tree, so the installed package
+# (with its .so) is the one imported.
+(cd "$ROOT/target" && "$VENV/bin/python" -m mypy.stubtest backend_pool._native)
+# The package's own Python (errors, types, headers) type-checks against the stubs.
+(cd "$ROOT/target" && "$VENV/bin/python" -m mypy --strict --no-incremental -p backend_pool)
 
 step "pytest"
 (cd bindings/python && "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider)

@@ -1,8 +1,9 @@
 //! Rust errors to Python exceptions (the classes live in `backend_pool/errors.py`).
 
+use std::fmt;
 use std::io;
 
-use backend_pool::{ConfigError, Error, ErrorChain, Phase};
+use backend_pool::{sse, ConfigError, Error, ErrorChain, Phase};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -62,7 +63,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         Error::ServiceUnavailable { .. } => "ServiceUnavailable",
         Error::ShuttingDown { .. } => "ShuttingDown",
         Error::Cancelled { .. } => "Cancelled",
-        Error::Timeout { .. } => "Timeout",
+        Error::Timeout { .. } => "TimeoutException",
         Error::ConnectionClosed { .. } | Error::Transport { .. } => "BackendConnectionError",
         Error::WebSocketClosed { .. } => "WebSocketClosed",
         Error::TooLarge { .. } => "TooLarge",
@@ -94,29 +95,62 @@ pub(crate) fn config_to_py(err: ConfigError) -> PyErr {
 }
 
 /// Maps an I/O error while reading a streamed body of `service`. A pool error the core
-/// wrapped in it (`Cancelled`, `ShuttingDown`: kind `ConnectionAborted`) is raised as itself.
+/// wrapped in it (`Cancelled`, `ShuttingDown`: kind `ConnectionAborted`) is raised as itself;
+/// a line or event over its limit is `TooLarge`.
 pub(crate) fn stream_io(service: &str, err: io::Error) -> PyErr {
     let err = match pool_error(err) {
         Ok(err) => err,
         Err(pool_error) => return to_py(pool_error),
     };
-    let timeout = is_timeout(&err);
+    let (class, error_class) = if is_timeout(&err) {
+        ("TimeoutException", "timeout")
+    } else if is_too_large(&err) {
+        ("TooLarge", "too_large")
+    } else {
+        ("BackendConnectionError", "closed")
+    };
     let message = format!(
         "service '{service}': reading the response body failed: {}",
         ErrorChain::new(&err)
     );
     Raised {
-        class: if timeout {
-            "Timeout"
-        } else {
-            "BackendConnectionError"
-        },
+        class,
         message,
         service: Some(service),
         phase: Some("read"),
-        error_class: if timeout { "timeout" } else { "closed" },
+        error_class,
     }
     .into_pyerr()
+}
+
+/// A line of a streamed body longer than the limit.
+#[derive(Debug)]
+pub(crate) struct LineTooLong {
+    limit: usize,
+}
+
+impl LineTooLong {
+    /// The I/O error a line reader returns.
+    pub(crate) fn error(limit: usize) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, LineTooLong { limit })
+    }
+}
+
+impl fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a line is longer than {} bytes", self.limit)
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
+/// True for a line or a server-sent event over its limit.
+fn is_too_large(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|e| {
+        e.is::<LineTooLong>()
+            || e.downcast_ref::<sse::Error>()
+                .is_some_and(|e| !matches!(e, sse::Error::Io(_)))
+    })
 }
 
 /// The pool error the core wrapped in `err` as `Err`, or `err` itself as `Ok`.

@@ -9,10 +9,15 @@
 #![warn(rust_2018_idioms)]
 
 mod cancel;
+mod client;
 mod errors;
-mod http;
 mod manager;
+mod read;
+mod request;
+mod response;
 mod slot;
+mod stream;
+mod timeout;
 mod ws;
 
 use std::time::Duration;
@@ -74,8 +79,11 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<manager::PyPoolManager>()?;
     m.add_class::<cancel::PyCancelToken>()?;
-    m.add_class::<http::PyResponse>()?;
-    m.add_class::<http::PyStreamingResponse>()?;
+    m.add_class::<client::PyClient>()?;
+    m.add_class::<timeout::PyTimeout>()?;
+    m.add_class::<response::PyResponse>()?;
+    m.add_class::<stream::PyStreamingResponse>()?;
+    m.add_class::<read::PyServerSentEvent>()?;
     m.add_class::<ws::PyWebSocket>()?;
     m.add_function(wrap_pyfunction!(manager::init, m)?)?;
     m.add_function(wrap_pyfunction!(manager::get, m)?)?;

@@ -9,8 +9,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::cancel::{CallToken, PyCancelToken};
+use crate::client::PyClient;
 use crate::errors::{config_to_py, to_py};
-use crate::http::{prepare, PyResponse, PyStreamingResponse};
+use crate::request::{prepare, Args};
+use crate::response::PyResponse;
+use crate::stream::PyStreamingResponse;
 use crate::ws::{self, PyWebSocket};
 use crate::{json_dumps, json_loads, seconds};
 
@@ -114,6 +117,42 @@ fn close(m: Arc<PoolManager>, deadline: std::time::Duration) -> (ShutdownReport,
 }
 
 impl PyPoolManager {
+    /// Sends a request to `service` and reads the whole response.
+    pub(crate) fn send(
+        &self,
+        py: Python<'_>,
+        service: &str,
+        method: &str,
+        path: &str,
+        args: &Args<'_>,
+    ) -> PyResult<PyResponse> {
+        let m = self.manager()?;
+        let client = m.http(service).map_err(to_py)?;
+        let token = args.cancel.as_ref().map(|c| c.get().token());
+        let prepared = prepare(py, &client, method, path, args, true, token)?;
+        let line = prepared.line.clone();
+        let response = prepared.send(py).map_err(to_py)?;
+        Ok(PyResponse::new(py, service, line, response))
+    }
+
+    /// Sends a request to `service` and returns the response with its body unread.
+    pub(crate) fn open(
+        &self,
+        py: Python<'_>,
+        service: &str,
+        method: &str,
+        path: &str,
+        args: &Args<'_>,
+    ) -> PyResult<PyStreamingResponse> {
+        let m = self.manager()?;
+        let client = m.http(service).map_err(to_py)?;
+        let call = CallToken::new(args.cancel.as_ref().map(|c| c.get()));
+        let prepared = prepare(py, &client, method, path, args, false, Some(call.token()))?;
+        let line = prepared.line.clone();
+        let response = prepared.open(py).map_err(to_py)?;
+        Ok(PyStreamingResponse::new(service, line, response, call))
+    }
+
     fn manager(&self) -> PyResult<Arc<PoolManager>> {
         match &self.source {
             Source::Owned { manager, .. } => manager.read().clone(),
@@ -154,76 +193,70 @@ impl PyPoolManager {
     }
 
     /// Sends a request to `service` and reads the whole response.
-    #[pyo3(signature = (service, method, path, *, json=None, data=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (service, method, path, *, params=None, data=None, json=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
-    fn request(
+    fn request<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         service: &str,
         method: &str,
         path: &str,
-        json: Option<&Bound<'_, PyAny>>,
-        data: Option<&Bound<'_, PyAny>>,
-        headers: Option<&Bound<'_, PyAny>>,
-        timeout: Option<f64>,
+        params: Option<Bound<'py, PyAny>>,
+        data: Option<Bound<'py, PyAny>>,
+        json: Option<Bound<'py, PyAny>>,
+        headers: Option<Bound<'py, PyAny>>,
+        timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
-        cancel: Option<Bound<'_, PyCancelToken>>,
+        cancel: Option<Bound<'py, PyCancelToken>>,
     ) -> PyResult<PyResponse> {
-        let m = self.manager()?;
-        let client = m.http(service).map_err(to_py)?;
-        let (req, body) = prepare(
-            py,
-            &client,
-            method,
-            path,
-            json,
+        let args = Args {
+            params,
             data,
+            json,
             headers,
             timeout,
             wait_timeout,
-            cancel.as_ref().map(|c| c.get().token()),
-        )?;
-        let bytes = body.bytes();
-        let response = py.detach(|| req.send_bytes(bytes)).map_err(to_py)?;
-        Ok(PyResponse::new(py, service, response))
+            cancel,
+        };
+        self.send(py, service, method, path, &args)
     }
 
     /// Sends a request and returns the response with its body unread (server-sent events,
     /// large downloads). The pooled connection is held until the stream is closed. The
     /// stream has a token of its own (its `cancel()`), cancelled by `cancel` too.
-    #[pyo3(signature = (service, method, path, *, json=None, data=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (service, method, path, *, params=None, data=None, json=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
-    fn stream(
+    fn stream<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         service: &str,
         method: &str,
         path: &str,
-        json: Option<&Bound<'_, PyAny>>,
-        data: Option<&Bound<'_, PyAny>>,
-        headers: Option<&Bound<'_, PyAny>>,
-        timeout: Option<f64>,
+        params: Option<Bound<'py, PyAny>>,
+        data: Option<Bound<'py, PyAny>>,
+        json: Option<Bound<'py, PyAny>>,
+        headers: Option<Bound<'py, PyAny>>,
+        timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
-        cancel: Option<Bound<'_, PyCancelToken>>,
+        cancel: Option<Bound<'py, PyCancelToken>>,
     ) -> PyResult<PyStreamingResponse> {
-        let m = self.manager()?;
-        let client = m.http(service).map_err(to_py)?;
-        let call = CallToken::new(cancel.as_ref().map(|c| c.get()));
-        let (req, body) = prepare(
-            py,
-            &client,
-            method,
-            path,
-            json,
+        let args = Args {
+            params,
             data,
+            json,
             headers,
             timeout,
             wait_timeout,
-            Some(call.token()),
-        )?;
-        let bytes = body.bytes();
-        let response = py.detach(|| req.stream(bytes)).map_err(to_py)?;
-        Ok(PyStreamingResponse::new(service, response, call))
+            cancel,
+        };
+        self.open(py, service, method, path, &args)
+    }
+
+    /// A client for one service's HTTP pool, with `get`, `post`, ... (as Rust's
+    /// `manager.http(service)`). Raises `UnknownService` if the service has no HTTP pool.
+    fn client(slf: Bound<'_, Self>, service: &str) -> PyResult<PyClient> {
+        slf.get().manager()?.http(service).map_err(to_py)?;
+        Ok(PyClient::new(slf.unbind(), service))
     }
 
     /// Checks out a WebSocket of `service`, waiting at most `wait_timeout` seconds for a free

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 
 import pytest
 
@@ -71,9 +72,9 @@ def thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def native_threads() -> list[str]:
-    """Names of this process's threads that belong to backend_pool (Linux)."""
-    names = []
+def native_thread_ids() -> dict[str, str]:
+    """This process's threads that belong to backend_pool, as {tid: name} (Linux)."""
+    threads = {}
     for tid in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/comm") as f:
@@ -81,13 +82,16 @@ def native_threads() -> list[str]:
         except OSError:
             continue
         if name.startswith("backend-pool"):
-            names.append(name)
-    return names
+            threads[tid] = name
+    return threads
+
+
+def native_threads() -> list[str]:
+    """Names of this process's threads that belong to backend_pool (Linux)."""
+    return list(native_thread_ids().values())
 
 
 def wait_until(pred, timeout=2.0, step=0.01) -> bool:
-    import time
-
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if pred():
@@ -96,4 +100,40 @@ def wait_until(pred, timeout=2.0, step=0.01) -> bool:
     return pred()
 
 
-__all__ = ["config_for", "thread_count", "native_threads", "wait_until", "threading"]
+class Ticker:
+    """A pure-Python thread that counts as fast as it can and records its longest stall: if a
+    native call held the GIL while blocked, the stall would be as long as that call."""
+
+    def __init__(self):
+        self.ticks = 0
+        self.max_gap = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        last = time.perf_counter()
+        while not self._stop.is_set():
+            self.ticks += 1
+            now = time.perf_counter()
+            if now - last > self.max_gap:
+                self.max_gap = now - last
+            last = now
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+__all__ = [
+    "config_for",
+    "thread_count",
+    "native_threads",
+    "native_thread_ids",
+    "wait_until",
+    "threading",
+    "Ticker",
+]

@@ -24,6 +24,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 
+PROMPT_ERROR = {
+    "error": {
+        "type": "prompt_outputs_failed_validation",
+        "message": "Prompt outputs failed validation",
+        "details": "",
+        "extra_info": {},
+    },
+    "node_errors": {
+        "3": {
+            "errors": [{"type": "required_input_missing", "message": "Required input is missing", "details": "model"}],
+            "dependent_outputs": ["9"],
+            "class_type": "KSampler",
+        }
+    },
+}
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Head and body go out in separate writes: without this, Nagle + delayed ACK cost 40 ms
@@ -37,6 +54,8 @@ class Handler(BaseHTTPRequestHandler):
     def _reply(self, status, body=b"", content_type="application/json", extra=()):
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
+        if status in (204, 304):
+            body = b""  # no body by definition: one would be read as the next response
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -66,6 +85,19 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(0.05)  # the client sent more than its request: not ours to read
         return True
 
+    def _chunked(self, parts, gap=0.0, content_type="text/event-stream"):
+        """A chunked 200 whose body is `parts`, each written (and flushed) `gap` s apart."""
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i, data in enumerate(parts):
+            if i and gap and not self._hold(gap):
+                return
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
     def _body(self):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
@@ -94,11 +126,24 @@ class Handler(BaseHTTPRequestHandler):
                 200,
                 {
                     "method": self.command,
+                    "path": p,
+                    "query": url.query,
+                    "args": parse_qs(url.query, keep_blank_values=True),
                     "body": body.decode("utf-8", "replace"),
                     "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "header_list": [[k.lower(), v] for k, v in self.headers.items()],
                 },
-                extra=[("X-Echo", "1"), ("X-Multi", "a"), ("X-Multi", "b")],
+                extra=[
+                    ("X-Echo", "1"),
+                    ("X-Multi", "a"),
+                    ("X-Multi", "b"),
+                    ("Set-Cookie", "session=1; Path=/"),
+                    ("Set-Cookie", "theme=dark, blue"),
+                ],
             )
+        if p == "/prompt-error":
+            # ComfyUI's answer to a prompt that fails validation.
+            return self._reply(400, PROMPT_ERROR)
         if p.startswith("/status/"):
             return self._reply(int(p.rsplit("/", 1)[1]), {"status": p})
         if p == "/text":
@@ -128,10 +173,35 @@ class Handler(BaseHTTPRequestHandler):
             chunk(b"data: [DONE]\n\n")
             self.wfile.write(b"0\r\n\r\n")
             return None
+        if p == "/lines":
+            # LF, CRLF (one split across writes) and CR endings, an empty line, no final ending.
+            self._chunked([b"one\ntwo\r\nthr", b"ee\r", b"\nfour\rfive\r\n", b"\nlast"], gap=0.02)
+            return None
+        if p == "/sse-spec":
+            # The WHATWG cases a stream may mix: a BOM, CRLF / CR / LF endings (split across
+            # writes), comments, retry, id (persisting, then reset by an empty id), multi-line
+            # data, a field without a colon, an unterminated last event (dropped).
+            self._chunked(
+                [
+                    b"\xef\xbb\xbf: heartbeat\r\n\r\n",
+                    b"retry: 1500\r\nid: 7\r\nevent: progress\r\n",
+                    b'data: {"step": 1,\r\ndata:  "of": 2}\r\n\r\n',
+                    b"data: first line\rdata: second",
+                    b" line\r\r",
+                    b": still here\nid\ndata:no space\n\n",
+                    b"event: done\ndata\n\n",
+                    b"data: unterminated",
+                ],
+                gap=0.02,
+            )
+            return None
         if p == "/download":
             n = int(q.get("n", "1048576"))
             data = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
             return self._reply(200, data, "application/octet-stream")
+        if p == "/repeat":
+            # One byte `n` times: a line without end.
+            return self._reply(200, bytes([int(q.get("byte", "120"))]) * int(q.get("n", "1024")), "text/plain")
         if p == "/stall":
             # Headers, then silence: a read that must time out.
             self.send_response(200)
@@ -157,7 +227,13 @@ class HttpServer(ThreadingHTTPServer):
         super().__init__(addr, Handler)
         self.lock = threading.Lock()
         self.requests = 0
+        self.connections = 0  # accepted
         self.hangups = 0  # clients that hung up while a handler held its answer (`_hold`)
+
+    def process_request(self, request, client_address):
+        with self.lock:
+            self.connections += 1
+        super().process_request(request, client_address)
 
 
 # --- WebSocket -----------------------------------------------------------------------------

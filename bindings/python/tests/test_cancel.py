@@ -104,7 +104,7 @@ def test_a_stream_waiting_for_its_next_event_is_cancelled_by_its_token(manager, 
     hangups, before = backends.http.hangups, http(manager)
     token = CancelToken()
     stream = manager.stream("api", "GET", "/sse?n=2&gap_ms=5000", cancel=token)
-    events = stream.iter_events()
+    events = stream.iter_sse()
     canceller = Canceller(token.cancel)
     with pytest.raises(Cancelled) as e:
         next(events)  # the comment is skipped, the first event is 5 s away
@@ -120,7 +120,7 @@ def test_a_stream_waiting_for_its_next_event_is_cancelled_by_its_token(manager, 
     with pytest.raises(ValueError):
         stream.read()
     with manager.stream("api", "GET", "/sse?n=1") as again:
-        assert [ev["data"] for ev in again.iter_events()][-1] == "[DONE]"
+        assert [ev.data for ev in again.iter_sse()][-1] == "[DONE]"
 
 
 def test_a_stream_waiting_for_body_bytes_is_cancelled_by_its_cancel_method(manager, backends):

@@ -6,35 +6,7 @@ import threading
 import time
 
 import backend_pool
-from conftest import config_for
-
-
-class Ticker:
-    """A pure-Python thread that counts as fast as it can and records its longest stall: if a
-    native call held the GIL while blocked, the stall would be as long as that call."""
-
-    def __init__(self):
-        self.ticks = 0
-        self.max_gap = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        last = time.perf_counter()
-        while not self._stop.is_set():
-            self.ticks += 1
-            now = time.perf_counter()
-            if now - last > self.max_gap:
-                self.max_gap = now - last
-            last = now
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+from conftest import Ticker, config_for
 
 
 def run_threads(n, target):
@@ -103,7 +75,7 @@ def test_gil_released_while_connecting_and_streaming(manager):
 
         def worker(i):
             with manager.stream("api", "GET", "/sse?n=5&gap_ms=150") as s:
-                assert len(list(s.iter_events())) == 8
+                assert len(list(s.iter_sse())) == 8
 
         elapsed = run_threads(8, worker)
     assert elapsed >= 0.7
@@ -118,7 +90,7 @@ def test_gil_released_in_websocket_recv(manager):
                 ws.recv_json(timeout=2)
                 try:
                     ws.recv(timeout=0.8)
-                except backend_pool.Timeout:
+                except backend_pool.TimeoutException:
                     pass
 
         elapsed = run_threads(4, worker)

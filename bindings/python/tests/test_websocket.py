@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend_pool import BackendConnectionError, Timeout, WebSocketClosed
+from backend_pool import BackendConnectionError, TimeoutException, WebSocketClosed
 
 
 def test_status_first_then_echo(manager):
@@ -33,7 +33,7 @@ def test_status_first_then_echo(manager):
 def test_recv_timeout_keeps_socket_usable(manager):
     with manager.websocket("comfy") as ws:
         ws.recv_json(timeout=2)  # status
-        with pytest.raises(Timeout) as e:
+        with pytest.raises(TimeoutException) as e:
             ws.recv(timeout=0.1)
         assert isinstance(e.value, TimeoutError)
         assert e.value.service == "comfy" and e.value.phase == "read"

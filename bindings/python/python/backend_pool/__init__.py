@@ -6,9 +6,14 @@ UI and other Python threads keep running while requests are in flight.
     import backend_pool
 
     manager = backend_pool.PoolManager({"service": [{"name": "llm", "url": "http://127.0.0.1:4000"}]})
-    reply = manager.request("llm", "POST", "/v1/chat/completions", json={...}, timeout=30)
-    print(reply.status, reply.json())
+    llm = manager.client("llm")                 # or manager.request("llm", "POST", ...)
+    reply = llm.post("/v1/chat/completions", json={...}, timeout=30).raise_for_status()
+    print(reply.status_code, reply.headers["content-type"], reply.json())
     manager.shutdown(1.0)
+
+Requests take the arguments of ``requests`` and ``httpx`` (``params=``, ``data=``, ``json=``,
+``headers=``, ``timeout=`` a number or a ``Timeout``); streams read with ``iter_bytes()``,
+``iter_lines()`` and ``iter_sse()``. The package README lists where they differ.
 
 For an add-on, use the process-wide manager: ``init(config)`` in ``register()``,
 ``get()`` anywhere, ``shutdown(timeout)`` in ``unregister()``.
@@ -22,9 +27,12 @@ from __future__ import annotations
 
 from ._native import (
     CancelToken,
+    Client,
     PoolManager,
     Response,
+    ServerSentEvent,
     StreamingResponse,
+    Timeout,
     WebSocket,
     __version__,
     get,
@@ -42,17 +50,22 @@ from .errors import (
     PoolTimeout,
     ServiceUnavailable,
     ShuttingDown,
-    Timeout,
+    TimeoutException,
     TooLarge,
     UnknownService,
     WebSocketClosed,
 )
+from .headers import Headers
 
 __all__ = [
     "PoolManager",
+    "Client",
     "CancelToken",
+    "Timeout",
     "Response",
     "StreamingResponse",
+    "ServerSentEvent",
+    "Headers",
     "WebSocket",
     "init",
     "get",
@@ -64,7 +77,7 @@ __all__ = [
     "ShuttingDown",
     "Cancelled",
     "ServiceUnavailable",
-    "Timeout",
+    "TimeoutException",
     "PoolTimeout",
     "BackendConnectionError",
     "WebSocketClosed",

@@ -2,38 +2,40 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, TypedDict
+from typing import Any, final
+
+from typing_extensions import Self
+
+from backend_pool.headers import Headers
+from backend_pool.types import (
+    Config,
+    HeaderTypes,
+    QueryParamTypes,
+    RequestData,
+    ShutdownReport,
+    TimeoutTypes,
+)
+
+__all__ = [
+    "__version__",
+    "PoolManager",
+    "CancelToken",
+    "Client",
+    "Timeout",
+    "Response",
+    "StreamingResponse",
+    "ServerSentEvent",
+    "WebSocket",
+    "init",
+    "get",
+    "shutdown",
+]
 
 __version__: str
 
-Headers = Mapping[str, str] | Sequence[tuple[str, str]]
-Config = str | os.PathLike[str] | Mapping[str, Any] | None
-
-class ServerSentEvent(TypedDict):
-    event: str
-    data: str
-    id: str | None
-    retry: int | None
-
-class Health(TypedDict):
-    state: str  # "healthy" | "degraded" | "unhealthy"
-    consecutive_failures: int
-    last_check_unix_ms: int | None
-    last_error: str | None
-
-class InUse(TypedDict):
-    service: str
-    kind: str  # "http" | "web_socket"
-    count: int
-
-class ShutdownReport(TypedDict):
-    elapsed_ms: int
-    still_in_use: list[InUse]
-    maintenance_joined: bool
-
+@final
 class CancelToken:
     """Cancels the calls given it (``cancel=token``) from any thread.
 
@@ -47,7 +49,7 @@ class CancelToken:
     share between threads.
     """
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> Self: ...
     def cancel(self) -> None:
         """Cancels every call given this token (idempotent); returns at once, without
         waiting for the calls to return."""
@@ -55,6 +57,7 @@ class CancelToken:
     def cancelled(self) -> bool:
         """True once ``cancel()`` was called."""
 
+@final
 class PoolManager:
     """Every connection to every configured backend.
 
@@ -63,28 +66,34 @@ class PoolManager:
     Raises ``ConfigError`` for an invalid configuration. No connection opens until first use.
     """
 
-    def __init__(self, config: Config = None) -> None: ...
+    def __new__(cls, config: Config = None) -> Self: ...
     def request(
         self,
         service: str,
         method: str,
         path: str,
         *,
+        params: QueryParamTypes | None = None,
+        data: RequestData | None = None,
         json: Any = None,
-        data: bytes | bytearray | memoryview | str | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
+        headers: HeaderTypes | None = None,
+        timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
     ) -> Response:
         """Sends a request and reads the whole response (the GIL is released meanwhile).
 
-        ``timeout`` bounds the whole request in seconds; ``wait_timeout`` the wait for a pooled
-        connection. Non-2xx statuses are responses (see ``Response.raise_for_status``).
+        ``params`` is the query (percent-encoded, appended to ``path``'s); ``data`` bytes or
+        text as they are, or a form (a dict or pairs, ``application/x-www-form-urlencoded``);
+        ``json`` a value sent as JSON; ``headers`` a mapping or pairs. ``timeout`` as in
+        httpx: seconds for each phase (connect, read, pool), a ``(connect, read)`` pair, or a
+        ``Timeout``; ``wait_timeout`` the wait for a pooled connection (over ``timeout``'s).
+        Non-2xx statuses are responses (see ``Response.raise_for_status``).
         ``cancel.cancel()`` from another thread makes the call raise ``Cancelled``.
         Raises ``InvalidRequest`` (a bad path or header, before any connection is used),
-        ``PoolTimeout``, ``ServiceUnavailable``, ``ShuttingDown``, ``Timeout``,
-        ``BackendConnectionError``, ``TooLarge``, ``UnknownService``, ``Cancelled``.
+        ``PoolTimeout``, ``ServiceUnavailable``, ``ShuttingDown``, ``TimeoutException``,
+        ``BackendConnectionError``, ``TooLarge``, ``UnknownService``, ``Cancelled``;
+        ``TypeError`` / ``ValueError`` for arguments it cannot send.
         """
     def stream(
         self,
@@ -92,17 +101,23 @@ class PoolManager:
         method: str,
         path: str,
         *,
+        params: QueryParamTypes | None = None,
+        data: RequestData | None = None,
         json: Any = None,
-        data: bytes | bytearray | memoryview | str | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
+        headers: HeaderTypes | None = None,
+        timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
     ) -> StreamingResponse:
         """Like ``request`` with the body unread: for server-sent events and downloads.
 
-        ``cancel`` cancels the request and every later read of its body; so does the
+        ``timeout``'s connect and read bounds do not end a stream that keeps sending (the
+        service's ``connect_timeout_ms`` and ``read_idle_timeout_ms`` apply); ``Timeout(total=)``
+        does. ``cancel`` cancels the request and every later read of its body; so does the
         stream's own ``cancel()``, which leaves ``cancel`` itself uncancelled."""
+    def client(self, service: str) -> Client:
+        """The service's HTTP pool as a ``Client`` (``get``, ``post``, ...); raises
+        ``UnknownService`` if it has none."""
     def websocket(
         self,
         service: str,
@@ -120,7 +135,7 @@ class PoolManager:
     def prometheus(self) -> str:
         """The statistics in Prometheus text format."""
     def health(self, service: str | None = None) -> Any:
-        """``Health`` of one service, or ``{name: Health}`` for all."""
+        """``Health`` of one service, or ``{name: Health}`` for all (``backend_pool.types``)."""
     @property
     def services(self) -> list[str]: ...
     @property
@@ -135,46 +150,208 @@ class PoolManager:
         tb: TracebackType | None,
     ) -> None: ...
 
+@final
+class Client:
+    """One service's HTTP pool (``manager.client("comfyui")``), as Rust's
+    ``manager.http(service)``: every method takes ``PoolManager.request``'s keyword
+    arguments. A view on the manager: nothing to close; after its shutdown, calls raise
+    ``ShuttingDown``."""
+
+    @property
+    def service(self) -> str: ...
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: QueryParamTypes | None = None,
+        data: RequestData | None = None,
+        json: Any = None,
+        headers: HeaderTypes | None = None,
+        timeout: TimeoutTypes = None,
+        wait_timeout: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Response: ...
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: QueryParamTypes | None = None,
+        data: RequestData | None = None,
+        json: Any = None,
+        headers: HeaderTypes | None = None,
+        timeout: TimeoutTypes = None,
+        wait_timeout: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> StreamingResponse: ...
+    def get(
+        self,
+        path: str,
+        *,
+        params: QueryParamTypes | None = None,
+        data: RequestData | None = None,
+        json: Any = None,
+        headers: HeaderTypes | None = None,
+        timeout: TimeoutTypes = None,
+        wait_timeout: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Response: ...
+    def head(
+        self,
+        path: str,
+        *,
+        params: QueryParamTypes | None = None,
+        data: RequestData | None = None,
+        json: Any = None,
+        headers: HeaderTypes | None = None,
+        timeout: TimeoutTypes = None,
+        wait_timeout: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Response: ...
+    def post(
+        self,
+        path: str,
+        *,
+        params: QueryParamTypes | None = None,
+        data: RequestData | None = None,
+        json: Any = None,
+        headers: HeaderTypes | None = None,
+        timeout: TimeoutTypes = None,
+        wait_timeout: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Response: ...
+    def put(
+        self,
+        path: str,
+        *,
+        params: QueryParamTypes | None = None,
+        data: RequestData | None = None,
+        json: Any = None,
+        headers: HeaderTypes | None = None,
+        timeout: TimeoutTypes = None,
+        wait_timeout: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Response: ...
+    def delete(
+        self,
+        path: str,
+        *,
+        params: QueryParamTypes | None = None,
+        data: RequestData | None = None,
+        json: Any = None,
+        headers: HeaderTypes | None = None,
+        timeout: TimeoutTypes = None,
+        wait_timeout: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Response: ...
+
+@final
+class Timeout:
+    """Timeouts of one request, in seconds, as httpx's ``Timeout``: ``timeout`` is the default
+    of ``connect``, ``read`` and ``pool``; ``total`` bounds the whole request, body included.
+    A phase left at None takes the service's configured value (never "no timeout"). Raises
+    ``ValueError`` for a negative or non-finite number."""
+
+    def __new__(
+        cls,
+        timeout: float | None = None,
+        *,
+        connect: float | None = None,
+        read: float | None = None,
+        pool: float | None = None,
+        total: float | None = None,
+    ) -> Self: ...
+    @property
+    def connect(self) -> float | None:
+        """Opening a connection; None: the service's ``connect_timeout_ms``."""
+    @property
+    def read(self) -> float | None:
+        """Waiting for the response and each part of its body; None: the service's
+        ``request_timeout_ms`` and ``read_idle_timeout_ms``."""
+    @property
+    def pool(self) -> float | None:
+        """Waiting for a pooled connection; None: the service's ``wait_timeout_ms``."""
+    @property
+    def total(self) -> float | None:
+        """The whole request, its body included; None: no deadline but the phases'."""
+    def __eq__(self, value: object, /) -> bool: ...
+
+@final
 class Response:
+    """A whole response."""
+
     @property
-    def status(self) -> int: ...
+    def status_code(self) -> int: ...
     @property
-    def ok(self) -> bool: ...
+    def status(self) -> int:
+        """``status_code``."""
     @property
-    def headers(self) -> dict[str, str]:
-        """Lowercase names; repeated headers joined with ", "."""
+    def reason_phrase(self) -> str:
+        """``"Not Found"``; empty for a code Python's ``http.HTTPStatus`` does not know."""
+    @property
+    def ok(self) -> bool:
+        """True for a status below 400."""
+    @property
+    def headers(self) -> Headers:
+        """Read-only, case-insensitive; repeated headers joined with ", " (``get_list()``
+        gives them one by one)."""
     @property
     def content(self) -> bytes: ...
     @property
-    def text(self) -> str: ...
+    def text(self) -> str:
+        """The body as UTF-8 (invalid bytes replaced), whatever charset the headers name."""
     @property
     def service(self) -> str: ...
-    def header(self, name: str, default: str | None = None) -> str | None: ...
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The first header called ``name`` (any case), or ``default``."""
     def json(self) -> Any:
-        """The body decoded as JSON; raises ``JsonError``."""
+        """The body decoded as JSON; raises ``JsonError`` (a ``ValueError``)."""
     def raise_for_status(self) -> Response:
-        """Raises ``HTTPStatusError`` for 4xx / 5xx."""
+        """Raises ``HTTPStatusError`` (``.response`` is this response) for 4xx / 5xx;
+        returns the response otherwise."""
 
+@final
 class StreamingResponse(Iterator[bytes]):
+    """A response whose body is read as it arrives; holds its pooled connection until closed.
+    Every read releases the GIL."""
+
     @property
-    def status(self) -> int: ...
+    def status_code(self) -> int: ...
+    @property
+    def status(self) -> int:
+        """``status_code``."""
+    @property
+    def reason_phrase(self) -> str: ...
     @property
     def ok(self) -> bool: ...
     @property
-    def headers(self) -> dict[str, str]:
-        """The common headers (content-type, content-length, ...); use ``header()`` for others."""
+    def headers(self) -> Headers:
+        """Read-only, case-insensitive; repeated headers joined with ", "."""
     @property
     def service(self) -> str: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def num_bytes_downloaded(self) -> int:
+        """The bytes of the body read so far."""
     def header(self, name: str, default: str | None = None) -> str | None: ...
+    def raise_for_status(self) -> StreamingResponse:
+        """For 4xx / 5xx: reads the body's first MiB, closes the stream and raises
+        ``HTTPStatusError`` whose ``.response`` is a ``Response`` with that body. Returns the
+        stream otherwise, unread."""
     def read(self, size: int = -1) -> bytes: ...
     def readline(self) -> bytes: ...
     def __iter__(self) -> StreamingResponse: ...
     def __next__(self) -> bytes: ...
-    def iter_lines(self) -> Iterator[str]: ...
-    def iter_chunks(self, chunk_size: int = 65536) -> Iterator[bytes]: ...
-    def iter_events(self) -> Iterator[ServerSentEvent]: ...
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """The body as it arrives (chunks of at most 64 KiB), or in chunks of exactly
+        ``chunk_size`` bytes (the last may be shorter)."""
+    def iter_lines(self) -> Iterator[str]:
+        """Lines without their endings (LF, CRLF or CR); a line over 8 MiB raises
+        ``TooLarge``."""
+    def iter_sse(self) -> Iterator[ServerSentEvent]:
+        """Server-sent events, read by the core's parser (the WHATWG rules)."""
     def close(self) -> None:
         """Closes the stream (the connection is reused if the body was read to its end).
         Never waits: a read blocked on another thread raises ``Cancelled``, and the
@@ -191,6 +368,26 @@ class StreamingResponse(Iterator[bytes]):
         tb: TracebackType | None,
     ) -> None: ...
 
+@final
+class ServerSentEvent:
+    """One server-sent event, as httpx-sse's."""
+
+    @property
+    def event(self) -> str:
+        """The ``event`` field, or ``"message"``."""
+    @property
+    def data(self) -> str:
+        """The ``data`` lines joined with ``"\\n"``."""
+    @property
+    def id(self) -> str:
+        """The last event ID so far in the stream; ``""`` when none."""
+    @property
+    def retry(self) -> int | None:
+        """The reconnection time in ms a ``retry`` field of this event set, or None."""
+    def json(self) -> Any:
+        """``data`` decoded as JSON; raises ``JsonError`` (a ``ValueError``)."""
+
+@final
 class WebSocket:
     @property
     def client_id(self) -> str | None: ...

@@ -22,11 +22,12 @@ Hierarchy::
     ├── Cancelled(concurrent.futures.CancelledError)   a CancelToken, or cancel() / close()
     │                                    from another thread, interrupted the call
     ├── ServiceUnavailable               unhealthy service: fails fast
-    ├── Timeout(TimeoutError)            connect / send / receive / read ran past its deadline
+    ├── TimeoutException(TimeoutError)   connect / send / receive / read ran past its deadline
     │   └── PoolTimeout                  no pooled connection became free in time
     ├── BackendConnectionError(ConnectionError)   refused, reset, closed, protocol failure
     │   └── WebSocketClosed              the peer closed the WebSocket
-    ├── HTTPStatusError                  raise_for_status() on a 4xx / 5xx response
+    ├── HTTPStatusError                  raise_for_status() on a 4xx / 5xx response; its
+    │                                    .response holds the status, headers and body
     ├── TooLarge                         a body or message over its configured limit
     └── JsonError(ValueError)            a body that is not valid JSON
 """
@@ -34,6 +35,10 @@ Hierarchy::
 from __future__ import annotations
 
 from concurrent.futures import CancelledError
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._native import Response
 
 __all__ = [
     "BackendPoolError",
@@ -43,7 +48,7 @@ __all__ = [
     "ShuttingDown",
     "Cancelled",
     "ServiceUnavailable",
-    "Timeout",
+    "TimeoutException",
     "PoolTimeout",
     "BackendConnectionError",
     "WebSocketClosed",
@@ -91,11 +96,12 @@ class ServiceUnavailable(BackendPoolError):
     """The service is unhealthy; acquisitions fail fast until a health probe succeeds."""
 
 
-class Timeout(BackendPoolError, TimeoutError):
-    """A phase (connect, send, receive, read) ran past its deadline."""
+class TimeoutException(BackendPoolError, TimeoutError):
+    """A phase (connect, send, receive, read) ran past its deadline. (httpx's name: in
+    ``backend_pool``, ``Timeout`` is the ``timeout=`` value, as in httpx.)"""
 
 
-class PoolTimeout(Timeout):
+class PoolTimeout(TimeoutException):
     """No pooled connection became free before the wait timeout."""
 
 
@@ -108,8 +114,16 @@ class WebSocketClosed(BackendConnectionError):
 
 
 class HTTPStatusError(BackendPoolError):
-    """A 4xx or 5xx response, raised by ``Response.raise_for_status()``; ``status`` holds the code."""
+    """A 4xx or 5xx response, raised by ``raise_for_status()``.
 
+    ``response`` is the whole ``Response``: ``.status_code``, ``.headers``, ``.text``,
+    ``.json()`` (ComfyUI explains a rejected prompt in a 400's JSON body, under
+    ``node_errors``). From a ``StreamingResponse``, it holds the body's first MiB.
+    ``status_code`` (and its alias ``status``) is the code; ``error_class`` is ``"status"``.
+    """
+
+    response: Response
+    status_code: int = 0
     status: int = 0
 
 

@@ -1,0 +1,207 @@
+//! `Response` (a whole response), what both response kinds share (headers as a `Headers`,
+//! the reason phrase), and `HTTPStatusError` with the response it carries.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::errors::Raised;
+use crate::json_loads;
+
+static HEADERS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The headers as a `backend_pool.headers.Headers` (case-insensitive, read-only), made on the
+/// first call and kept in `cache`.
+pub(crate) fn headers_object<'py>(
+    py: Python<'py>,
+    cache: &PyOnceLock<Py<PyAny>>,
+    pairs: &[(String, String)],
+) -> PyResult<Bound<'py, PyAny>> {
+    let made = cache.get_or_try_init(py, || {
+        let class = HEADERS.get_or_try_init(py, || {
+            PyResult::Ok(
+                py.import("backend_pool.headers")?
+                    .getattr("Headers")?
+                    .unbind(),
+            )
+        })?;
+        let list = PyList::new(py, pairs)?;
+        PyResult::Ok(class.bind(py).call1((list,))?.unbind())
+    })?;
+    Ok(made.bind(py).clone())
+}
+
+/// The first header called `name` (any case).
+pub(crate) fn find_header<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The reason phrase of `status` ("Not Found"), from Python's `http.HTTPStatus`; empty for a
+/// code it does not know (HTTP/1.1 servers may send any phrase: the core keeps none).
+pub(crate) fn reason_phrase(py: Python<'_>, status: u16) -> String {
+    py.import("http")
+        .and_then(|m| m.getattr("HTTPStatus"))
+        .and_then(|c| c.call1((status,)))
+        .and_then(|s| s.getattr("phrase"))
+        .and_then(|p| p.extract())
+        .unwrap_or_default()
+}
+
+/// A whole response: `status_code`, `headers`, `content`, `text`, `json()`.
+#[pyclass(frozen, name = "Response", module = "backend_pool")]
+pub(crate) struct PyResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    headers_object: PyOnceLock<Py<PyAny>>,
+    content: Py<PyBytes>,
+    service: String,
+    /// `METHOD /path?query`, for the status error's message.
+    line: String,
+}
+
+impl PyResponse {
+    pub(crate) fn new(
+        py: Python<'_>,
+        service: &str,
+        line: String,
+        r: backend_pool::Response,
+    ) -> Self {
+        let status = r.status();
+        let headers = r.headers().to_vec();
+        let body = r.into_body();
+        Self::from_parts(py, service, line, status, headers, &body)
+    }
+
+    pub(crate) fn from_parts(
+        py: Python<'_>,
+        service: &str,
+        line: String,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: &[u8],
+    ) -> Self {
+        PyResponse {
+            status,
+            headers,
+            headers_object: PyOnceLock::new(),
+            content: PyBytes::new(py, body).unbind(),
+            service: service.to_string(),
+            line,
+        }
+    }
+}
+
+#[pymethods]
+impl PyResponse {
+    /// The status code.
+    #[getter]
+    fn status_code(&self) -> u16 {
+        self.status
+    }
+
+    /// The status code (an alias of `status_code`).
+    #[getter]
+    fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The reason phrase of the status code ("Not Found"); empty for an unknown code.
+    #[getter]
+    fn reason_phrase(&self, py: Python<'_>) -> String {
+        reason_phrase(py, self.status)
+    }
+
+    /// True for a status below 400.
+    #[getter]
+    fn ok(&self) -> bool {
+        self.status < 400
+    }
+
+    /// The headers, a read-only case-insensitive mapping (`backend_pool.Headers`).
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        headers_object(py, &self.headers_object, &self.headers)
+    }
+
+    /// The first header called `name` (any case), or `default`.
+    #[pyo3(signature = (name, default=None))]
+    fn header(&self, name: &str, default: Option<String>) -> Option<String> {
+        find_header(&self.headers, name)
+            .map(str::to_string)
+            .or(default)
+    }
+
+    /// The body bytes.
+    #[getter]
+    fn content(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.content.clone_ref(py)
+    }
+
+    /// The body decoded as UTF-8 (invalid bytes replaced).
+    #[getter]
+    fn text(&self, py: Python<'_>) -> String {
+        String::from_utf8_lossy(self.content.bind(py).as_bytes()).into_owned()
+    }
+
+    /// The service that answered.
+    #[getter]
+    fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The body decoded as JSON.
+    fn json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_loads(py, self.content.bind(py).as_any(), &self.service)
+    }
+
+    /// Raises `HTTPStatusError` (with this response as its `.response`) for a 4xx / 5xx
+    /// status; returns the response otherwise.
+    fn raise_for_status(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        if slf.get().status >= 400 {
+            return Err(status_error(slf.unbind()));
+        }
+        Ok(slf)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "<Response [{}] service='{}' {} bytes>",
+            self.status,
+            self.service,
+            self.content.bind(py).as_bytes().len()
+        )
+    }
+}
+
+/// `HTTPStatusError` for `response` (a 4xx or 5xx): `.response`, `.status_code`, `.status`;
+/// class `status`, as the core's status errors.
+pub(crate) fn status_error(response: Py<PyResponse>) -> PyErr {
+    Python::attach(|py| {
+        let r = response.get();
+        let kind = if r.status < 500 { "client" } else { "server" };
+        let reason = reason_phrase(py, r.status);
+        let err = Raised {
+            class: "HTTPStatusError",
+            message: format!(
+                "service '{}': {} answered {} {reason} (a {kind} error)",
+                r.service, r.line, r.status
+            ),
+            service: Some(&r.service),
+            phase: Some("receive"),
+            error_class: "status",
+        }
+        .into_pyerr();
+        let value = err.value(py);
+        let set = value
+            .setattr("status_code", r.status)
+            .and_then(|()| value.setattr("status", r.status))
+            .and_then(|()| value.setattr("response", response.clone_ref(py)));
+        match set {
+            Ok(()) => err,
+            Err(e) => e,
+        }
+    })
+}
