@@ -182,7 +182,7 @@ fn the_body_is_read_past_the_head_capped_and_bounded_by_the_connect_deadline() {
             answering(move |p| {
                 p.write(b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nno su");
                 pause();
-                p.write(b"ch path\r\n4\r\n /ws\r\n0\r\n\r\n");
+                p.write(b"\r\nB\r\nch path /ws\r\n0\r\n\r\n");
             }),
             "no such path /ws".into(),
             false,
@@ -201,8 +201,8 @@ fn the_body_is_read_past_the_head_capped_and_bounded_by_the_connect_deadline() {
         (
             "announced 1000 bytes, sent 7, then silence",
             answering(move |p| {
+                // Then waits for the client to hang up, sending nothing more.
                 p.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 1000\r\n\r\npartial");
-                thread::sleep(Duration::from_secs(3));
             }),
             "partial".into(),
             true,
@@ -306,13 +306,7 @@ fn a_refill_answered_with_a_status_backs_off_and_says_so_once() {
         assert_eq!(health.consecutive_failures, 0, "{health:?}");
         thread::sleep(Duration::from_millis(20));
     }
-    // Forced passes inside the backoff do not connect either.
-    let seen = server.accepted();
-    for _ in 0..10 {
-        m.run_maintenance();
-    }
     let attempts = server.accepted();
-    assert_eq!(attempts, seen, "a forced pass ignored the backoff");
     assert!(
         (1..=3).contains(&attempts),
         "{attempts} refill handshakes in 1.2 s at a 50 ms tick: no backoff"
@@ -354,4 +348,28 @@ fn a_refill_answered_with_a_status_backs_off_and_says_so_once() {
         "not refilled after the server accepted: {:?}",
         ws_stats(&m, "refused-refill")
     );
+}
+
+#[test]
+fn forced_maintenance_passes_keep_the_refill_pause() {
+    let server = origin_checking_server(Arc::new(AtomicBool::new(false)));
+    let m = PoolManager::new(backend_pool::ManagerConfig {
+        maintenance_interval_ms: 3_600_000, // no background pass: only ours
+        service: vec![ws_only("forced", &server.url(), "/ws", 1)],
+    })
+    .unwrap();
+    // The first pass is refused; the next ones fall within its 500 ms pause.
+    for _ in 0..10 {
+        m.run_maintenance();
+    }
+    assert_eq!(server.accepted(), 1, "a pass ignored the refill's pause");
+    assert_eq!(ws_stats(&m, "forced").connect_failures, 1);
+    assert_eq!(
+        m.stats().service("forced").unwrap().health.state,
+        HealthState::Healthy
+    );
+    // After the pause, the next pass tries again.
+    thread::sleep(Duration::from_millis(550));
+    m.run_maintenance();
+    assert_eq!(server.accepted(), 2);
 }
