@@ -3,163 +3,21 @@
 //! failures before a connection exists are connect failures; nothing is sent twice because of
 //! a response the server did send; signals (EINTR) never fail a call or stretch its deadline.
 //!
-//! Hostile servers are small raw `TcpListener` servers that count what they receive.
+//! Hostile servers are scripts of the shared raw server (`support::raw`), which counts what it
+//! accepts and receives.
 
 mod support;
 
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use backend_pool::{Error, ErrorClass, HealthState, Phase, PoolManager, PoolStats, ServiceConfig};
+use support::raw::{Peer, RawServer};
 use support::{http_echo_server as echo_server, manager, service};
-
-// ---------------------------------------------------------------------------------------------
-// A raw loopback server: one thread per connection runs the script; counts connections and
-// request heads. Stops accepting when dropped; connection threads end with their script.
-
-type Script = dyn Fn(&mut Peer) + Send + Sync;
-
-struct RawServer {
-    port: u16,
-    connections: Arc<AtomicUsize>,
-    requests: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-impl RawServer {
-    fn start(script: impl Fn(&mut Peer) + Send + Sync + 'static) -> RawServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let requests = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let script: Arc<Script> = Arc::new(script);
-        let (conns, reqs, halt) = (
-            Arc::clone(&connections),
-            Arc::clone(&requests),
-            Arc::clone(&stop),
-        );
-        thread::spawn(move || {
-            while !halt.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        conns.fetch_add(1, Ordering::Relaxed);
-                        let _ = stream.set_nonblocking(false);
-                        let _ = stream.set_read_timeout(Some(Duration::from_secs(8)));
-                        let mut peer = Peer {
-                            reader: std::io::BufReader::new(stream),
-                            requests: Arc::clone(&reqs),
-                        };
-                        let script = Arc::clone(&script);
-                        thread::spawn(move || script(&mut peer));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(2)),
-                }
-            }
-        });
-        RawServer {
-            port,
-            connections,
-            requests,
-            stop,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
-    }
-
-    fn requests(&self) -> usize {
-        self.requests.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for RawServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-struct Peer {
-    reader: std::io::BufReader<TcpStream>,
-    requests: Arc<AtomicUsize>,
-}
-
-impl Peer {
-    /// Reads one request head (and a `Content-Length` body); `None` at EOF. Counts it.
-    fn read_request(&mut self) -> Option<String> {
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            match self.reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-            head.push_str(&line);
-            if line == "\r\n" {
-                break;
-            }
-        }
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let len = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse::<u64>().ok())?
-            })
-            .unwrap_or(0);
-        let _ = std::io::copy(&mut (&mut self.reader).take(len), &mut std::io::sink());
-        Some(head)
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> bool {
-        let stream = self.reader.get_mut();
-        stream
-            .write_all(bytes)
-            .and_then(|()| stream.flush())
-            .is_ok()
-    }
-
-    /// Closes with a TCP reset (SO_LINGER 0) instead of a FIN.
-    fn reset(&mut self) {
-        use std::os::fd::AsRawFd;
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: a valid socket fd and a correctly sized `linger` value.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::setsockopt(
-                self.reader.get_ref().as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
-        let _ = self.reader.get_ref().shutdown(std::net::Shutdown::Both);
-    }
-
-    /// Answers every request on the connection with `answer` until EOF.
-    fn serve(&mut self, answer: &[u8]) {
-        while self.read_request().is_some() {
-            if !self.write(answer) {
-                return;
-            }
-        }
-    }
-}
 
 fn ok_response(body: &str) -> Vec<u8> {
     format!(
@@ -294,7 +152,7 @@ fn neither_a_redirect_nor_the_raw_agent_leaves_the_origin() {
     let redirect = format!(
         "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{evil}/x\r\nContent-Length: 0\r\n\r\n"
     );
-    let server = RawServer::start(move |p| p.serve(redirect.as_bytes()));
+    let server = RawServer::start(move |mut p| p.serve(redirect.as_bytes()));
     let mut cfg = service("svc", &server.url());
     cfg.bearer_token = Some(backend_pool::Secret::new("sk-secret"));
     let m = manager(cfg);
@@ -640,7 +498,7 @@ fn one_service(url: &str) -> PoolManager {
 fn a_response_head_over_the_input_buffer_but_under_the_limit_works() {
     for size in [9 * 1024, 20 * 1024, 60 * 1024] {
         let answer = big_head(size, 20, "fine");
-        let server = RawServer::start(move |p| p.serve(&answer));
+        let server = RawServer::start(move |mut p| p.serve(&answer));
         let m = one_service(&server.url());
         let http = m.http("svc").unwrap();
         for _ in 0..3 {
@@ -653,7 +511,7 @@ fn a_response_head_over_the_input_buffer_but_under_the_limit_works() {
             assert_eq!(body, "fine");
         }
         assert_eq!(server.requests(), 6, "head of {size} bytes");
-        assert_eq!(server.connections(), 1, "head of {size} bytes: not reused");
+        assert_eq!(server.accepted(), 1, "head of {size} bytes: not reused");
         let stats = http_stats(&m, "svc");
         assert_eq!(stats.retries, 0);
         assert_eq!(stats.errors.total(), 0);
@@ -664,7 +522,7 @@ fn a_response_head_over_the_input_buffer_but_under_the_limit_works() {
 fn a_response_head_over_the_limit_is_too_large_and_sent_once() {
     for (size, lines) in [(70 * 1024, 20), (200 * 1024, 4), (3 * 1024, 200)] {
         let answer = big_head(size, lines, "no");
-        let server = RawServer::start(move |p| p.serve(&answer));
+        let server = RawServer::start(move |mut p| p.serve(&answer));
         let m = one_service(&server.url());
         let http = m.http("svc").unwrap();
         let err = http.get("/big").call().unwrap_err();
@@ -731,9 +589,9 @@ fn nothing_is_resent_after_any_response_byte() {
         ),
     ];
     for (what, act, class) in cases {
-        let server = RawServer::start(move |p| {
+        let server = RawServer::start(move |mut p| {
             if p.read_request().is_some() {
-                act(p);
+                act(&mut p);
             }
         });
         let m = one_service(&server.url());
@@ -764,7 +622,7 @@ fn nothing_is_resent_after_any_response_byte() {
 #[test]
 fn a_connection_closed_before_any_response_byte_is_retried_once_for_get_only() {
     // Reads the request and closes without a byte: a stale keep-alive connection.
-    let server = RawServer::start(|p| {
+    let server = RawServer::start(|mut p| {
         let _ = p.read_request();
     });
     let m = one_service(&server.url());
@@ -780,7 +638,7 @@ fn a_connection_closed_before_any_response_byte_is_retried_once_for_get_only() {
     assert_eq!(err.class(), ErrorClass::Closed, "{err:?}");
     assert_eq!(server.requests(), 3, "POST is never resent");
     assert_eq!(
-        server.connections(),
+        server.accepted(),
         3,
         "the retry did not use a fresh connection"
     );
@@ -793,7 +651,7 @@ fn a_request_without_a_body_says_content_length_only_where_a_body_is_expected() 
     // anticipate any; a POST, PUT or PATCH without a body says `Content-Length: 0`.
     let (heads_tx, heads) = mpsc::channel::<String>();
     let heads_tx = std::sync::Mutex::new(heads_tx);
-    let server = RawServer::start(move |p| {
+    let server = RawServer::start(move |mut p| {
         while let Some(head) = p.read_request() {
             let reply = if head.starts_with("HEAD ") {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n".to_vec()
@@ -821,7 +679,7 @@ fn a_request_without_a_body_says_content_length_only_where_a_body_is_expected() 
         let expected = matches!(method, "POST" | "PUT" | "PATCH").then(|| "0".to_string());
         assert_eq!(length, expected, "{method}: {head}");
     }
-    assert_eq!(server.connections(), 1);
+    assert_eq!(server.accepted(), 1);
 }
 
 #[test]
@@ -833,17 +691,17 @@ fn a_connection_the_server_spoiled_after_a_response_is_not_reused() {
             p.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra");
         }),
         ("closes without saying so", |p| {
-            let _ = p.reader.get_ref().shutdown(std::net::Shutdown::Both);
+            p.shutdown();
         }),
     ];
     for (what, spoil) in cases {
         let accepted = Arc::new(AtomicUsize::new(0));
-        let server = RawServer::start(move |p| {
+        let server = RawServer::start(move |mut p| {
             let first = accepted.fetch_add(1, Ordering::Relaxed) == 0;
             while p.read_request().is_some() {
                 p.write(&ok_response("fine"));
                 if first {
-                    spoil(p);
+                    spoil(&mut p);
                     // Keep the first connection open (and useless) a while.
                     thread::sleep(Duration::from_millis(500));
                     return;
@@ -858,7 +716,7 @@ fn a_connection_the_server_spoiled_after_a_response_is_not_reused() {
         // A POST is never resent: it must go on a fresh connection from the start.
         let r = http.post("/second").send_bytes(b"{}");
         assert_eq!(r.map(|r| r.text()).ok().as_deref(), Some("fine"), "{what}");
-        assert_eq!(server.connections(), 2, "{what}");
+        assert_eq!(server.accepted(), 2, "{what}");
         assert_eq!(server.requests(), 2, "{what}");
     }
 }
@@ -869,6 +727,7 @@ fn a_connection_the_server_spoiled_after_a_response_is_not_reused() {
 
 #[cfg(unix)]
 mod eintr {
+    use super::support::raw::content_length;
     use super::support::signals::{current_thread, install_handler, Interrupter};
     use super::*;
 
@@ -928,7 +787,7 @@ mod eintr {
     #[test]
     fn a_slow_head_body_and_stream_survive_signals() {
         // Head after 150 ms, then the body in five pieces 60 ms apart (chunked).
-        let server = RawServer::start(|p| {
+        let server = RawServer::start(|mut p| {
             while p.read_request().is_some() {
                 thread::sleep(Duration::from_millis(150));
                 p.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
@@ -961,7 +820,7 @@ mod eintr {
     #[test]
     fn a_large_body_sent_to_a_slow_reader_survives_signals() {
         // Reads the request slowly (64 KiB every 5 ms), then answers.
-        let server = RawServer::start(|p| loop {
+        let server = RawServer::start(|mut p| loop {
             let Some(head) = p.read_request_head_only() else {
                 return;
             };
@@ -970,7 +829,7 @@ mod eintr {
             let mut buf = vec![0; 64 * 1024];
             while left > 0 {
                 thread::sleep(Duration::from_millis(5));
-                let n = p.reader.read(&mut buf[..left.min(64 * 1024)]).unwrap_or(0);
+                let n = p.read(&mut buf[..left.min(64 * 1024)]).unwrap_or(0);
                 if n == 0 {
                     return;
                 }
@@ -995,7 +854,7 @@ mod eintr {
     #[test]
     fn signals_do_not_stretch_the_send_deadline() {
         // Reads the head, then never reads the body: the client's send blocks.
-        let server = RawServer::start(|p| {
+        let server = RawServer::start(|mut p| {
             let _ = p.read_request_head_only();
             thread::sleep(Duration::from_secs(6));
         });
@@ -1020,7 +879,7 @@ mod eintr {
 
     #[test]
     fn signals_do_not_stretch_the_response_deadline() {
-        let server = RawServer::start(|p| {
+        let server = RawServer::start(|mut p| {
             let _ = p.read_request();
             thread::sleep(Duration::from_secs(6));
         });
@@ -1061,10 +920,7 @@ mod eintr {
                 count.fetch_add(1, Ordering::Relaxed);
                 thread::spawn(move || {
                     let _ = peer.set_read_timeout(Some(Duration::from_secs(8)));
-                    let mut p = Peer {
-                        reader: std::io::BufReader::new(peer.try_clone().unwrap()),
-                        requests: Arc::new(AtomicUsize::new(0)),
-                    };
+                    let mut p = Peer::new(peer.try_clone().unwrap());
                     p.serve(&ok_response("up"));
                     let _ = peer.flush();
                 });
@@ -1175,36 +1031,6 @@ mod eintr {
             );
             assert_eq!(libc::listen(fd, 0), 0);
             TcpListener::from_raw_fd(fd)
-        }
-    }
-
-    fn content_length(head: &str) -> usize {
-        head.lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0)
-    }
-
-    impl Peer {
-        /// Reads one request head only (the body stays unread). Counts it.
-        fn read_request_head_only(&mut self) -> Option<String> {
-            let mut head = String::new();
-            loop {
-                let mut line = String::new();
-                match self.reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                }
-                head.push_str(&line);
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            Some(head)
         }
     }
 }

@@ -1,13 +1,13 @@
 //! WebSocket pool edges: a send and a connect each bounded by one deadline, signals (EINTR)
 //! resumed within it, leases that never hand an earlier lease's traffic to the next one,
-//! partial frames. Servers here are raw loopback listeners scripted per test, counting the
-//! connections they accept.
+//! partial frames. Servers here are scripts of the shared raw server (`support::raw`), which
+//! counts the connections it accepts.
 
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,67 +17,17 @@ use backend_pool::{
 };
 use backend_pool_testkit::backends::{comfyui_with, ComfyOptions};
 use serde_json::{json, Value};
+use support::raw::{idle_until, RawServer};
 use support::{eventually, manager, service, signals};
 use tungstenite::WebSocket;
 
-/// A loopback listener running `serve` on every accepted connection in its own thread.
-/// `serve` gets a stop flag that is set when the server is dropped.
-struct Raw {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Raw {
-    fn start(serve: impl Fn(TcpStream, &AtomicBool) + Send + Sync + 'static) -> Raw {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let serve = Arc::new(serve);
-        {
-            let (accepted, stop) = (Arc::clone(&accepted), Arc::clone(&stop));
-            thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    accepted.fetch_add(1, SeqCst);
-                    let (serve, stop) = (Arc::clone(&serve), Arc::clone(&stop));
-                    thread::spawn(move || serve(stream, &stop));
-                }
-            });
-        }
-        Raw {
-            addr,
-            accepted,
-            stop,
-        }
-    }
-
-    fn url(&self, scheme: &str) -> String {
-        format!("{scheme}://{}", self.addr)
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(SeqCst)
-    }
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        self.stop.store(true, SeqCst);
-        let _ = TcpStream::connect(self.addr); // wakes the accept loop
-    }
-}
-
-/// Sleeps in small steps until `stop` is set or `limit` passes.
-fn idle_until(stop: &AtomicBool, limit: Duration) {
-    let end = Instant::now() + limit;
-    while !stop.load(SeqCst) && Instant::now() < end {
-        thread::sleep(Duration::from_millis(5));
-    }
+/// The shared raw server (`support::raw`) running `serve` on every accepted connection's bare
+/// socket, with a stop flag that is set when the server is dropped.
+fn raw(serve: impl Fn(TcpStream, &AtomicBool) + Send + Sync + 'static) -> RawServer {
+    RawServer::start(move |peer| {
+        let (stream, stop) = peer.into_parts();
+        serve(stream, &stop)
+    })
 }
 
 /// The server side of the WebSocket handshake, with frames up to 64 MiB.
@@ -157,7 +107,7 @@ const BIG: usize = 24 << 20;
 fn a_send_to_a_slow_reader_is_bounded_by_the_request_timeout() {
     // The reader takes 16 KiB every 20 ms: every write makes progress, so a per-write
     // timeout never fires and 24 MiB would take half a minute.
-    let server = Raw::start(|s, stop| {
+    let server = raw(|s, stop| {
         let mut ws = accept(s);
         let mut buf = vec![0; 16 << 10];
         while !stop.load(SeqCst) {
@@ -167,7 +117,7 @@ fn a_send_to_a_slow_reader_is_bounded_by_the_request_timeout() {
             thread::sleep(Duration::from_millis(20));
         }
     });
-    let m = Arc::new(manager(ws_service(&server.url("http"), |s, _| {
+    let m = Arc::new(manager(ws_service(&server.url(), |s, _| {
         s.request_timeout_ms = 400;
     })));
     let mut ws = m.websocket("ws").unwrap();
@@ -202,11 +152,11 @@ fn a_send_to_a_slow_reader_is_bounded_by_the_request_timeout() {
 
 #[test]
 fn a_send_to_a_stopped_reader_times_out_as_send() {
-    let server = Raw::start(|s, stop| {
+    let server = raw(|s, stop| {
         let _ws = accept(s);
         idle_until(stop, Duration::from_secs(20));
     });
-    let m = manager(ws_service(&server.url("http"), |s, _| {
+    let m = manager(ws_service(&server.url(), |s, _| {
         s.request_timeout_ms = 300;
     }));
     let mut ws = m.websocket("ws").unwrap();
@@ -257,7 +207,7 @@ fn drip(s: &mut TcpStream, bytes: &[u8], gap: Duration, stop: &AtomicBool) {
 
 #[test]
 fn a_handshake_answered_one_byte_at_a_time_times_out_at_connect_timeout() {
-    let server = Raw::start(|mut s, stop| {
+    let server = raw(|mut s, stop| {
         let head = read_head(&mut s);
         let key = head
             .lines()
@@ -274,7 +224,7 @@ fn a_handshake_answered_one_byte_at_a_time_times_out_at_connect_timeout() {
         );
         drip(&mut s, reply.as_bytes(), Duration::from_millis(60), stop);
     });
-    let m = manager(ws_service(&server.url("http"), |s, _| {
+    let m = manager(ws_service(&server.url(), |s, _| {
         s.connect_timeout_ms = 500;
     }));
     let started = Instant::now();
@@ -298,7 +248,7 @@ fn a_handshake_answered_one_byte_at_a_time_times_out_at_connect_timeout() {
 
 #[test]
 fn a_tls_handshake_answered_one_byte_at_a_time_times_out_at_connect_timeout() {
-    let server = Raw::start(|mut s, stop| {
+    let server = raw(|mut s, stop| {
         let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
         let _ = s.read(&mut [0u8; 4096]); // the ClientHello
                                           // A handshake record announcing 16 KiB, then its bytes one by one.
@@ -306,7 +256,7 @@ fn a_tls_handshake_answered_one_byte_at_a_time_times_out_at_connect_timeout() {
         record.extend(std::iter::repeat(0u8).take(200));
         drip(&mut s, &record, Duration::from_millis(30), stop);
     });
-    let m = manager(ws_service(&server.url("https"), |s, _| {
+    let m = manager(ws_service(&server.https_url(), |s, _| {
         s.connect_timeout_ms = 500;
     }));
     let started = Instant::now();
@@ -329,13 +279,13 @@ fn a_tls_handshake_answered_one_byte_at_a_time_times_out_at_connect_timeout() {
 
 #[test]
 fn a_read_interrupted_by_signals_resumes_within_its_deadline() {
-    let server = Raw::start(|s, stop| {
+    let server = raw(|s, stop| {
         let mut ws = accept(s);
         thread::sleep(Duration::from_millis(300));
         let _ = ws.send(tungstenite::Message::text("late"));
         echo(ws, stop, Duration::ZERO);
     });
-    let m = manager(ws_service(&server.url("http"), |_, _| {}));
+    let m = manager(ws_service(&server.url(), |_, _| {}));
     let mut ws = m.websocket("ws").unwrap();
     let before = signals::DELIVERED.load(SeqCst);
     let interrupter =
@@ -388,7 +338,7 @@ impl Write for Throttled {
 #[test]
 fn a_send_interrupted_by_signals_completes() {
     // The server reads slowly and answers with the length of what it received.
-    let server = Raw::start(|s, _| {
+    let server = raw(|s, _| {
         let config = tungstenite::protocol::WebSocketConfig::default()
             .max_frame_size(Some(64 << 20))
             .max_message_size(Some(64 << 20));
@@ -401,7 +351,7 @@ fn a_send_interrupted_by_signals_completes() {
             }
         }
     });
-    let m = manager(ws_service(&server.url("http"), |_, _| {}));
+    let m = manager(ws_service(&server.url(), |_, _| {}));
     let mut ws = m.websocket("ws").unwrap();
     let interrupter =
         signals::Interrupter::start(signals::current_thread(), Duration::from_millis(2));
@@ -417,11 +367,11 @@ fn a_send_interrupted_by_signals_completes() {
 
 #[test]
 fn a_handshake_interrupted_by_signals_completes() {
-    let server = Raw::start(|s, stop| {
+    let server = raw(|s, stop| {
         thread::sleep(Duration::from_millis(300));
         echo(accept(s), stop, Duration::ZERO);
     });
-    let m = manager(ws_service(&server.url("http"), |_, _| {}));
+    let m = manager(ws_service(&server.url(), |_, _| {}));
     let interrupter =
         signals::Interrupter::start(signals::current_thread(), Duration::from_millis(2));
     let ws = m.websocket("ws");
@@ -435,9 +385,9 @@ fn a_handshake_interrupted_by_signals_completes() {
 fn health_pings_interrupted_by_signals_do_not_fail() {
     // Pongs come 20 ms late, so the maintenance thread waits in every ping while signals
     // land on it every 2 ms.
-    let server = Raw::start(|s, stop| echo(accept(s), stop, Duration::from_millis(20)));
+    let server = raw(|s, stop| echo(accept(s), stop, Duration::from_millis(20)));
     let before = signals::tasks_named("backend-pool-ma");
-    let m = manager(ws_service(&server.url("http"), |s, _| {
+    let m = manager(ws_service(&server.url(), |s, _| {
         s.health_interval_ms = 50;
     }));
     // The new maintenance thread (it names itself once it runs).
@@ -617,8 +567,8 @@ fn a_lease_that_started_nothing_returns_its_socket() {
 
 /// A text frame announcing 1000 bytes (with `before` ahead of it in the same write) and
 /// only 10 of them; the rest never comes.
-fn half_a_frame(before: &'static [u8]) -> Raw {
-    Raw::start(move |s, stop| {
+fn half_a_frame(before: &'static [u8]) -> RawServer {
+    raw(move |s, stop| {
         let mut ws = accept(s);
         let mut bytes = before.to_vec();
         bytes.extend_from_slice(&[0x81, 126, 0x03, 0xE8]);
@@ -631,7 +581,7 @@ fn half_a_frame(before: &'static [u8]) -> Raw {
 #[test]
 fn a_read_timeout_in_the_middle_of_a_frame_does_not_return_the_socket() {
     let server = half_a_frame(b"");
-    let m = manager(ws_service(&server.url("http"), |_, _| {}));
+    let m = manager(ws_service(&server.url(), |_, _| {}));
     let mut ws = m.websocket("ws").unwrap();
     let err = ws.read_timeout(Duration::from_millis(200)).unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
@@ -645,8 +595,8 @@ fn a_read_timeout_in_the_middle_of_a_frame_does_not_return_the_socket() {
 }
 
 /// "first" and the first half of "second" in one write; the rest of "second" 100 ms later.
-fn split_second_message() -> Raw {
-    Raw::start(move |s, stop| {
+fn split_second_message() -> RawServer {
+    raw(move |s, stop| {
         let mut ws = accept(s);
         let _ = ws.get_mut().write_all(b"\x81\x05first\x81\x06sec");
         thread::sleep(Duration::from_millis(100));
@@ -661,7 +611,7 @@ fn bytes_of_a_later_message_behind_a_whole_one_do_not_close_a_finished_socket() 
     // often takes in the start of the next broadcast. That is not half of this lease's
     // message: the next lease reads it whole, so the socket is reused.
     let server = split_second_message();
-    let m = manager(ws_service(&server.url("http"), |_, _| {}));
+    let m = manager(ws_service(&server.url(), |_, _| {}));
     let mut ws = m.websocket("ws").unwrap();
     thread::sleep(Duration::from_millis(50)); // "first" and "sec" are in the socket buffer
     let first = ws.read_timeout(Duration::from_secs(2)).unwrap();
@@ -680,7 +630,7 @@ fn half_a_frame_behind_a_whole_message_does_not_return_the_socket() {
     // "first" and half of the next frame arrive in one segment: the read that returns
     // "first" has already taken the partial frame in.
     let server = half_a_frame(b"\x81\x05first");
-    let m = manager(ws_service(&server.url("http"), |_, _| {}));
+    let m = manager(ws_service(&server.url(), |_, _| {}));
     let mut ws = m.websocket("ws").unwrap();
     thread::sleep(Duration::from_millis(50)); // both parts are in the socket buffer
     let first = ws.read_timeout(Duration::from_secs(2)).unwrap();

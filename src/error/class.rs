@@ -28,10 +28,18 @@ pub enum ErrorClass {
     TooLarge,
     /// The caller's request was invalid (rejected before checkout).
     InvalidRequest,
-    /// The server answered with an error status (4xx, 5xx), made an error by
-    /// `error_for_status` or a download ([`Error::Status`](crate::Error::Status)). The
-    /// server answered correctly: not counted against the service's health, and the
-    /// connection is reused.
+    /// The server answered with a status: an error status (4xx, 5xx) made an error by
+    /// `error_for_status` or a download, or a WebSocket handshake answered with anything but
+    /// `101` ([`Error::Status`](crate::Error::Status)).
+    ///
+    /// **The rule, for both pool kinds:** a status is the server answering, not an outage.
+    /// It never counts against the service's health, 4xx and 5xx alike, so it never trips
+    /// the fail-fast gate (a 503 from a server warming up reaches the caller as a 503, with
+    /// its body, not as `unavailable`); an answer even clears earlier failures, as any
+    /// answer does. Only a health probe judges a status: `health_path` answering 5xx fails
+    /// the probe. An HTTP connection that carried a status is reused; a refused handshake's
+    /// socket is closed, and a maintenance refill refused so backs off (500 ms, doubling
+    /// up to 30 s) rather than retrying every tick.
     Status,
     /// Anything else (unknown service, JSON, config, saving a download, a request body whose reader failed).
     Other,

@@ -172,18 +172,29 @@ pub enum Error {
     },
     /// The server answered with an error status: [`Response::error_for_status`],
     /// [`StreamingResponse::error_for_status`] or a download (whose status must be 2xx)
-    /// made it an error. Carries the status and the body's first 64 KiB ([`StatusBody`]), for
+    /// made it an error, or a WebSocket handshake was answered with a status instead of
+    /// `101 Switching Protocols` (ComfyUI's 403 for an `Origin` it refuses, a 404 on a wrong
+    /// `websocket.path`). Carries the status and the body's first 64 KiB ([`StatusBody`]), for
     /// the server's reasons (ComfyUI's `node_errors`); the message shows the body's first line
-    /// (at most 200 characters). Class `status`: the server answered correctly, so the
-    /// service's health is untouched and the connection is reused.
+    /// (at most 200 characters). Class `status` ([`ErrorClass::Status`]): never counted
+    /// against the service's health. An HTTP connection is reused; a refused handshake's
+    /// socket is closed.
     ///
     /// [`Response::error_for_status`]: crate::Response::error_for_status
     /// [`StreamingResponse::error_for_status`]: crate::StreamingResponse::error_for_status
     Status {
         /// The service.
         service: String,
-        /// The status code (4xx, 5xx; a download's 1xx or 3xx too).
+        /// The status code (4xx, 5xx; a download's 1xx or 3xx too; any but 101 for a
+        /// WebSocket handshake).
         status: u16,
+        /// The phase the status came in: [`Phase::Receive`] for an HTTP response,
+        /// [`Phase::Connect`] for a WebSocket handshake.
+        phase: Phase,
+        /// The URL that answered, where the pool chose it rather than the caller: a
+        /// WebSocket handshake's (`ws://host:port/path`, without its query); `None` for an
+        /// HTTP response (the caller named its path).
+        url: Option<String>,
         /// The body, at most its first 64 KiB.
         body: StatusBody,
     },
@@ -247,7 +258,7 @@ impl Error {
             | Error::ConnectionClosed { phase, .. }
             | Error::Transport { phase, .. } => Some(*phase),
             Error::TooLarge { .. } | Error::WebSocketClosed { .. } => Some(Phase::Read),
-            Error::Status { .. } => Some(Phase::Receive),
+            Error::Status { phase, .. } => Some(*phase),
             Error::RequestBody { .. } => Some(Phase::Send),
             _ => None,
         }
@@ -448,6 +459,8 @@ impl fmt::Display for Error {
             Error::Status {
                 service,
                 status,
+                phase,
+                url,
                 body,
             } => {
                 write!(f, "service '{service}': HTTP {status}")?;
@@ -456,6 +469,12 @@ impl fmt::Display for Error {
                     .and_then(|code| code.canonical_reason());
                 if let Some(reason) = reason {
                     write!(f, " {reason}")?;
+                }
+                if *phase != Phase::Receive {
+                    write!(f, " while {phase}")?;
+                }
+                if let Some(url) = url {
+                    write!(f, " to {url}")?;
                 }
                 let line = body.first_line(STATUS_LINE_CHARS);
                 if !line.is_empty() {

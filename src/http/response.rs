@@ -114,6 +114,8 @@ impl Response {
                     let err = Error::Status {
                         service,
                         status,
+                        phase: Phase::Receive,
+                        url: None,
                         body: StatusBody::new(bytes, true),
                     };
                     pool.counters().error(err.class());
@@ -187,6 +189,8 @@ impl Response {
         Err(Error::Status {
             service: self.service,
             status: self.status,
+            phase: Phase::Receive,
+            url: None,
             body: StatusBody::new(self.body, false),
         })
     }
@@ -380,6 +384,8 @@ impl StreamingResponse {
         Error::Status {
             service: self.service.clone(),
             status: self.status,
+            phase: Phase::Receive,
+            url: None,
             body: StatusBody::new(bytes, failed),
         }
     }

@@ -1,6 +1,8 @@
 //! Opening a pooled WebSocket: TCP connect (`crate::net`), TLS and the WebSocket handshake
-//! under one deadline (`connect_timeout_ms`), so a server that answers a byte at a time cannot stretch
-//! it; every TCP connection made is counted, and so is its close when the handshake fails.
+//! (`handshake.rs`) under one deadline (`connect_timeout_ms`), so a server that answers a byte
+//! at a time cannot stretch it; every TCP connection made is counted, and so is its close when
+//! the handshake fails. A handshake refused with a status is the server's answer
+//! ([`Error::Status`]), not a failed connect.
 
 use std::io;
 use std::net::TcpStream;
@@ -10,6 +12,7 @@ use std::time::Instant;
 
 use tungstenite::client::IntoClientRequest;
 
+use super::handshake::{self, Failure};
 use super::{tcp_of, PooledSocket, WsPool, WsStream};
 use crate::cancel::CancelToken;
 use crate::error::{Error, ErrorClass, Phase};
@@ -21,7 +24,10 @@ impl WsPool {
     /// A panic on the way (tungstenite asserts on its buffer settings) is a failed connect.
     /// With a `cancel` token, cancelling ends the TCP connect and cuts the handshakes short,
     /// as shutdown does; a connect either ended says nothing about the server (not counted
-    /// against health).
+    /// against health). A handshake answered with a status is [`Error::Status`] with the
+    /// status, the body's first 64 KiB (read within the same deadline: `handshake.rs`) and
+    /// the URL; its socket is closed, and it is not counted against health either
+    /// (`ErrorClass::Status` says why).
     pub(super) fn connect(&self, cancel: Option<&CancelToken>) -> Result<PooledSocket, Error> {
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.connect_inner(cancel)))
@@ -42,6 +48,12 @@ impl WsPool {
             Err(_)
                 if cancel.is_some_and(CancelToken::is_cancelled)
                     || self.core.aborts.is_closed() => {}
+            // A handshake answered with a status: the server answering, not an outage
+            // (`ErrorClass::Status`). The attempt failed all the same.
+            Err(e) if e.class() == ErrorClass::Status => {
+                self.core.counters.connect_failures.fetch_add(1, Relaxed);
+                self.core.health.success();
+            }
             Err(e) => {
                 self.core.counters.connect_failures.fetch_add(1, Relaxed);
                 self.core
@@ -131,18 +143,28 @@ impl WsPool {
         let opened = Opened(&self.core.counters);
         let _ = stream.set_nodelay(true);
         let stream = WsStream::open(stream, tls, deadline).map_err(|e| fail(e.into()))?;
-        let (mut socket, _response) =
-            tungstenite::client::client_with_config(request, stream, Some(self.ws_config))
-                .map_err(|e| match e {
-                    tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))
-                        if e.kind() == io::ErrorKind::TimedOut =>
-                    {
-                        timed_out()
+        let tcp = Arc::clone(stream.tcp());
+        let mut socket =
+            handshake::handshake(request, stream, self.ws_config).map_err(|e| match e {
+                Failure::Error(tungstenite::Error::Io(e))
+                    if e.kind() == io::ErrorKind::TimedOut =>
+                {
+                    timed_out()
+                }
+                Failure::Error(e) => fail(e.into()),
+                Failure::Refused { status, body } => {
+                    // The server answered: its status and reasons, and the socket closed now.
+                    let _ = tcp.shutdown(std::net::Shutdown::Both);
+                    Error::Status {
+                        service: core.name.clone(),
+                        status,
+                        phase: Phase::Connect,
+                        // The query may carry the client id (or a token): not shown.
+                        url: Some(url.split('?').next().unwrap_or_default().to_string()),
+                        body,
                     }
-                    tungstenite::HandshakeError::Failure(e) => fail(e.into()),
-                    // Only a non-blocking stream interrupts a handshake; the deadline passed.
-                    tungstenite::HandshakeError::Interrupted(_) => timed_out(),
-                })?;
+                }
+            })?;
         // Idle from here: the socket's own timeouts rule until a lease sets a deadline.
         socket
             .get_mut()

@@ -45,7 +45,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 use crate::config::WsPoolConfig;
-use crate::error::{Error, PoolKind, PoolState};
+use crate::error::{Error, ErrorClass, PoolKind, PoolState};
 use crate::lease::Lease;
 use crate::pool::{Leased, PoolCore};
 use crate::service::ServiceContext;
@@ -54,6 +54,7 @@ use crate::stats::{CloseCause, PoolCounters, PoolStats};
 mod connect;
 mod frames;
 mod guard;
+mod handshake;
 pub(crate) mod message;
 mod stream;
 #[cfg(test)]
@@ -98,6 +99,7 @@ pub(crate) struct WsPool {
     pub(crate) core: PoolCore<PooledSocket>,
     pub(crate) config: WsPoolConfig,
     ws_config: WebSocketConfig,
+    refill_backoff: parking_lot::Mutex<RefillBackoff>,
 }
 
 impl WsPool {
@@ -115,6 +117,7 @@ impl WsPool {
             ),
             ws_config,
             config,
+            refill_backoff: parking_lot::Mutex::default(),
         }
     }
 
@@ -258,7 +261,7 @@ impl WsPool {
         } else if pinged {
             self.core.health.probed(Ok(()));
         }
-        self.refill(min);
+        self.refill(min, now);
         self.core.report_leaks(now);
     }
 
@@ -335,19 +338,40 @@ impl WsPool {
     }
 
     /// Opens sockets up to the minimum, one permit at a time, never ahead of waiting callers.
-    /// Each connect is bounded by its own deadline and cut short by shutdown.
-    fn refill(&self, min: usize) {
+    /// Each connect is bounded by its own deadline and cut short by shutdown. Failed connects
+    /// are paused by the health gate; a handshake answered with a status, which health does
+    /// not count, pauses the refill itself ([`RefillBackoff`]), with one warning a streak.
+    fn refill(&self, min: usize, now: Instant) {
+        if self
+            .refill_backoff
+            .lock()
+            .until
+            .is_some_and(|until| now < until)
+        {
+            return;
+        }
         while self.core.health.gate().is_ok() && self.core.slots.reserve_below(min) {
             match self.connect(None) {
                 Ok(conn) => {
+                    self.refill_backoff.lock().until = None;
                     if let Some(conn) = self.core.slots.release_tended(Some(conn)) {
                         self.close_conn(conn, CloseCause::Shutdown);
                     }
                 }
                 Err(e) => {
                     self.core.slots.release_tended(None);
-                    if !self.core.is_closed() {
+                    if self.core.is_closed() {
+                        return;
+                    }
+                    if e.class() != ErrorClass::Status {
                         log::debug!(target: "backend_pool", "service '{}': refill failed: {e}", self.core.name);
+                        return;
+                    }
+                    let (pause, first) = self.refill_backoff.lock().pause(Instant::now());
+                    if first {
+                        log::warn!(target: "backend_pool", "{e}; the WebSocket refill pauses {pause:?}, then twice as long after each refusal (at most {REFILL_PAUSE_MAX:?})");
+                    } else {
+                        log::debug!(target: "backend_pool", "{e}; the WebSocket refill pauses {pause:?}");
                     }
                     return;
                 }
@@ -372,6 +396,35 @@ struct Tended {
     since: Instant,
     ping: bool,
     outcome: Result<(), String>,
+}
+
+/// The maintenance refill's pause after a handshake answered with a status (ComfyUI's 403
+/// for a refused `Origin`): such an answer is not counted against health, so the health gate
+/// would let the refill retry at every tick. The pause starts at [`REFILL_PAUSE_FIRST`] and
+/// doubles with each refusal up to [`REFILL_PAUSE_MAX`]; a refill that connects ends it.
+/// Touched by maintenance only (whose steps of one service never overlap).
+#[derive(Default)]
+struct RefillBackoff {
+    /// No refill before then; `None` outside a streak of refusals.
+    until: Option<Instant>,
+    /// The pause after the next refusal.
+    next: Duration,
+}
+
+/// The first pause of the refill after a refusal.
+const REFILL_PAUSE_FIRST: Duration = Duration::from_millis(500);
+/// The longest pause of the refill after refusals.
+const REFILL_PAUSE_MAX: Duration = Duration::from_secs(30);
+
+impl RefillBackoff {
+    /// A refusal at `now`: the pause it starts, and whether it began a streak.
+    fn pause(&mut self, now: Instant) -> (Duration, bool) {
+        let first = self.until.is_none();
+        let pause = if first { REFILL_PAUSE_FIRST } else { self.next };
+        self.next = (pause * 2).min(REFILL_PAUSE_MAX);
+        self.until = Some(now + pause);
+        (pause, first)
+    }
 }
 
 /// Messages read from a pinged socket after the pong deadline, looking for its pong.

@@ -62,6 +62,9 @@ pub fn pool_threads() -> usize {
 #[cfg(unix)]
 pub mod signals;
 
+/// The one scripted loopback server of the tests, and what its scripts use.
+pub mod raw;
+
 /// A server that stalls its client in one phase and counts hang-ups.
 pub mod stall;
 
