@@ -28,6 +28,7 @@ from __future__ import annotations
 from ._native import (
     CancelToken,
     Client,
+    Download,
     PoolManager,
     Response,
     ServerSentEvent,
@@ -64,6 +65,7 @@ __all__ = [
     "Timeout",
     "Response",
     "StreamingResponse",
+    "Download",
     "ServerSentEvent",
     "Headers",
     "WebSocket",
