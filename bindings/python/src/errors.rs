@@ -73,6 +73,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         Error::TooLarge { .. } => "TooLarge",
         Error::Json { .. } => "JsonError",
         Error::InvalidRequest { .. } => "InvalidRequest",
+        Error::Save { .. } => "SaveError",
         Error::Config(_) => "ConfigError",
         _ => "BackendPoolError",
     };

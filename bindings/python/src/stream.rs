@@ -28,19 +28,19 @@ const STATUS_BODY_BYTES: u64 = 1024 * 1024;
 /// The body, publishing the core's count of the bytes read from it
 /// (`StreamingResponse::bytes_read`) after each read, for `num_bytes_downloaded` to read
 /// without the slot's lock (a read may hold it for minutes).
-pub(crate) struct Body {
+pub(crate) struct StreamBody {
     stream: StreamingResponse,
     /// Shared with the pyclass.
     read: Arc<AtomicU64>,
 }
 
-impl Body {
+impl StreamBody {
     fn publish(&self) {
         self.read.store(self.stream.bytes_read(), Relaxed);
     }
 }
 
-impl Read for Body {
+impl Read for StreamBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.stream.read(buf)?;
         self.publish();
@@ -48,7 +48,7 @@ impl Read for Body {
     }
 }
 
-impl BufRead for Body {
+impl BufRead for StreamBody {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         self.stream.fill_buf()
     }
@@ -61,7 +61,7 @@ impl BufRead for Body {
 
 /// The body and what reading it keeps between calls, under the slot's lock.
 pub(crate) struct Reader {
-    pub body: Body,
+    pub body: StreamBody,
     /// The core's SSE parser (`backend_pool::sse`): its state (a line begun, the last event
     /// ID) lives here between calls, shared by every `iter_sse()` of the stream.
     /// `StreamingResponse::events()` borrows the stream for one iterator's life, which a
@@ -100,7 +100,7 @@ impl PyStreamingResponse {
         let headers = r.headers().to_vec();
         let downloaded = Arc::new(AtomicU64::new(r.bytes_read()));
         let reader = Reader {
-            body: Body {
+            body: StreamBody {
                 stream: r,
                 read: Arc::clone(&downloaded),
             },

@@ -140,3 +140,13 @@ def test_a_client_downloads_with_params_and_a_path_string(manager, tmp_path):
     assert saved.num_bytes_downloaded == 70_000
     with open(dest, "rb") as f:
         assert f.read() == body(70_000)
+
+
+def test_a_file_that_cannot_be_made_is_a_save_error_an_oserror_naming_it(manager, tmp_path):
+    dest = tmp_path / "no such directory" / "out.bin"
+    with pytest.raises(backend_pool.SaveError) as e:
+        manager.download("api", "/download?n=1000", dest)
+    err = e.value
+    assert isinstance(err, OSError) and isinstance(err, backend_pool.BackendPoolError)
+    assert "no such directory" in str(err) and err.service == "api", err
+    assert manager.stats()["services"][0]["http"]["in_use"] == 0

@@ -49,6 +49,7 @@ from .errors import (
     InvalidRequest,
     JsonError,
     PoolTimeout,
+    SaveError,
     ServiceUnavailable,
     ShuttingDown,
     TimeoutException,
@@ -85,6 +86,7 @@ __all__ = [
     "WebSocketClosed",
     "HTTPStatusError",
     "TooLarge",
+    "SaveError",
     "JsonError",
     "__version__",
 ]

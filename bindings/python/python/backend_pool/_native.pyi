@@ -148,9 +148,9 @@ class PoolManager:
         ``cancelled``) and propagates; raised by that last call, it propagates with the whole
         file in place. ``timeout`` and ``cancel`` as for
         ``stream``. Raises ``HTTPStatusError`` for a status outside 2xx (its ``.response``
-        holds the headers and the body's first 64 KiB; no file is made), ``BackendPoolError``
-        naming the file if it cannot be made, written or renamed, and the errors of
-        ``request``."""
+        holds the headers and the body's first 64 KiB; no file is made), ``SaveError`` (an
+        ``OSError``) naming the file if it cannot be made, written or renamed, and the errors
+        of ``request``."""
     def client(self, service: str) -> Client:
         """The service's HTTP pool as a ``Client`` (``get``, ``post``, ...); raises
         ``UnknownService`` if it has none."""
