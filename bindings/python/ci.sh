@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds the Python wheel, runs the pytest suite, then the headless Blender test.
+# Builds the Python wheel (build.sh), runs the pytest suite, then the headless Blender test.
+# The pytest suite skips tests/test_real_backends.py: .ci/real_backends.sh runs it with the
+# real servers up.
 # Idempotent: the venv, cargo's target/ and an installed Blender are reused on a second run.
 #
 #   bash bindings/python/ci.sh            # everything
@@ -12,33 +14,12 @@ ROOT=$PWD
 START=$(date +%s)
 VENV=${BACKEND_POOL_VENV:-$ROOT/target/python-venv}
 WHEELS=$ROOT/target/wheels
-PY=${PYTHON:-python3}
 
 step() { echo; echo "=== python bindings: $* ($(( $(date +%s) - START )) s) ==="; }
 
-step "venv"
-if [ ! -x "$VENV/bin/python" ]; then
-    "$PY" -m venv "$VENV"
-fi
-# A no-op (no network) once all are installed. mypy is pinned: each release of stubtest
-# checks a little more, and CI should not start failing on its own.
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check 'maturin>=1.7,<2' 'pytest>=7' 'mypy==2.4.1'
-"$VENV/bin/python" --version
-
-step "wheel (maturin build --release)"
-rm -f "$WHEELS"/backend_pool-*.whl
-"$VENV/bin/maturin" build --release -m bindings/python/Cargo.toml -i "$VENV/bin/python" --out "$WHEELS"
+# venv + release wheel, installed into the venv (also what .ci/real_backends.sh runs).
+START=$START bash bindings/python/build.sh
 WHEEL=$(ls "$WHEELS"/backend_pool-*.whl)
-echo "wheel: $WHEEL"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$WHEEL"
-# The wheel carries the stubs and the marker file.
-"$VENV/bin/python" - "$WHEEL" <<'EOF'
-import sys, zipfile
-names = zipfile.ZipFile(sys.argv[1]).namelist()
-for need in ("backend_pool/__init__.py", "backend_pool/_native.pyi", "backend_pool/py.typed", "backend_pool/errors.py"):
-    assert need in names, f"{need} missing from the wheel: {names}"
-print("wheel contents ok:", len(names), "files")
-EOF
 
 step "stubs (mypy.stubtest)"
 # _native.pyi must match the module exactly: every name, signature, default and class flag,

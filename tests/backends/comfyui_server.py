@@ -14,14 +14,25 @@ Knobs a test can use, all optional, in the POST /prompt body:
   * ``extra_data.mock_preview_bytes``   size of the binary preview frame payload
                                         (default: a tiny PNG; pad to test big frames)
   * a node with ``class_type: "MockError"`` makes the run end in ``execution_error``
+
+``LoadImage`` as in ComfyUI: ``inputs.image`` names an image uploaded with
+``POST /upload/image`` (``name``, ``subfolder/name``, or with a `` [input]`` / `` [output]`` /
+`` [temp]`` annotation); a prompt naming one that was not uploaded is refused with ComfyUI's
+400 (``prompt_outputs_failed_validation``, the node's ``custom_validation_failed`` error
+``image - Invalid image file: NAME`` in ``node_errors``). Uploads are recorded by name and
+hash (not kept), with ComfyUI's naming (``name (1).png`` for other bytes under a taken name,
+unless ``overwrite=true``). Unlike the real node, the stand-in's LoadImage reports the image it
+loaded as its output (``executed`` and the history), so a test sees the upload was used.
 """
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import platform
+import posixpath
 import struct
 import sys
 import time
@@ -93,6 +104,41 @@ class Comfy:
         self.interrupt = asyncio.Event()
         self.current_client = None
         self.current_node = None
+        # (type, "subfolder/name") -> SHA-256 of what POST /upload/image saved there (the bytes
+        # are not kept: a test may upload big files).
+        self.uploads = {}
+
+    # ---- uploaded images (LoadImage) ------------------------------------------
+    def uploaded(self, image):
+        """The (type, subfolder, name) of an uploaded image named as LoadImage's ``image``
+        input names it (ComfyUI's annotated file path), or None."""
+        kind = "input"
+        for annotation in ("output", "input", "temp"):
+            if image.endswith(f" [{annotation}]"):
+                kind, image = annotation, image[: -len(annotation) - 3]
+                break
+        key = posixpath.normpath(image.replace("\\", "/")).lstrip("/")
+        if (kind, key) not in self.uploads:
+            return None
+        subfolder, _, name = key.rpartition("/")
+        return kind, subfolder, name
+
+    def load_image_errors(self, prompt):
+        """ComfyUI's validation of LoadImage nodes: {node_id: [error]}."""
+        errors = {}
+        for node_id, spec in prompt.items():
+            if spec.get("class_type") != "LoadImage":
+                continue
+            image = (spec.get("inputs") or {}).get("image")
+            if image is None:
+                errors[node_id] = [{"type": "required_input_missing", "message": "Required input is missing",
+                                    "details": "image", "extra_info": {"input_name": "image"}}]
+            elif not isinstance(image, str) or self.uploaded(image) is None:
+                errors[node_id] = [{"type": "custom_validation_failed",
+                                    "message": "Custom validation failed for node",
+                                    "details": f"image - Invalid image file: {image}",
+                                    "extra_info": {"input_name": "image"}}]
+        return errors
 
     # ---- messaging -------------------------------------------------------
     def queue_info(self):
@@ -218,6 +264,14 @@ class Comfy:
                          "executed": executed_nodes},
                     )
                     break
+            if spec.get("class_type") == "LoadImage":
+                kind, subfolder, name = self.uploaded(spec["inputs"]["image"])
+                output = {"images": [{"filename": name, "subfolder": subfolder, "type": kind}]}
+                outputs_by_node[node] = output
+                if sid is not None:
+                    await self.send_json(
+                        "executed", {"node": node, "display_node": node, "output": output, "prompt_id": prompt_id}, sid
+                    )
             executed_nodes.append(node)
             if node == node_ids[-1]:  # the output node
                 output = {"images": [{"filename": f"mock_{prompt_id}.png", "subfolder": "", "type": "output"}]}
@@ -298,6 +352,21 @@ def build_app():
                                 "details": f"Node ID '#{node_id}'", "extra_info": {}}],
                     "dependent_outputs": [], "class_type": None,
                 }
+        if not node_errors:
+            # As ComfyUI: the failing node's errors, the output that depends on it (the
+            # stand-in's output is the last node); the top-level details list the output
+            # node's own errors only.
+            output_id = list(prompt.keys())[-1]
+            loads = comfy.load_image_errors(prompt)
+            for node_id, errors in loads.items():
+                node_errors[node_id] = {"errors": errors, "dependent_outputs": [output_id],
+                                        "class_type": "LoadImage"}
+            if loads:
+                details = "\n".join(f"{e['message']}: {e['details']}" for e in loads.get(output_id, []))
+                return json_response({"error": {"type": "prompt_outputs_failed_validation",
+                                                "message": "Prompt outputs failed validation",
+                                                "details": details, "extra_info": {}},
+                                      "node_errors": node_errors}, 400)
         if node_errors:
             return json_response({"error": {"type": "prompt_outputs_failed_validation",
                                             "message": "Prompt outputs failed validation", "details": "",
@@ -394,12 +463,33 @@ def build_app():
         if image is None or not hasattr(image, "file"):
             return web.Response(status=400)
         data = image.file.read()
-        return json_response({"name": image.filename, "subfolder": post.get("subfolder", ""),
-                              "type": post.get("type", "input"), "size": len(data)})
+        kind = post.get("type") or "input"
+        if kind not in ("input", "output", "temp") or not image.filename:
+            return web.Response(status=400)
+        subfolder = post.get("subfolder", "")
+        folder = posixpath.normpath(subfolder.replace("\\", "/")).lstrip("/")
+        folder = "" if folder == "." else folder
+        if folder.startswith(".."):
+            return web.Response(status=400)
+        # ComfyUI's naming: another image under a taken name becomes "name (1).ext" unless
+        # overwrite is "true" or "1"; the same bytes again keep the name.
+        digest = hashlib.sha256(data).hexdigest()
+        name = image.filename
+        stem, ext = posixpath.splitext(name)
+        i = 1
+        while post.get("overwrite") not in ("true", "1"):
+            held = comfy.uploads.get((kind, posixpath.join(folder, name)))
+            if held is None or held == digest:
+                break
+            name = f"{stem} ({i}){ext}"
+            i += 1
+        comfy.uploads[(kind, posixpath.join(folder, name))] = digest
+        return json_response({"name": name, "subfolder": subfolder, "type": kind, "size": len(data)})
 
     @routes.get("/object_info")
     async def object_info(request):
         return json_response({"KSampler": {"name": "KSampler", "output_node": False},
+                              "LoadImage": {"name": "LoadImage", "output_node": False},
                               "SaveImage": {"name": "SaveImage", "output_node": True}})
 
     @web.middleware

@@ -16,6 +16,10 @@ A second queued event, ``api_name="slow"`` with ``concurrency_limit=1`` (its own
 never delays ``generate``): inputs ``prompt`` and ``step_seconds``; sleeps that long, then
 returns one JSON value. Queued jobs pile up behind one another, each job's SSE stream held
 open until its turn and for its run, as Wan2GP's video jobs do.
+
+A third event, ``api_name="inspect_file"``: input one file (a ``FileData`` whose ``path`` is
+what ``POST /gradio_api/upload`` returned), output its ``name``, ``size`` and ``adler32`` (``zlib.adler32``), so a
+test sees the uploaded bytes reached the event.
 """
 
 import logging
@@ -43,6 +47,12 @@ def slow(prompt, seconds=1.0):
     return {"prompt": prompt, "slept": seconds, "done": True}
 
 
+def inspect_file(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    return {"name": os.path.basename(path), "size": len(data), "adler32": zlib.adler32(data)}
+
+
 def port_from_args():
     if len(sys.argv) > 1:
         return int(sys.argv[1])
@@ -59,6 +69,9 @@ with gr.Blocks(title="mock wan2gp", analytics_enabled=False) as demo:
     slow_button = gr.Button("Slow")
     slow_button.click(slow, inputs=[prompt, step_seconds], outputs=out, api_name="slow",
                       concurrency_limit=1)
+    upload = gr.File(label="file", type="filepath")
+    inspect_button = gr.Button("Inspect")
+    inspect_button.click(inspect_file, inputs=upload, outputs=out, api_name="inspect_file")
 
 
 if __name__ == "__main__":

@@ -255,3 +255,124 @@ fn comfyui_takes_a_streamed_multipart_upload_and_serves_views_by_query() {
     assert_eq!(view.header("content-type"), Some("image/png"));
     assert_eq!(http_stats(&m, "comfyui").errors.total(), 0);
 }
+
+/// A valid 4×4 RGB PNG (what `tiny_png(4, 4, (255, 128, 0))` of the stand-in writes).
+const PNG_4X4: [u8; 73] = [
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x04, 0x08, 0x02, 0x00, 0x00, 0x00, 0x26, 0x93, 0x09,
+    0x29, 0x00, 0x00, 0x00, 0x10, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xdf, 0xc0, 0x00,
+    0x47, 0x0c, 0xc4, 0x71, 0x00, 0x7e, 0xa2, 0x17, 0xf1, 0x5d, 0xa1, 0x60, 0x05, 0x00, 0x00, 0x00,
+    0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+#[test]
+#[ignore = "needs tests/backends/start.sh"]
+fn comfyui_a_prompt_loads_an_uploaded_png_and_one_never_uploaded_is_a_400_read_from_the_status_error(
+) {
+    use backend_pool::Form;
+    use serde_json::json;
+    let comfy = Backend::get("comfyui");
+    let m = manager(100, vec![comfy_service(&comfy, 2, 1, 0)]);
+    let http = m.http("comfyui").unwrap();
+    // A subfolder no earlier run used: the server keeps what was uploaded.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let subfolder = format!("bp-{}-{nanos}", std::process::id());
+    let graph = |image: &str| {
+        json!({
+            "1": {"class_type": "LoadImage", "inputs": {"image": image}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "bp"}},
+        })
+    };
+
+    // Not uploaded yet: ComfyUI's 400, its reasons read through the status error.
+    let image = format!("{subfolder}/render.png");
+    let err = http
+        .post("/prompt")
+        .send_json(&json!({ "prompt": graph(&image) }))
+        .unwrap()
+        .error_for_status()
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert_eq!(err.class(), ErrorClass::Status);
+    assert!(err.to_string().contains("HTTP 400 Bad Request"), "{err}");
+    let why: Value = err.json().unwrap();
+    assert_eq!(
+        why["error"]["type"], "prompt_outputs_failed_validation",
+        "{why}"
+    );
+    let node = &why["node_errors"]["1"];
+    assert_eq!(node["class_type"], "LoadImage", "{why}");
+    assert_eq!(node["dependent_outputs"], json!(["2"]), "{why}");
+    assert_eq!(
+        node["errors"][0]["type"], "custom_validation_failed",
+        "{why}"
+    );
+    assert_eq!(
+        node["errors"][0]["details"],
+        format!("image - Invalid image file: {image}"),
+        "{why}"
+    );
+
+    // Uploaded from a file (multipart, streamed): the same prompt now runs.
+    let path = std::env::temp_dir().join(format!("{subfolder}-render.png"));
+    std::fs::write(&path, PNG_4X4).unwrap();
+    let form = Form::new()
+        .part(
+            "image",
+            backend_pool::Part::file(&path)
+                .unwrap()
+                .file_name("render.png"),
+        )
+        .text("subfolder", &subfolder)
+        .text("type", "input");
+    let uploaded = http.post("/upload/image").send_multipart(form);
+    std::fs::remove_file(&path).unwrap();
+    let uploaded: Value = uploaded
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        uploaded,
+        json!({"name": "render.png", "subfolder": subfolder, "type": "input", "size": PNG_4X4.len()})
+    );
+    let mut ws = m.websocket("comfyui").unwrap();
+    let client_id = ws.client_id().unwrap().to_string();
+    let queued: Value = http
+        .post("/prompt")
+        .send_json(&json!({
+            "prompt": graph(&image),
+            "client_id": client_id,
+            "extra_data": {"mock_step_seconds": 0.01},
+        }))
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(queued["node_errors"], json!({}), "{queued}");
+    let prompt_id = queued["prompt_id"].as_str().unwrap().to_string();
+    let run = follow_prompt(&mut ws, &prompt_id).unwrap();
+    ws.finish();
+    assert!(run.events.iter().any(|e| e == "executed"), "{run:?}");
+    let history: Value = http
+        .get(&format!("/history/{prompt_id}"))
+        .call()
+        .unwrap()
+        .json()
+        .unwrap();
+    let entry = &history[&prompt_id];
+    assert_eq!(entry["status"]["completed"], true, "{history}");
+    assert_eq!(
+        entry["outputs"]["1"]["images"][0],
+        json!({"filename": "render.png", "subfolder": subfolder, "type": "input"}),
+        "the LoadImage node's output names the upload: {history}"
+    );
+    let pool = http_stats(&m, "comfyui");
+    assert_eq!(pool.errors.get(ErrorClass::Status), 1, "{pool:?}");
+    assert_eq!(pool.errors.total(), 1, "{pool:?}");
+}

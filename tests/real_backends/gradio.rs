@@ -310,3 +310,56 @@ fn encode_path(path: &str) -> String {
         })
         .collect()
 }
+
+#[test]
+#[ignore = "needs tests/backends/start.sh"]
+fn gradio_a_file_uploaded_through_gradio_api_upload_is_passed_to_an_event() {
+    use backend_pool::{Form, Part};
+    let wan = Backend::get("gradio");
+    let m = manager(100, vec![gradio_service("wan2gp", &wan, 2)]);
+    let http = m.http("wan2gp").unwrap();
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| ((i * 7) ^ (i >> 5)) as u8).collect();
+    let path = std::env::temp_dir().join(format!("bp-event-{}.bin", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let form = Form::new().part("files", Part::file(&path).unwrap().file_name("in put.bin"));
+    let reply = http.post("/gradio_api/upload").send_multipart(form);
+    std::fs::remove_file(&path).unwrap();
+    let paths: Vec<String> = reply.unwrap().error_for_status().unwrap().json().unwrap();
+    assert_eq!(paths.len(), 1, "{paths:?}");
+    // The event gets the server path as a FileData, as Gradio's clients send it.
+    let file = json!({"path": paths[0], "meta": {"_type": "gradio.FileData"}});
+    let submitted: Value = http
+        .post("/gradio_api/call/inspect_file")
+        .send_json(&json!({ "data": [file] }))
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .unwrap();
+    let event_id = submitted["event_id"].as_str().unwrap();
+    let mut s = http
+        .get(&format!("/gradio_api/call/inspect_file/{event_id}"))
+        .stream(&[])
+        .unwrap();
+    let events = read_sse(&mut s, |e| e.event == "complete" || e.event == "error").unwrap();
+    drop(s);
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "complete", "{events:?}");
+    let seen: Value = serde_json::from_str(&last.data).unwrap();
+    assert_eq!(
+        seen,
+        json!([{"name": "in put.bin", "size": bytes.len(), "adler32": adler32(&bytes)}]),
+        "the event read other bytes than were uploaded"
+    );
+    assert_eq!(http_stats(&m, "wan2gp").errors.total(), 0);
+}
+
+/// zlib's Adler-32 of `data` (what the app's event reports).
+fn adler32(data: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in data {
+        a = (a + u32::from(byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    (b << 16) | a
+}

@@ -1,8 +1,11 @@
 //! `Client`: one service's HTTP pool, with `get`, `post`, ... as Rust's `manager.http(service)`.
 
+use std::path::PathBuf;
+
 use pyo3::prelude::*;
 
 use crate::cancel::PyCancelToken;
+use crate::download::PyDownload;
 use crate::manager::PyPoolManager;
 use crate::request::Args;
 use crate::response::PyResponse;
@@ -47,7 +50,7 @@ impl PyClient {
     }
 
     /// Sends a request and reads the whole response (as `PoolManager.request`).
-    #[pyo3(signature = (method, path, *, params=None, data=None, json=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (method, path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
     fn request<'py>(
         &self,
@@ -57,6 +60,7 @@ impl PyClient {
         params: Option<Bound<'py, PyAny>>,
         data: Option<Bound<'py, PyAny>>,
         json: Option<Bound<'py, PyAny>>,
+        files: Option<Bound<'py, PyAny>>,
         headers: Option<Bound<'py, PyAny>>,
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
@@ -66,6 +70,7 @@ impl PyClient {
             params,
             data,
             json,
+            files,
             headers,
             timeout,
             wait_timeout,
@@ -99,6 +104,7 @@ impl PyClient {
             timeout,
             wait_timeout,
             cancel,
+            ..Args::default()
         };
         self.manager
             .get()
@@ -106,7 +112,7 @@ impl PyClient {
     }
 
     /// `request("GET", path, ...)`.
-    #[pyo3(signature = (path, *, params=None, data=None, json=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
     fn get<'py>(
         &self,
@@ -115,6 +121,7 @@ impl PyClient {
         params: Option<Bound<'py, PyAny>>,
         data: Option<Bound<'py, PyAny>>,
         json: Option<Bound<'py, PyAny>>,
+        files: Option<Bound<'py, PyAny>>,
         headers: Option<Bound<'py, PyAny>>,
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
@@ -124,6 +131,7 @@ impl PyClient {
             params,
             data,
             json,
+            files,
             headers,
             timeout,
             wait_timeout,
@@ -133,7 +141,7 @@ impl PyClient {
     }
 
     /// `request("HEAD", path, ...)`.
-    #[pyo3(signature = (path, *, params=None, data=None, json=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
     fn head<'py>(
         &self,
@@ -142,6 +150,7 @@ impl PyClient {
         params: Option<Bound<'py, PyAny>>,
         data: Option<Bound<'py, PyAny>>,
         json: Option<Bound<'py, PyAny>>,
+        files: Option<Bound<'py, PyAny>>,
         headers: Option<Bound<'py, PyAny>>,
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
@@ -151,6 +160,7 @@ impl PyClient {
             params,
             data,
             json,
+            files,
             headers,
             timeout,
             wait_timeout,
@@ -160,7 +170,7 @@ impl PyClient {
     }
 
     /// `request("POST", path, ...)`.
-    #[pyo3(signature = (path, *, params=None, data=None, json=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
     fn post<'py>(
         &self,
@@ -169,6 +179,7 @@ impl PyClient {
         params: Option<Bound<'py, PyAny>>,
         data: Option<Bound<'py, PyAny>>,
         json: Option<Bound<'py, PyAny>>,
+        files: Option<Bound<'py, PyAny>>,
         headers: Option<Bound<'py, PyAny>>,
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
@@ -178,6 +189,7 @@ impl PyClient {
             params,
             data,
             json,
+            files,
             headers,
             timeout,
             wait_timeout,
@@ -187,7 +199,7 @@ impl PyClient {
     }
 
     /// `request("PUT", path, ...)`.
-    #[pyo3(signature = (path, *, params=None, data=None, json=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
     fn put<'py>(
         &self,
@@ -196,6 +208,7 @@ impl PyClient {
         params: Option<Bound<'py, PyAny>>,
         data: Option<Bound<'py, PyAny>>,
         json: Option<Bound<'py, PyAny>>,
+        files: Option<Bound<'py, PyAny>>,
         headers: Option<Bound<'py, PyAny>>,
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
@@ -205,6 +218,7 @@ impl PyClient {
             params,
             data,
             json,
+            files,
             headers,
             timeout,
             wait_timeout,
@@ -214,7 +228,7 @@ impl PyClient {
     }
 
     /// `request("DELETE", path, ...)`.
-    #[pyo3(signature = (path, *, params=None, data=None, json=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
     fn delete<'py>(
         &self,
@@ -223,6 +237,7 @@ impl PyClient {
         params: Option<Bound<'py, PyAny>>,
         data: Option<Bound<'py, PyAny>>,
         json: Option<Bound<'py, PyAny>>,
+        files: Option<Bound<'py, PyAny>>,
         headers: Option<Bound<'py, PyAny>>,
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
@@ -232,12 +247,41 @@ impl PyClient {
             params,
             data,
             json,
+            files,
             headers,
             timeout,
             wait_timeout,
             cancel,
         };
         self.send(py, "DELETE", path, &args)
+    }
+
+    /// Downloads `GET path` to the file `dest` (as `PoolManager.download`).
+    #[pyo3(signature = (path, dest, *, params=None, headers=None, timeout=None, wait_timeout=None, cancel=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn download<'py>(
+        &self,
+        py: Python<'py>,
+        path: &str,
+        dest: PathBuf,
+        params: Option<Bound<'py, PyAny>>,
+        headers: Option<Bound<'py, PyAny>>,
+        timeout: Option<Bound<'py, PyAny>>,
+        wait_timeout: Option<f64>,
+        cancel: Option<Bound<'py, PyCancelToken>>,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<PyDownload> {
+        let args = Args {
+            params,
+            headers,
+            timeout,
+            wait_timeout,
+            cancel,
+            ..Args::default()
+        };
+        self.manager
+            .get()
+            .fetch(py, &self.service, path, dest, &args, progress)
     }
 
     fn __repr__(&self) -> String {

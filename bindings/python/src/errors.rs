@@ -54,9 +54,13 @@ pub(crate) fn phase_name(phase: Phase) -> &'static str {
     }
 }
 
-/// Maps a pool error to its Python exception. The message is the whole cause chain, with the
+/// Maps a pool error to its Python exception; a status error is `HTTPStatusError` with its
+/// `.response` (see [`crate::response::core_status_error`]). The message is the whole cause chain, with the
 /// phase spelled out when the error's own words do not already say it.
 pub(crate) fn to_py(err: Error) -> PyErr {
+    if let Error::Status { .. } = err {
+        return crate::response::core_status_error(err, None, Vec::new());
+    }
     let class = match &err {
         Error::UnknownService { .. } | Error::NoSuchPool { .. } => "UnknownService",
         Error::PoolTimeout { .. } => "PoolTimeout",
@@ -69,6 +73,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         Error::TooLarge { .. } => "TooLarge",
         Error::Json { .. } => "JsonError",
         Error::InvalidRequest { .. } => "InvalidRequest",
+        Error::Save { .. } => "SaveError",
         Error::Config(_) => "ConfigError",
         _ => "BackendPoolError",
     };

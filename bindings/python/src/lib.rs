@@ -10,7 +10,9 @@
 
 mod cancel;
 mod client;
+mod download;
 mod errors;
+mod files;
 mod manager;
 mod read;
 mod request;
@@ -83,6 +85,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<timeout::PyTimeout>()?;
     m.add_class::<response::PyResponse>()?;
     m.add_class::<stream::PyStreamingResponse>()?;
+    m.add_class::<download::PyDownload>()?;
     m.add_class::<read::PyServerSentEvent>()?;
     m.add_class::<ws::PyWebSocket>()?;
     m.add_function(wrap_pyfunction!(manager::init, m)?)?;

@@ -1,6 +1,6 @@
 //! `PoolManager` and the module-level singleton (`init`, `get`, `shutdown`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use backend_pool::{global, Error, ManagerConfig, ManagerStats, PoolManager, ShutdownReport};
@@ -10,6 +10,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::cancel::{CallToken, PyCancelToken};
 use crate::client::PyClient;
+use crate::download::{download, PyDownload};
 use crate::errors::{config_to_py, to_py};
 use crate::request::{prepare, Args};
 use crate::response::PyResponse;
@@ -129,9 +130,9 @@ impl PyPoolManager {
         let m = self.manager()?;
         let client = m.http(service).map_err(to_py)?;
         let token = args.cancel.as_ref().map(|c| c.get().token());
-        let prepared = prepare(py, &client, method, path, args, true, token)?;
+        let prepared = prepare(py, &client, method, path, args, token)?;
         let line = prepared.line.clone();
-        let response = prepared.send(py).map_err(to_py)?;
+        let response = prepared.send(py)?;
         Ok(PyResponse::new(py, service, line, response))
     }
 
@@ -147,10 +148,25 @@ impl PyPoolManager {
         let m = self.manager()?;
         let client = m.http(service).map_err(to_py)?;
         let call = CallToken::new(args.cancel.as_ref().map(|c| c.get()));
-        let prepared = prepare(py, &client, method, path, args, false, Some(call.token()))?;
+        let prepared = prepare(py, &client, method, path, args, Some(call.token()))?;
         let line = prepared.line.clone();
-        let response = prepared.open(py).map_err(to_py)?;
+        let response = prepared.open(py)?;
         Ok(PyStreamingResponse::new(service, line, response, call))
+    }
+
+    /// Downloads `GET path` of `service` to `dest` (`download.rs`).
+    pub(crate) fn fetch(
+        &self,
+        py: Python<'_>,
+        service: &str,
+        path: &str,
+        dest: PathBuf,
+        args: &Args<'_>,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<PyDownload> {
+        let m = self.manager()?;
+        let client = m.http(service).map_err(to_py)?;
+        download(py, &client, path, dest, args, progress)
     }
 
     fn manager(&self) -> PyResult<Arc<PoolManager>> {
@@ -193,7 +209,7 @@ impl PyPoolManager {
     }
 
     /// Sends a request to `service` and reads the whole response.
-    #[pyo3(signature = (service, method, path, *, params=None, data=None, json=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (service, method, path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
     fn request<'py>(
         &self,
@@ -204,6 +220,7 @@ impl PyPoolManager {
         params: Option<Bound<'py, PyAny>>,
         data: Option<Bound<'py, PyAny>>,
         json: Option<Bound<'py, PyAny>>,
+        files: Option<Bound<'py, PyAny>>,
         headers: Option<Bound<'py, PyAny>>,
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
@@ -213,6 +230,7 @@ impl PyPoolManager {
             params,
             data,
             json,
+            files,
             headers,
             timeout,
             wait_timeout,
@@ -248,8 +266,37 @@ impl PyPoolManager {
             timeout,
             wait_timeout,
             cancel,
+            ..Args::default()
         };
         self.open(py, service, method, path, &args)
+    }
+
+    /// Downloads `GET path` of `service` to the file `dest`, with the interpreter detached
+    /// while bytes flow: see `download.rs`.
+    #[pyo3(signature = (service, path, dest, *, params=None, headers=None, timeout=None, wait_timeout=None, cancel=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn download<'py>(
+        &self,
+        py: Python<'py>,
+        service: &str,
+        path: &str,
+        dest: PathBuf,
+        params: Option<Bound<'py, PyAny>>,
+        headers: Option<Bound<'py, PyAny>>,
+        timeout: Option<Bound<'py, PyAny>>,
+        wait_timeout: Option<f64>,
+        cancel: Option<Bound<'py, PyCancelToken>>,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<PyDownload> {
+        let args = Args {
+            params,
+            headers,
+            timeout,
+            wait_timeout,
+            cancel,
+            ..Args::default()
+        };
+        self.fetch(py, service, path, dest, &args, progress)
     }
 
     /// A client for one service's HTTP pool, with `get`, `post`, ... (as Rust's

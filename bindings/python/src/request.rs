@@ -1,14 +1,17 @@
 //! Request arguments in the conventions of `requests` and `httpx` (`params=`, `data=`,
-//! `json=`, `headers=`, `timeout=`), turned into the core's `RequestBuilder` and a body.
-//! Every call (`PoolManager.request` / `stream`, and `Client`'s verbs) goes through
-//! [`prepare`], then [`Prepared::send`] or [`Prepared::open`].
+//! `json=`, `files=`, `headers=`, `timeout=`), turned into the core's `RequestBuilder` and a
+//! body. Every call (`PoolManager.request` / `stream` / `download`, and `Client`'s verbs)
+//! goes through [`prepare`], then [`Prepared::send`], [`Prepared::open`] or
+//! [`Prepared::into_parts`].
 
-use backend_pool::{CancelToken, Error, HttpClient, RequestBuilder, Response, StreamingResponse};
+use backend_pool::{CancelToken, Form, HttpClient, RequestBuilder, Response, StreamingResponse};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::cancel::PyCancelToken;
+use crate::errors::to_py;
+use crate::files::{self, Raised};
 use crate::json_dumps;
 use crate::timeout::Timeouts;
 
@@ -18,6 +21,7 @@ pub(crate) struct Args<'py> {
     pub params: Option<Bound<'py, PyAny>>,
     pub data: Option<Bound<'py, PyAny>>,
     pub json: Option<Bound<'py, PyAny>>,
+    pub files: Option<Bound<'py, PyAny>>,
     pub headers: Option<Bound<'py, PyAny>>,
     pub timeout: Option<Bound<'py, PyAny>>,
     pub wait_timeout: Option<f64>,
@@ -31,13 +35,14 @@ pub(crate) enum Body<'py> {
     Python(Bound<'py, PyBytes>),
     /// Encoded here: JSON, a form, text.
     Owned(Vec<u8>),
-    // `files=` adds a multipart form here, sent with the core's `send_multipart`.
+    /// `files=` (and `data=`'s fields): sent by the core's `send_multipart`, streamed.
+    Multipart(Form),
 }
 
 impl Body<'_> {
     fn bytes(&self) -> &[u8] {
         match self {
-            Body::Empty => &[],
+            Body::Empty | Body::Multipart(_) => &[],
             Body::Python(b) => b.as_bytes(),
             Body::Owned(v) => v,
         }
@@ -48,44 +53,73 @@ impl Body<'_> {
 pub(crate) struct Prepared<'py> {
     req: RequestBuilder,
     body: Body<'py>,
-    /// `METHOD /path?query`, for the messages of status errors.
+    /// What a file object of `files=` raised while the body was sent.
+    raised: Raised,
+    /// `METHOD /path?query` (`params=` by name only: a value may be a secret), for the
+    /// messages of status errors.
     pub line: String,
 }
 
-impl Prepared<'_> {
+impl<'py> Prepared<'py> {
     /// Sends the request and reads the whole response, detached from the interpreter.
-    pub(crate) fn send(self, py: Python<'_>) -> Result<Response, Error> {
-        let Prepared { req, body, .. } = self;
-        let bytes = body.bytes();
-        py.detach(move || req.send_bytes(bytes))
+    pub(crate) fn send(self, py: Python<'_>) -> PyResult<Response> {
+        let Prepared {
+            req, body, raised, ..
+        } = self;
+        let result = match body {
+            Body::Multipart(form) => py.detach(move || req.send_multipart(form)),
+            body => {
+                let bytes = body.bytes();
+                py.detach(move || req.send_bytes(bytes))
+            }
+        };
+        // A file object's own exception, rather than the core's word for it.
+        result.map_err(|e| raised.take().unwrap_or_else(|| to_py(e)))
     }
 
     /// Sends the request and returns the response with its body unread, detached from the
-    /// interpreter.
-    pub(crate) fn open(self, py: Python<'_>) -> Result<StreamingResponse, Error> {
-        let Prepared { req, body, .. } = self;
+    /// interpreter. `files=` is refused: the core streams a multipart body only for a whole
+    /// response.
+    pub(crate) fn open(self, py: Python<'_>) -> PyResult<StreamingResponse> {
+        let (req, body) = self.into_parts()?;
         let bytes = body.bytes();
-        py.detach(move || req.stream(bytes))
+        py.detach(move || req.stream(bytes)).map_err(to_py)
+    }
+
+    /// The builder and the body of a request sent as a stream (`files=` refused).
+    pub(crate) fn into_parts(self) -> PyResult<(RequestBuilder, Body<'py>)> {
+        if let Body::Multipart(_) = self.body {
+            return Err(PyTypeError::new_err(
+                "files= is for request() and the verbs (a whole response), not for a stream",
+            ));
+        }
+        Ok((self.req, self.body))
     }
 }
 
-/// Builds a request from Python arguments; nothing is sent. `whole` is false for a stream
-/// (see [`Timeouts::apply`]).
+/// Builds a request from Python arguments; nothing is sent.
 pub(crate) fn prepare<'py>(
     py: Python<'py>,
     client: &HttpClient,
     method: &str,
     path: &str,
     args: &Args<'py>,
-    whole: bool,
     cancel: Option<&CancelToken>,
 ) -> PyResult<Prepared<'py>> {
-    let target = match &args.params {
-        Some(params) => with_query(py, path, &pairs("params", params)?)?,
-        None => path.to_string(),
-    };
     let timeouts = Timeouts::resolve(args.timeout.as_ref(), args.wait_timeout)?;
-    let mut req = timeouts.apply(client.request(method, &target), whole);
+    let mut req = timeouts.apply(client.request(method, path));
+    let mut line = format!("{} {path}", method.to_ascii_uppercase());
+    if let Some(params) = &args.params {
+        // Encoded by the core (`RequestBuilder::query`), after any query in `path`.
+        let mut sep = if path.contains('?') { "&" } else { "?" };
+        for (name, value) in pairs("params", params)? {
+            line.push_str(sep);
+            line.push_str(&name);
+            line.push_str("=…");
+            sep = "&";
+            req = req.query(&name, &value);
+        }
+    }
     if let Some(token) = cancel {
         req = req.cancel_on(token);
     }
@@ -96,16 +130,39 @@ pub(crate) fn prepare<'py>(
             req = req.header(&name, &value);
         }
     }
-    let (body, content_type) = match (&args.json, &args.data) {
-        (Some(_), Some(_)) => {
+    let raised = Raised::default();
+    let (body, content_type) = match (&args.json, &args.data, &args.files) {
+        (Some(_), Some(_), _) => {
             return Err(PyTypeError::new_err("pass either json= or data=, not both"))
         }
-        (Some(value), None) => (
+        (Some(_), None, Some(_)) => {
+            return Err(PyTypeError::new_err(
+                "pass either json= or files=, not both (data= holds a multipart form's fields)",
+            ))
+        }
+        (None, data, Some(files)) => {
+            let fields = match data {
+                None => Vec::new(),
+                Some(data) if is_form(data)? => pairs("data", data)?,
+                Some(_) => {
+                    return Err(PyTypeError::new_err(
+                        "with files=, data= must be a dict or a list of (name, value) pairs \
+                         (the form's fields), not bytes or text",
+                    ))
+                }
+            };
+            // The core sets the multipart Content-Type (with its boundary).
+            (
+                Body::Multipart(files::form(py, fields, files, &raised)?),
+                None,
+            )
+        }
+        (Some(value), None, None) => (
             Body::Owned(json_dumps(py, value)?.into_bytes()),
             Some("application/json"),
         ),
-        (None, Some(data)) => data_body(py, data)?,
-        (None, None) => (Body::Empty, None),
+        (None, Some(data), None) => data_body(py, data)?,
+        (None, None, None) => (Body::Empty, None),
     };
     if let (Some(content_type), false) = (content_type, has_content_type) {
         req = req.header("Content-Type", content_type);
@@ -113,7 +170,8 @@ pub(crate) fn prepare<'py>(
     Ok(Prepared {
         req,
         body,
-        line: format!("{} {target}", method.to_ascii_uppercase()),
+        raised,
+        line,
     })
 }
 
@@ -215,33 +273,6 @@ fn scalar(what: &str, name: &str, v: &Bound<'_, PyAny>) -> PyResult<String> {
         "{what}: the value of '{name}' must be str, int, float, bool or None, not {}",
         v.get_type().name()?
     )))
-}
-
-/// `path` with `pairs` appended to its query, each name and value percent-encoded as UTF-8
-/// by Python's `urllib.parse.quote` (every byte but the unreserved `A-Z a-z 0-9 - . _ ~`).
-/// The core's `RequestBuilder::query` will take the pairs instead.
-fn with_query(py: Python<'_>, path: &str, pairs: &[(String, String)]) -> PyResult<String> {
-    if pairs.is_empty() {
-        return Ok(path.to_string());
-    }
-    let quote = py.import("urllib.parse")?.getattr("quote")?;
-    let encode = |s: &str| -> PyResult<String> { quote.call1((s, "")).and_then(|q| q.extract()) };
-    let mut target = path.to_string();
-    let sep = match path.find('?') {
-        None => "?",
-        Some(_) if path.ends_with('?') || path.ends_with('&') => "",
-        Some(_) => "&",
-    };
-    target.push_str(sep);
-    for (i, (name, value)) in pairs.iter().enumerate() {
-        if i > 0 {
-            target.push('&');
-        }
-        target.push_str(&encode(name)?);
-        target.push('=');
-        target.push_str(&encode(value)?);
-    }
-    Ok(target)
 }
 
 /// A form body as browsers, `requests` and `httpx` send it: `urllib.parse.urlencode`

@@ -5,7 +5,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::errors::Raised;
+use backend_pool::Error;
+
+use crate::errors::{to_py, Raised};
 use crate::json_loads;
 
 static HEADERS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -177,18 +179,62 @@ impl PyResponse {
 }
 
 /// `HTTPStatusError` for `response` (a 4xx or 5xx): `.response`, `.status_code`, `.status`;
-/// class `status`, as the core's status errors.
+/// class `status`, as the core's status errors. The message names the service, the request
+/// line and the status.
 pub(crate) fn status_error(response: Py<PyResponse>) -> PyErr {
+    status_error_saying(response, None)
+}
+
+/// `HTTPStatusError` for the core's [`Error::Status`] (a download's status outside 2xx):
+/// its `.response` holds the status, `headers` (when the caller still had them) and the body
+/// the core kept (its first 64 KiB). Without a request `line`, the message is the core's.
+pub(crate) fn core_status_error(
+    err: Error,
+    line: Option<String>,
+    headers: Vec<(String, String)>,
+) -> PyErr {
+    let message = match &line {
+        Some(_) => None,
+        None => Some(err.chain().to_string()),
+    };
+    let Error::Status {
+        service,
+        status,
+        body,
+    } = err
+    else {
+        return to_py(err);
+    };
+    Python::attach(|py| {
+        let response = PyResponse::from_parts(
+            py,
+            &service,
+            line.unwrap_or_default(),
+            status,
+            headers,
+            &body,
+        );
+        match Py::new(py, response) {
+            Ok(response) => status_error_saying(response, message),
+            Err(e) => e,
+        }
+    })
+}
+
+fn status_error_saying(response: Py<PyResponse>, message: Option<String>) -> PyErr {
     Python::attach(|py| {
         let r = response.get();
-        let kind = if r.status < 500 { "client" } else { "server" };
-        let reason = reason_phrase(py, r.status);
-        let err = Raised {
-            class: "HTTPStatusError",
-            message: format!(
+        let message = message.unwrap_or_else(|| {
+            let kind = if r.status < 500 { "client" } else { "server" };
+            let reason = reason_phrase(py, r.status);
+            format!(
                 "service '{}': {} answered {} {reason} (a {kind} error)",
                 r.service, r.line, r.status
-            ),
+            )
+        });
+        let err = Raised {
+            class: "HTTPStatusError",
+            message,
             service: Some(&r.service),
             phase: Some("receive"),
             error_class: "status",

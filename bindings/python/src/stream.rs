@@ -25,35 +25,43 @@ use crate::slot::{closed_suffix, Slot};
 /// What `raise_for_status()` reads of an error's body for its `.response`.
 const STATUS_BODY_BYTES: u64 = 1024 * 1024;
 
-/// The body, counting the bytes read from it (`num_bytes_downloaded`).
-pub(crate) struct Counted {
+/// The body, publishing the core's count of the bytes read from it
+/// (`StreamingResponse::bytes_read`) after each read, for `num_bytes_downloaded` to read
+/// without the slot's lock (a read may hold it for minutes).
+pub(crate) struct StreamBody {
     stream: StreamingResponse,
-    /// Shared with the pyclass, which reads it without the slot's lock.
+    /// Shared with the pyclass.
     read: Arc<AtomicU64>,
 }
 
-impl Read for Counted {
+impl StreamBody {
+    fn publish(&self) {
+        self.read.store(self.stream.bytes_read(), Relaxed);
+    }
+}
+
+impl Read for StreamBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.stream.read(buf)?;
-        self.read.fetch_add(n as u64, Relaxed);
+        self.publish();
         Ok(n)
     }
 }
 
-impl BufRead for Counted {
+impl BufRead for StreamBody {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         self.stream.fill_buf()
     }
 
     fn consume(&mut self, amt: usize) {
-        self.read.fetch_add(amt as u64, Relaxed);
-        self.stream.consume(amt)
+        self.stream.consume(amt);
+        self.publish();
     }
 }
 
 /// The body and what reading it keeps between calls, under the slot's lock.
 pub(crate) struct Reader {
-    pub body: Counted,
+    pub body: StreamBody,
     /// The core's SSE parser (`backend_pool::sse`): its state (a line begun, the last event
     /// ID) lives here between calls, shared by every `iter_sse()` of the stream.
     /// `StreamingResponse::events()` borrows the stream for one iterator's life, which a
@@ -90,10 +98,9 @@ impl PyStreamingResponse {
     ) -> Self {
         let status = r.status();
         let headers = r.headers().to_vec();
-        // The core's bytes_read() can replace this count once it lands.
-        let downloaded = Arc::new(AtomicU64::new(0));
+        let downloaded = Arc::new(AtomicU64::new(r.bytes_read()));
         let reader = Reader {
-            body: Counted {
+            body: StreamBody {
                 stream: r,
                 read: Arc::clone(&downloaded),
             },

@@ -1,6 +1,6 @@
 //! `timeout=` as in httpx: a number bounds each phase, a `Timeout` sets them one by one, a
 //! `(connect, read)` pair as in `requests`. [`Timeouts::apply`] is the one place that maps
-//! them onto the core's `RequestBuilder`.
+//! them onto the core's `RequestBuilder` (its per-phase timeouts).
 
 use std::time::Duration;
 
@@ -51,8 +51,8 @@ impl PyTimeout {
         self.connect
     }
 
-    /// Waiting for the response, and for each part of its body, in seconds; None: the
-    /// service's `request_timeout_ms` and `read_idle_timeout_ms`.
+    /// The longest wait for each read of the response (its head, then each part of its
+    /// body), in seconds; None: the service's `read_idle_timeout_ms`.
     #[getter]
     fn read(&self) -> Option<f64> {
         self.read
@@ -121,23 +121,22 @@ impl Timeouts {
         Ok(t)
     }
 
-    /// Sets these timeouts on `req`. The core takes two of them per request today: the wait
-    /// for a pooled connection (`pool`) and a deadline for the whole request (`total`).
-    /// `connect` and `read` have no per-request setting in the core yet (the service's
-    /// `connect_timeout_ms`, `request_timeout_ms` and `read_idle_timeout_ms` apply); until
-    /// they do, `read` is a whole request's (`whole`) deadline, so a server that does not
-    /// answer in time fails at `read` as in httpx, and `connect` waits for the core. A stream
-    /// gets neither: a deadline would end a healthy stream.
-    pub(crate) fn apply(&self, mut req: RequestBuilder, whole: bool) -> RequestBuilder {
+    /// Sets these timeouts on `req`, each on the core's setting of its phase: `pool` the
+    /// wait for a pooled connection, `connect` opening one, `read` the longest wait for each
+    /// read of the response (its head, then each part of its body: a body that keeps coming
+    /// may take any time, as in httpx), `total` one deadline for the whole request, its body
+    /// included.
+    pub(crate) fn apply(&self, mut req: RequestBuilder) -> RequestBuilder {
         if let Some(wait) = self.pool {
             req = req.wait_timeout(wait);
         }
-        let read = if whole { self.read } else { None };
-        let deadline = match (self.total, read) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(total) = deadline {
+        if let Some(connect) = self.connect {
+            req = req.connect_timeout(connect);
+        }
+        if let Some(read) = self.read {
+            req = req.read_timeout(read);
+        }
+        if let Some(total) = self.total {
             req = req.total_timeout(total);
         }
         req

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import email.parser
+import email.policy
 import hashlib
 import json
 import os
@@ -18,6 +20,7 @@ import select
 import socket
 import socketserver
 import struct
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -99,13 +102,67 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
     def _body(self):
+        """The request body; None if the client stopped sending it before its length."""
         n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
+        body = self.rfile.read(n) if n else b""
+        return body if len(body) == n else None
+
+    def _discard(self):
+        """Reads the body in 64 KiB pieces without keeping it: its length and SHA-256."""
+        left = int(self.headers.get("Content-Length") or 0)
+        digest, n = hashlib.sha256(), 0
+        while left > 0:
+            piece = self.rfile.read(min(left, 65536))
+            if not piece:
+                break
+            digest.update(piece)
+            n += len(piece)
+            left -= len(piece)
+        return self._reply(200, {"received": n, "sha256": digest.hexdigest()})
+
+    def _multipart(self, body: bytes):
+        """The parts of a multipart/form-data body, parsed by the standard library's MIME
+        parser (not by anything the client shares): name, filename, content type, size,
+        SHA-256, and the text of a short part."""
+        content_type = self.headers.get("Content-Type", "")
+        head = f"Content-Type: {content_type}\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+        if not message.is_multipart():
+            return self._reply(400, {"error": "not multipart", "content_type": content_type})
+        parts = []
+        for part in message.iter_parts():
+            data = part.get_payload(decode=True) or b""
+            parts.append(
+                {
+                    "name": part.get_param("name", header="content-disposition"),
+                    "filename": part.get_filename(),
+                    "content_type": part.get("Content-Type"),
+                    "size": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "text": data.decode("utf-8", "replace") if len(data) <= 1024 else None,
+                }
+            )
+        return self._reply(
+            200,
+            {
+                "content_type": content_type,
+                "content_length": self.headers.get("Content-Length"),
+                "transfer_encoding": self.headers.get("Transfer-Encoding"),
+                "parts": parts,
+            },
+        )
 
     def _route(self):
         url = urlparse(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if url.path == "/discard":
+            with self.server.lock:
+                self.server.requests += 1
+            return self._discard()
         body = self._body()
+        if body is None:
+            self.close_connection = True
+            return None
         with self.server.lock:
             self.server.requests += 1
         p = url.path
@@ -195,6 +252,24 @@ class Handler(BaseHTTPRequestHandler):
                 gap=0.02,
             )
             return None
+        if p == "/upload":
+            return self._multipart(body)
+        if p == "/slow-download":
+            # `n` bytes (Content-Length) in `parts` writes `gap_ms` apart.
+            n, parts = int(q.get("n", "1000000")), int(q.get("parts", "10"))
+            gap = float(q.get("gap_ms", "50")) / 1000
+            data = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            step = -(-n // parts)
+            for i in range(0, n, step):
+                if i and not self._hold(gap):
+                    return None
+                self.wfile.write(data[i : i + step])
+                self.wfile.flush()
+            return None
         if p == "/download":
             n = int(q.get("n", "1048576"))
             data = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
@@ -234,6 +309,11 @@ class HttpServer(ThreadingHTTPServer):
         with self.lock:
             self.connections += 1
         super().process_request(request, client_address)
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client that went away (a cancelled or aborted call): expected here
+        super().handle_error(request, client_address)
 
 
 # --- WebSocket -----------------------------------------------------------------------------
@@ -407,6 +487,37 @@ class Backends:
         for s in (self.http, self.ws):
             s.shutdown()
             s.server_close()
+
+
+class Blackhole:
+    """A loopback listener whose accept queue is full and never accepted from: the kernel
+    drops the SYN of every further connect, which waits until its own timeout."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.addr = self.listener.getsockname()
+        self.fillers = []
+        for _ in range(8):
+            s = socket.socket()
+            s.settimeout(0.1)
+            try:
+                s.connect(self.addr)
+            except (TimeoutError, socket.timeout):
+                s.close()
+                return
+            self.fillers.append(s)
+        raise RuntimeError("the accept queue never filled: connects do not wait here")
+
+    @property
+    def url(self):
+        return f"http://{self.addr[0]}:{self.addr[1]}"
+
+    def close(self):
+        for s in self.fillers:
+            s.close()
+        self.listener.close()
 
 
 def closed_port() -> int:

@@ -63,7 +63,8 @@ def test_a_400_with_a_json_body_read_through_raise_for_status(manager):
 def test_raise_for_status_names_a_server_error_and_passes_success_through(manager):
     with pytest.raises(HTTPStatusError, match="503 Service Unavailable .a server error") as e:
         manager.request("api", "GET", "/status/503", params={"x": 1}).raise_for_status()
-    assert "GET /status/503?x=1" in str(e.value)
+    # params= by name only: a value may be a secret.
+    assert "GET /status/503?x=…" in str(e.value)
     for status in (200, 204, 302):
         r = manager.request("api", "GET", f"/status/{status}")
         assert r.raise_for_status() is r

@@ -10,6 +10,7 @@ import pytest
 import backend_pool
 from backend_pool import PoolTimeout, Timeout, TimeoutException
 from conftest import config_for
+from servers import Blackhole
 
 
 @pytest.fixture
@@ -77,10 +78,40 @@ def test_a_total_timeout_ends_a_stream(manager):
 
 
 def test_a_connect_timeout_alone_does_not_bound_the_answer(manager):
-    # Until the core takes connect per request, it is left to the service's
-    # connect_timeout_ms: never a deadline on a slow answer.
+    # connect bounds opening a connection only: never a deadline on a slow answer.
     r = manager.request("api", "GET", "/slow", params={"ms": 400}, timeout=Timeout(connect=0.1))
     assert r.status_code == 200
+
+
+@pytest.mark.parametrize("timeout", [0.3, Timeout(connect=0.3), (0.3, 60)], ids=repr)
+def test_a_connect_timeout_bounds_opening_a_connection(timeout):
+    # The service allows 10 s to connect; the request's connect timeout replaces it.
+    hole = Blackhole()
+    m = backend_pool.PoolManager(
+        {"service": [{"name": "hole", "url": hole.url, "connect_timeout_ms": 10_000, "http": {"min_connections": 0}}]}
+    )
+    try:
+        err, took = timed(lambda: m.request("hole", "GET", "/", timeout=timeout))
+        assert isinstance(err, TimeoutException) and err.phase == "connect", err
+        assert err.error_class == "connect" and "300ms" in str(err), err
+        assert took < 2.0, took
+    finally:
+        m.shutdown(1)
+        hole.close()
+
+
+def test_read_bounds_each_read_not_the_whole_request(manager):
+    # 6 pieces 150 ms apart: 0.75 s in all, no silence near 0.5 s (httpx: read is per read).
+    r = manager.request("api", "GET", "/slow-download?n=600000&parts=6&gap_ms=150", timeout=0.5)
+    assert r.status_code == 200 and len(r.content) == 600_000
+
+
+def test_read_bounds_the_silence_of_a_stream(manager):
+    # Headers and one byte, then nothing: the service would wait 2 s, the request 0.3 s.
+    with manager.stream("api", "GET", "/stall", params={"ms": 3000}, timeout=0.3) as s:
+        err, took = timed(lambda: s.read())
+    assert isinstance(err, TimeoutException) and err.phase == "read", err
+    assert 0.25 <= took < 1.5, took
 
 
 def test_client_calls_take_the_same_timeouts(manager):

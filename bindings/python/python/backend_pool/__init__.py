@@ -28,6 +28,7 @@ from __future__ import annotations
 from ._native import (
     CancelToken,
     Client,
+    Download,
     PoolManager,
     Response,
     ServerSentEvent,
@@ -48,6 +49,7 @@ from .errors import (
     InvalidRequest,
     JsonError,
     PoolTimeout,
+    SaveError,
     ServiceUnavailable,
     ShuttingDown,
     TimeoutException,
@@ -64,6 +66,7 @@ __all__ = [
     "Timeout",
     "Response",
     "StreamingResponse",
+    "Download",
     "ServerSentEvent",
     "Headers",
     "WebSocket",
@@ -83,6 +86,7 @@ __all__ = [
     "WebSocketClosed",
     "HTTPStatusError",
     "TooLarge",
+    "SaveError",
     "JsonError",
     "__version__",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, final
@@ -12,8 +13,10 @@ from backend_pool.headers import Headers
 from backend_pool.types import (
     Config,
     HeaderTypes,
+    ProgressCallback,
     QueryParamTypes,
     RequestData,
+    RequestFiles,
     ShutdownReport,
     TimeoutTypes,
 )
@@ -26,6 +29,7 @@ __all__ = [
     "Timeout",
     "Response",
     "StreamingResponse",
+    "Download",
     "ServerSentEvent",
     "WebSocket",
     "init",
@@ -76,6 +80,7 @@ class PoolManager:
         params: QueryParamTypes | None = None,
         data: RequestData | None = None,
         json: Any = None,
+        files: RequestFiles | None = None,
         headers: HeaderTypes | None = None,
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
@@ -85,7 +90,9 @@ class PoolManager:
 
         ``params`` is the query (percent-encoded, appended to ``path``'s); ``data`` bytes or
         text as they are, or a form (a dict or pairs, ``application/x-www-form-urlencoded``);
-        ``json`` a value sent as JSON; ``headers`` a mapping or pairs. ``timeout`` as in
+        ``json`` a value sent as JSON; ``files`` a ``multipart/form-data`` body (paths and file
+        objects streamed, not read into memory; ``data``'s fields first); ``headers`` a
+        mapping or pairs. ``timeout`` as in
         httpx: seconds for each phase (connect, read, pool), a ``(connect, read)`` pair, or a
         ``Timeout``; ``wait_timeout`` the wait for a pooled connection (over ``timeout``'s).
         Non-2xx statuses are responses (see ``Response.raise_for_status``).
@@ -93,7 +100,8 @@ class PoolManager:
         Raises ``InvalidRequest`` (a bad path or header, before any connection is used),
         ``PoolTimeout``, ``ServiceUnavailable``, ``ShuttingDown``, ``TimeoutException``,
         ``BackendConnectionError``, ``TooLarge``, ``UnknownService``, ``Cancelled``;
-        ``TypeError`` / ``ValueError`` for arguments it cannot send.
+        ``TypeError`` / ``ValueError`` for arguments it cannot send; ``OSError`` for a path in
+        ``files`` it cannot read, and what a file object's ``read()`` raises.
         """
     def stream(
         self,
@@ -111,10 +119,38 @@ class PoolManager:
     ) -> StreamingResponse:
         """Like ``request`` with the body unread: for server-sent events and downloads.
 
-        ``timeout``'s connect and read bounds do not end a stream that keeps sending (the
-        service's ``connect_timeout_ms`` and ``read_idle_timeout_ms`` apply); ``Timeout(total=)``
-        does. ``cancel`` cancels the request and every later read of its body; so does the
-        stream's own ``cancel()``, which leaves ``cancel`` itself uncancelled."""
+        ``timeout``'s read bounds each wait for body bytes, not a stream that keeps sending;
+        ``Timeout(total=)`` ends it. ``cancel`` cancels the request and every later read of its
+        body; so does the stream's own ``cancel()``, which leaves ``cancel`` itself
+        uncancelled. No ``files``: a multipart body is for ``request``."""
+    def download(
+        self,
+        service: str,
+        path: str,
+        dest: str | os.PathLike[str],
+        *,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        timeout: TimeoutTypes = None,
+        wait_timeout: float | None = None,
+        cancel: CancelToken | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Download:
+        """Saves the body of ``GET path`` to the file ``dest``, the GIL released while bytes
+        flow; memory stays flat whatever the size (``max_body_bytes`` does not apply).
+
+        The body goes to a temporary file beside ``dest``, renamed to ``dest`` (replacing a
+        file there) once whole: a failed, cancelled or aborted download leaves nothing.
+        ``progress(downloaded, total)`` (``total``: the ``Content-Length``, or None) runs on the
+        calling thread at most every 100 ms while bytes arrive, and once more when the file is
+        in place (``downloaded == total`` when the length is known); what it raises stops the
+        download (the connection is closed, the temporary file removed: counted as
+        ``cancelled``) and propagates; raised by that last call, it propagates with the whole
+        file in place. ``timeout`` and ``cancel`` as for
+        ``stream``. Raises ``HTTPStatusError`` for a status outside 2xx (its ``.response``
+        holds the headers and the body's first 64 KiB; no file is made), ``SaveError`` (an
+        ``OSError``) naming the file if it cannot be made, written or renamed, and the errors
+        of ``request``."""
     def client(self, service: str) -> Client:
         """The service's HTTP pool as a ``Client`` (``get``, ``post``, ...); raises
         ``UnknownService`` if it has none."""
@@ -167,6 +203,7 @@ class Client:
         params: QueryParamTypes | None = None,
         data: RequestData | None = None,
         json: Any = None,
+        files: RequestFiles | None = None,
         headers: HeaderTypes | None = None,
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
@@ -185,6 +222,19 @@ class Client:
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
     ) -> StreamingResponse: ...
+    def download(
+        self,
+        path: str,
+        dest: str | os.PathLike[str],
+        *,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        timeout: TimeoutTypes = None,
+        wait_timeout: float | None = None,
+        cancel: CancelToken | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Download:
+        """``PoolManager.download`` on this service."""
     def get(
         self,
         path: str,
@@ -192,6 +242,7 @@ class Client:
         params: QueryParamTypes | None = None,
         data: RequestData | None = None,
         json: Any = None,
+        files: RequestFiles | None = None,
         headers: HeaderTypes | None = None,
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
@@ -204,6 +255,7 @@ class Client:
         params: QueryParamTypes | None = None,
         data: RequestData | None = None,
         json: Any = None,
+        files: RequestFiles | None = None,
         headers: HeaderTypes | None = None,
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
@@ -216,6 +268,7 @@ class Client:
         params: QueryParamTypes | None = None,
         data: RequestData | None = None,
         json: Any = None,
+        files: RequestFiles | None = None,
         headers: HeaderTypes | None = None,
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
@@ -228,6 +281,7 @@ class Client:
         params: QueryParamTypes | None = None,
         data: RequestData | None = None,
         json: Any = None,
+        files: RequestFiles | None = None,
         headers: HeaderTypes | None = None,
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
@@ -240,6 +294,7 @@ class Client:
         params: QueryParamTypes | None = None,
         data: RequestData | None = None,
         json: Any = None,
+        files: RequestFiles | None = None,
         headers: HeaderTypes | None = None,
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
@@ -267,8 +322,8 @@ class Timeout:
         """Opening a connection; None: the service's ``connect_timeout_ms``."""
     @property
     def read(self) -> float | None:
-        """Waiting for the response and each part of its body; None: the service's
-        ``request_timeout_ms`` and ``read_idle_timeout_ms``."""
+        """The longest wait for each read of the response (its head, then each part of its
+        body); None: the service's ``read_idle_timeout_ms``."""
     @property
     def pool(self) -> float | None:
         """Waiting for a pooled connection; None: the service's ``wait_timeout_ms``."""
@@ -367,6 +422,26 @@ class StreamingResponse(Iterator[bytes]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+@final
+class Download:
+    """What ``download()`` saved: the response's status and headers, the file, its size."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def status(self) -> int:
+        """``status_code``."""
+    @property
+    def headers(self) -> Headers: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def path(self) -> str:
+        """The file the body was saved to."""
+    @property
+    def num_bytes_downloaded(self) -> int:
+        """The body's bytes saved (its ``Content-Length``, when the server sent one)."""
 
 @final
 class ServerSentEvent:

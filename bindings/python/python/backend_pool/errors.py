@@ -29,6 +29,7 @@ Hierarchy::
     ├── HTTPStatusError                  raise_for_status() on a 4xx / 5xx response; its
     │                                    .response holds the status, headers and body
     ├── TooLarge                         a body or message over its configured limit
+    ├── SaveError(OSError)               download() could not make, write or rename its file
     └── JsonError(ValueError)            a body that is not valid JSON
 """
 
@@ -54,6 +55,7 @@ __all__ = [
     "WebSocketClosed",
     "HTTPStatusError",
     "TooLarge",
+    "SaveError",
     "JsonError",
 ]
 
@@ -129,6 +131,12 @@ class HTTPStatusError(BackendPoolError):
 
 class TooLarge(BackendPoolError):
     """A response body or WebSocket message exceeded its configured limit."""
+
+
+class SaveError(BackendPoolError, OSError):
+    """``download()`` could not save the body: making, writing or renaming its file failed
+    (the message names the file and the system's reason). Nothing is left under the
+    destination's name."""
 
 
 class JsonError(BackendPoolError, ValueError):

@@ -9,17 +9,21 @@ takes. Real classes at runtime (``TypedDict``), so they can be imported and chec
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypeAlias, TypedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any, Literal, TypeAlias, TypedDict
 
 from ._native import Timeout
 
 __all__ = [
     "Config",
+    "FileContent",
+    "FileTypes",
     "HeaderTypes",
+    "ProgressCallback",
     "PrimitiveData",
     "QueryParamTypes",
     "RequestData",
+    "RequestFiles",
     "TimeoutTypes",
     "Health",
     "InUse",
@@ -46,6 +50,24 @@ QueryParamTypes: TypeAlias = (
 
 #: ``data=``: bytes or text sent as they are, or a form (``application/x-www-form-urlencoded``).
 RequestData: TypeAlias = bytes | bytearray | memoryview | str | QueryParamTypes
+
+#: What a part of ``files=`` holds: a path (``str`` or ``os.PathLike``, streamed from the file),
+#: a binary file object (read from its position to its end as the body is sent), or bytes. In
+#: a tuple, a ``str`` is text (sent as UTF-8), not a path.
+FileContent: TypeAlias = str | os.PathLike[str] | IO[bytes] | bytes | bytearray | memoryview
+
+#: One entry of ``files=``: its content, or ``(filename, content)`` or ``(filename, content,
+#: content_type)`` (a filename of None makes it a plain field).
+FileTypes: TypeAlias = (
+    FileContent | tuple[str | None, FileContent] | tuple[str | None, FileContent, str | None]
+)
+
+#: ``files=``: a mapping or ``(name, file)`` pairs (a name may repeat).
+RequestFiles: TypeAlias = Mapping[str, FileTypes] | Sequence[tuple[str, FileTypes]]
+
+#: ``download(progress=)``: called as ``progress(downloaded, total)`` on the calling thread,
+#: ``total`` being the body's length or None; what it raises stops the download.
+ProgressCallback: TypeAlias = Callable[[int, int | None], object]
 
 #: ``timeout=``: seconds for each phase (connect, read, pool), a ``(connect, read)`` pair as in
 #: requests, or a ``Timeout``; None leaves the service's configured timeouts.
