@@ -192,3 +192,25 @@ fn a_request_s_timeouts_stay_with_that_request() {
     let err = http.get("/slow").read_timeout(short).call().unwrap_err();
     assert_timeout(&err, Phase::Receive, short);
 }
+
+#[test]
+fn a_read_timeout_longer_than_the_services_request_timeout_lets_a_slow_head_arrive() {
+    // The head comes after 400 ms; the service allows 200 ms for it, the request 2 s of
+    // silence. The request's own limit is the one that applies (and the service's still
+    // applies to calls without one).
+    let server = TestServer::builder()
+        .http(|_| {
+            thread::sleep(Duration::from_millis(400));
+            Response::text(200, "late")
+        })
+        .build()
+        .unwrap();
+    let mut config = service("svc", &server.http_url());
+    config.request_timeout_ms = 200;
+    let m = manager(config);
+    let http = m.http("svc").unwrap();
+    let slow = http.get("/x").read_timeout(Duration::from_secs(2)).call();
+    assert_eq!(slow.map(|r| r.text()).unwrap(), "late");
+    let err = http.get("/x").call().unwrap_err();
+    assert_timeout(&err, Phase::Receive, Duration::from_millis(200));
+}

@@ -20,9 +20,11 @@ use crate::error::{Error, Phase, HEADER_LINES};
 pub(super) struct Limits {
     /// Resolving and connecting (each).
     pub(super) connect: Duration,
-    /// Sending the request head, sending a body (whole, or per stall for a streamed body),
-    /// receiving the response head.
+    /// Sending the request head, sending a body (whole, or per stall for a streamed body).
     pub(super) request: Duration,
+    /// Waiting for the response head: the service's request timeout, or the request's own
+    /// read timeout (silence before the head is silence all the same).
+    pub(super) head: Duration,
     /// The longest silence between two reads of the response.
     pub(super) read_idle: Duration,
     /// One deadline for the whole request, if set.
@@ -36,6 +38,7 @@ impl Limits {
         Limits {
             connect: t.connect,
             request: t.request,
+            head: t.request,
             read_idle: t.read_idle,
             total: None,
         }
@@ -78,7 +81,7 @@ pub(super) fn timeout(
     let (phase, after) = match which {
         T::Resolve | T::Connect => (Phase::Connect, limits.connect),
         T::SendRequest | T::SendBody | T::Await100 | T::PerWrite => (Phase::Send, limits.request),
-        T::RecvResponse => (Phase::Receive, limits.request),
+        T::RecvResponse => (Phase::Receive, limits.head),
         // The per-read limit holds from the first byte of the response head on.
         T::PerRead if stage == Stage::Receive => (Phase::Receive, limits.read_idle),
         T::RecvBody | T::PerRead => (Phase::Read, limits.read_idle),

@@ -251,7 +251,8 @@ impl RequestBuilder {
     }
 
     /// The longest silence allowed between two reads of the response, from the wait for its
-    /// head to the end of its body, overriding the service's `read_idle_timeout_ms`. A body
+    /// head to the end of its body, overriding the service's `read_idle_timeout_ms` (and its
+    /// `request_timeout_ms` for the wait for the head). A body
     /// that keeps coming may take any time (bound it with
     /// [`RequestBuilder::total_timeout`]). A timeout here names the phase (`receive` before
     /// the head arrived, `read` after) and this limit.

@@ -72,6 +72,7 @@ impl RequestBuilder {
         Limits {
             connect: self.connect.unwrap_or(service.connect),
             request: service.request,
+            head: self.read.unwrap_or(service.head),
             read_idle: self.read.unwrap_or(service.read_idle),
             total: self.timeout,
         }
@@ -342,7 +343,11 @@ impl RequestBuilder {
                 .timeout_connect(Some(connect));
         }
         if let Some(read) = self.read {
-            config = config.timeout_per_read(Some(read));
+            // The wait for the head is a silence too: the request's limit replaces the
+            // service's request timeout there.
+            config = config
+                .timeout_recv_response(Some(read))
+                .timeout_per_read(Some(read));
         }
         if streamed {
             let stall = self.pool.core.timeouts.request;

@@ -318,7 +318,9 @@ fn gradio_a_file_uploaded_through_gradio_api_upload_is_passed_to_an_event() {
     let wan = Backend::get("gradio");
     let m = manager(100, vec![gradio_service("wan2gp", &wan, 2)]);
     let http = m.http("wan2gp").unwrap();
-    let bytes: Vec<u8> = (0..200_000u32).map(|i| ((i * 7) ^ (i >> 5)) as u8).collect();
+    let bytes: Vec<u8> = (0..200_000u32)
+        .map(|i| ((i * 7) ^ (i >> 5)) as u8)
+        .collect();
     let path = std::env::temp_dir().join(format!("bp-event-{}.bin", std::process::id()));
     std::fs::write(&path, &bytes).unwrap();
     let form = Form::new().part("files", Part::file(&path).unwrap().file_name("in put.bin"));
