@@ -201,6 +201,7 @@ pub(crate) fn core_status_error(
         service,
         status,
         body,
+        ..
     } = err
     else {
         return to_py(err);
