@@ -306,7 +306,7 @@ impl PyPoolManager {
             None => {
                 let all = PyDict::new(py);
                 for name in m.service_names() {
-                    let snapshot = m.health(name).map_err(to_py)?;
+                    let snapshot = m.health(&name).map_err(to_py)?;
                     all.set_item(name, to_dict(py, &snapshot)?)?;
                 }
                 Ok(all.into_any())
@@ -318,7 +318,7 @@ impl PyPoolManager {
     #[getter]
     fn services(&self) -> PyResult<Vec<String>> {
         let m = self.manager()?;
-        Ok(m.service_names().into_iter().map(str::to_string).collect())
+        Ok(m.service_names())
     }
 
     /// True once shut down.
