@@ -429,6 +429,16 @@ fn an_added_service_is_used_and_tended() {
     std::thread::sleep(Duration::from_millis(250));
     assert_eq!(probes(), seen, "a removed service is still probed");
     assert!(manager.service_names().is_empty());
+    // The worker started for it is joined with the others.
+    assert!(support::pool_threads() > 0);
+    let report = manager.shutdown(Duration::from_secs(1)).unwrap();
+    assert!(report.maintenance_joined);
+    drop(manager);
+    assert!(
+        eventually(Duration::from_secs(2), || support::pool_threads() == 0),
+        "{} backend-pool threads left",
+        support::pool_threads()
+    );
 }
 
 #[test]
