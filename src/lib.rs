@@ -44,7 +44,8 @@
 //!
 //! * **Types that will grow** are `#[non_exhaustive]`: the statistics and reports
 //!   ([`ManagerStats`], [`ServiceStats`], [`PoolStats`], [`Totals`], [`ClosedCounts`],
-//!   [`LatencyStats`], [`PoolState`], [`HealthSnapshot`], [`ShutdownReport`], [`InUse`]) are
+//!   [`LatencyStats`], [`PoolState`], [`HealthSnapshot`], [`ShutdownReport`],
+//!   [`ApplyReport`], [`ProbeReport`], [`InUse`]) are
 //!   read, not built; the enums [`Error`], [`ConfigError`], [`ErrorClass`], [`Phase`],
 //!   [`PoolKind`] and [`HealthState`] need a wildcard arm in a `match`. [`Message`] is
 //!   exhaustive: WebSocket data is text or binary.
@@ -110,7 +111,7 @@ pub use http::{
     Download, Form, HttpClient, HttpConnection, Part, Progress, RequestBuilder, Response,
     StreamingResponse,
 };
-pub use manager::{global, InUse, PoolManager, ShutdownReport};
+pub use manager::{global, ApplyReport, InUse, PoolManager, ProbeReport, ShutdownReport};
 pub use stats::{
     ClosedCounts, ErrorCounts, LatencyStats, ManagerStats, PoolStats, ServiceStats, Totals,
 };
@@ -135,5 +136,7 @@ const _: () = {
     send_sync::<ManagerStats>();
     send_sync::<HealthSnapshot>();
     send_sync::<ShutdownReport>();
+    send_sync::<ApplyReport>();
+    send_sync::<ProbeReport>();
     send_sync::<ManagerConfig>();
 };

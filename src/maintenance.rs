@@ -15,10 +15,16 @@
 //!   probe can block, but each wait has its own deadline (`connect_timeout_ms`,
 //!   `pong_timeout_ms` for all of a pool's pings together, `health_timeout_ms`).
 //! * **Workers** (`backend-pool-maint-N`) run the steps: one per service, at most
-//!   [`MAX_WORKERS`], started with the manager. With no more services than workers, a queued
-//!   step always finds a free worker, so a service stuck in a dripping handshake or waiting
-//!   for a probe that never answers delays nobody else. (Beyond [`MAX_WORKERS`] services,
-//!   that many stuck services at once would make the others wait for a worker.)
+//!   [`MAX_WORKERS`], started with the manager, and more when a reconfiguration adds
+//!   services ([`Maintenance::grow`]; never fewer: an idle worker costs a parked thread).
+//!   With no more services than workers, a queued step always finds a free worker, so a
+//!   service stuck in a dripping handshake or waiting for a probe that never answers delays
+//!   nobody else. (Beyond [`MAX_WORKERS`] services, that many stuck services at once would
+//!   make the others wait for a worker.)
+//! * **Reconfiguration.** Each tick walks the services in service *now* (the registry's
+//!   snapshot), so an added service is tended from the next tick and a removed one no
+//!   more; a step queued for a service retired meanwhile does nothing. A new
+//!   `maintenance_interval_ms` reaches the scheduler through its `retick` channel.
 //! * **Shutdown** (`PoolManager::shutdown`) closes the pools, then aborts every blocked step
 //!   through the services' [`Aborts`](crate::abort::Aborts) registries (each connect, ping
 //!   and probe registers its socket there while it may block), then stops the scheduler and
@@ -32,13 +38,15 @@
 //! * [`run_now`] (`PoolManager::run_maintenance`) runs every service's step on the caller's
 //!   thread, one after another, with every health check due; a per-service lock keeps it from
 //!   overlapping a background step of the same service.
+//! * [`probe_now`] (`PoolManager::probe`) runs one service's health check on the caller's
+//!   thread, within the caller's deadline, and records it as a maintenance probe would.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, tick, Receiver, Sender};
+use crossbeam_channel::{bounded, select, tick, unbounded, Receiver, Sender};
 
 use crate::health::HealthState;
 use crate::registry::{Registry, Service};
@@ -52,17 +60,24 @@ pub(crate) const DROP_JOIN: Duration = Duration::from_millis(50);
 
 /// A service's step, queued by the scheduler for the workers.
 struct Task {
-    service: usize,
+    service: Arc<Service>,
     probe_due: bool,
 }
 
 /// The scheduler and workers of one manager.
 pub(crate) struct Maintenance {
     stop: Sender<()>,
+    /// A new tick for the scheduler.
+    retick: Sender<Duration>,
     /// Every thread holds a clone of the sender and drops it when it exits: disconnected
-    /// means all have exited.
+    /// means all have exited. This one is for workers started later; `stop` drops it.
     exited: Receiver<()>,
+    exited_tx: Sender<()>,
+    /// The queue, for workers started later.
+    tasks: Receiver<Task>,
+    registry: Weak<Registry>,
     threads: Vec<JoinHandle<()>>,
+    workers: usize,
 }
 
 impl Maintenance {
@@ -71,40 +86,32 @@ impl Maintenance {
     /// # Errors
     /// When the system refuses a thread; those already started stop and are joined.
     pub(crate) fn start(registry: &Arc<Registry>, interval: Duration) -> std::io::Result<Self> {
-        let services = registry.services.len();
         let (stop_tx, stop_rx) = bounded::<()>(1);
+        let (retick_tx, retick_rx) = unbounded::<Duration>();
         let (exited_tx, exited_rx) = bounded::<()>(0);
-        let (task_tx, task_rx) = bounded::<Task>(services.max(1));
+        // At most one task per service (its `scheduled` flag): bounded by the services.
+        let (task_tx, task_rx) = unbounded::<Task>();
         let mut m = Maintenance {
             stop: stop_tx,
+            retick: retick_tx,
             exited: exited_rx,
+            exited_tx: exited_tx.clone(),
+            tasks: task_rx,
+            registry: Arc::downgrade(registry),
             threads: Vec::new(),
+            workers: 0,
         };
-        let workers = services.min(MAX_WORKERS);
-        for i in 0..workers {
-            let (weak, tasks, exited) =
-                (Arc::downgrade(registry), task_rx.clone(), exited_tx.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("backend-pool-maint-{i}"))
-                .spawn(move || {
-                    work(&weak, &tasks);
-                    drop(exited);
-                });
-            match spawned {
-                Ok(handle) => m.threads.push(handle),
-                Err(e) => {
-                    // The started workers see the queue disconnect and exit.
-                    drop((task_tx, exited_tx));
-                    m.stop(Instant::now() + Duration::from_secs(1));
-                    return Err(e);
-                }
-            }
+        if let Err(e) = m.grow(registry.current().len()) {
+            // The started workers see the queue disconnect and exit.
+            drop((task_tx, exited_tx));
+            m.stop(Instant::now() + Duration::from_secs(1));
+            return Err(e);
         }
         let weak = Arc::downgrade(registry);
         let spawned = std::thread::Builder::new()
             .name("backend-pool-maintenance".into())
             .spawn(move || {
-                schedule(&weak, interval, &stop_rx, &task_tx);
+                schedule(&weak, interval, &stop_rx, &retick_rx, &task_tx);
                 drop(exited_tx);
             });
         match spawned {
@@ -117,50 +124,92 @@ impl Maintenance {
         Ok(m)
     }
 
+    /// Starts workers until there is one per service, `services` of them (at most
+    /// [`MAX_WORKERS`]); never stops one.
+    ///
+    /// # Errors
+    /// When the system refuses a thread (the workers started so far stay).
+    pub(crate) fn grow(&mut self, services: usize) -> std::io::Result<()> {
+        while self.workers < services.min(MAX_WORKERS) {
+            let (weak, tasks, exited) = (
+                Weak::clone(&self.registry),
+                self.tasks.clone(),
+                self.exited_tx.clone(),
+            );
+            let handle = std::thread::Builder::new()
+                .name(format!("backend-pool-maint-{}", self.workers))
+                .spawn(move || {
+                    work(&weak, &tasks);
+                    drop(exited);
+                })?;
+            self.threads.push(handle);
+            self.workers += 1;
+        }
+        Ok(())
+    }
+
+    /// The scheduler ticks every `interval` from now on.
+    pub(crate) fn set_interval(&self, interval: Duration) {
+        let _ = self.retick.send(interval);
+    }
+
     /// Stops the scheduler; the workers finish their current step (aborted by then, at
     /// shutdown) and exit. Joins every thread if all exit by `deadline`; returns whether
     /// they did. Threads not joined finish on their own.
     pub(crate) fn stop(self, deadline: Instant) -> bool {
-        let _ = self.stop.try_send(());
+        let Maintenance {
+            stop,
+            exited,
+            exited_tx,
+            threads,
+            ..
+        } = self;
+        drop(exited_tx);
+        let _ = stop.try_send(());
         loop {
-            match self.exited.recv_deadline(deadline) {
+            match exited.recv_deadline(deadline) {
                 Ok(()) => continue,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => return false,
             }
         }
-        for t in self.threads {
+        for t in threads {
             let _ = t.join();
         }
         true
     }
 }
 
-/// The scheduler's loop: on each tick, queue a step for every service without one in flight.
+/// The scheduler's loop: on each tick, queue a step for every service in service without one
+/// in flight.
 fn schedule(
     registry: &Weak<Registry>,
     interval: Duration,
     stop: &Receiver<()>,
+    retick: &Receiver<Duration>,
     tasks: &Sender<Task>,
 ) {
-    let ticker = tick(interval);
-    let mut next_probe: Vec<Instant> = Vec::new();
+    let mut ticker = tick(interval);
     loop {
         select! {
             recv(stop) -> _ => return,
+            recv(retick) -> interval => match interval {
+                Ok(interval) => ticker = tick(interval),
+                Err(_) => return,
+            },
             recv(ticker) -> _ => {
                 let Some(registry) = registry.upgrade() else { return };
                 if registry.is_closed() {
                     return;
                 }
                 let now = Instant::now();
-                next_probe.resize(registry.services.len(), now);
-                for (i, (service, next)) in registry.services.iter().zip(&mut next_probe).enumerate() {
+                for service in registry.current().iter() {
                     if service.step.scheduled.swap(true, Ordering::AcqRel) {
                         continue; // its last step is still running: never two at once
                     }
-                    let probe_due = due(service, next, now);
-                    if tasks.try_send(Task { service: i, probe_due }).is_err() {
+                    let probe_due = due(service, now);
+                    let task = Task { service: Arc::clone(service), probe_due };
+                    if tasks.try_send(task).is_err() {
                         service.step.scheduled.store(false, Ordering::Release);
                     }
                 }
@@ -169,35 +218,36 @@ fn schedule(
     }
 }
 
-/// Is a health check of `service` due now? (Every tick while it is unhealthy.) Advances
-/// `next` when it is.
-fn due(service: &Service, next: &mut Instant, now: Instant) -> bool {
+/// Is a health check of `service` due now? (Every tick while it is unhealthy.) Advances its
+/// next check when it is.
+fn due(service: &Service, now: Instant) -> bool {
     let unhealthy = service.core.health.state() == HealthState::Unhealthy;
-    let due = unhealthy || now >= *next;
+    let mut next = service.step.next_probe.lock();
+    let due = unhealthy || next.map_or(true, |next| now >= next);
     if due {
-        *next = now + service.core.timeouts.health_interval;
+        *next = Some(crate::clock::deadline(
+            now,
+            service.core.timeouts.health_interval,
+        ));
     }
     due
 }
 
 /// A worker's loop: run queued steps until the queue disconnects (the scheduler stopped).
 fn work(registry: &Weak<Registry>, tasks: &Receiver<Task>) {
-    while let Ok(task) = tasks.recv() {
+    while let Ok(Task { service, probe_due }) = tasks.recv() {
+        // Clears `scheduled` even if the step panics.
+        let _done = Scheduled(&service.step.scheduled);
         let Some(registry) = registry.upgrade() else {
             return;
         };
-        let Some(service) = registry.services.get(task.service) else {
-            continue;
-        };
-        // Clears `scheduled` even if the step panics.
-        let _done = Scheduled(&service.step.scheduled);
-        if registry.is_closed() {
+        if registry.is_closed() || service.core.is_retired() {
             continue;
         }
         // Busy only while `run_now` runs this service's step: then this one is not needed.
         let running = service.step.running.try_lock();
         if running.is_some() {
-            maintain_service(service, Instant::now(), task.probe_due);
+            maintain_service(&service, Instant::now(), probe_due);
         }
     }
 }
@@ -212,13 +262,47 @@ impl Drop for Scheduled<'_> {
 
 /// One pass over every service on the calling thread, every health check due.
 pub(crate) fn run_now(registry: &Registry) {
-    for service in &registry.services {
+    for service in registry.current().iter() {
         if registry.is_closed() {
             return;
         }
         let _running = service.step.running.lock();
         maintain_service(service, Instant::now(), true);
     }
+}
+
+/// The check [`probe_now`] ran, and what it found.
+pub(crate) struct Probed {
+    /// `GET /health`, `HEAD /`, `TCP connect`.
+    pub check: String,
+    pub outcome: Result<(), String>,
+}
+
+/// A readiness check of `service` now, on the calling thread, within `timeout`: its
+/// `health_path` through a pooled connection (not a caller's use: no request, no
+/// acquisition counted; a connection it opens counts as a probe's), or, without one, or with
+/// every connection busy (waiting for one would say nothing about the server), a TCP
+/// connect to its host (counted as a probe connection). Recorded in the service's health
+/// as a maintenance probe is; shutdown or a reconfiguration cuts it short, and then records
+/// nothing.
+pub(crate) fn probe_now(service: &Service, timeout: Duration) -> Probed {
+    let core = &service.core;
+    let end = crate::clock::deadline(Instant::now(), timeout);
+    let pooled = match (&service.http, core.config.health_path.as_deref()) {
+        (Some(http), Some(path)) => http.probe(path, timeout).map(|outcome| Probed {
+            check: format!("{} {path}", if path == "/" { "HEAD" } else { "GET" }),
+            outcome,
+        }),
+        _ => None,
+    };
+    let probed = pooled.unwrap_or_else(|| Probed {
+        check: "TCP connect".into(),
+        outcome: tcp_probe(service, end),
+    });
+    if !core.aborts.is_closed() {
+        core.health.probed(probed.outcome.clone());
+    }
+    probed
 }
 
 /// One service's step. Its health is not updated once shutdown has begun (an aborted probe
@@ -234,8 +318,10 @@ fn maintain_service(service: &Service, now: Instant, probe_due: bool) {
         http.maintain(now);
         if probe_due {
             let outcome = match core.config.health_path.as_deref() {
-                Some(path) => http.probe(path),
-                None if core.health.state() != HealthState::Healthy => Some(tcp_probe(service)),
+                Some(path) => http.probe(path, core.timeouts.health),
+                None if core.health.state() != HealthState::Healthy => {
+                    Some(tcp_probe(service, Instant::now() + core.timeouts.health))
+                }
                 None => None,
             };
             if let Some(outcome) = outcome {
@@ -247,16 +333,15 @@ fn maintain_service(service: &Service, now: Instant, probe_due: bool) {
         // Pings idle sockets when due; with none idle, an unhealthy service gets a TCP probe.
         ws.maintain(now, probe_due);
         if probe_due && service.http.is_none() && core.health.state() == HealthState::Unhealthy {
-            record(tcp_probe(service));
+            record(tcp_probe(service, Instant::now() + core.timeouts.health));
         }
     }
 }
 
-/// Can a TCP connection be opened within the probe deadline (`health_timeout_ms`, for all
-/// the host's addresses together)?
-fn tcp_probe(service: &Service) -> Result<(), String> {
+/// Can a TCP connection be opened by `deadline` (`health_timeout_ms` from now for a
+/// maintenance probe), for all the host's addresses together?
+fn tcp_probe(service: &Service, deadline: Instant) -> Result<(), String> {
     let core = &service.core;
-    let deadline = Instant::now() + core.timeouts.health;
     // Shutdown ends the connect (`crate::abort`).
     let watch = |socket: &_| Ok(core.aborts.watch_tcp(socket));
     let _connected = crate::net::connect(&core.endpoint.host, core.endpoint.port, deadline, watch)

@@ -282,10 +282,10 @@ impl<T> PoolCore<T> {
         }
     }
 
+    /// The pool is closed: the manager is shutting down, or a reconfiguration retired the
+    /// service ([`Error::ServiceRetired`]).
     pub(crate) fn shutting_down(&self) -> Error {
-        Error::ShuttingDown {
-            service: Some(self.service.name.clone()),
-        }
+        self.service.closed_error()
     }
 
     /// Maintenance: counts and logs (once each) the items held past the leak threshold, with

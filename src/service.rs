@@ -1,7 +1,8 @@
 //! What a service's pools share ([`ServiceContext`]): its settings resolved once (URLs,
-//! headers, timeouts, TLS roots), its health, its blocked I/O to cut short at shutdown, and
-//! the last connect error.
+//! headers, timeouts, TLS roots), its health, its blocked I/O to cut short at shutdown, the
+//! last connect error, and whether a reconfiguration retired it.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use parking_lot::Mutex;
 
 use crate::abort::Aborts;
 use crate::config::{Endpoint, ServiceConfig};
-use crate::error::{ConfigError, ErrorClass};
+use crate::error::{ConfigError, Error, ErrorClass};
 use crate::health::Health;
 
 /// A header sent on every request and handshake (values may be secrets: never logged).
@@ -52,6 +53,17 @@ pub(crate) struct ServiceContext {
     /// Blocked connects, pings and probes, cut short at shutdown.
     pub aborts: Aborts,
     last_connect_error: Mutex<Option<String>>,
+    /// [`Retired`] as a number: 0 while in service (read only once the pools are closed).
+    retired: AtomicU8,
+}
+
+/// Why a reconfiguration took a service out of service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retired {
+    /// A new configuration of the same name took its place.
+    Replaced = 1,
+    /// Its name is gone from the configuration.
+    Removed = 2,
 }
 
 impl ServiceContext {
@@ -106,6 +118,7 @@ impl ServiceContext {
             tls,
             aborts: Aborts::default(),
             last_connect_error: Mutex::new(None),
+            retired: AtomicU8::new(0),
         })
     }
 
@@ -120,6 +133,31 @@ impl ServiceContext {
 
     pub(crate) fn last_connect_error(&self) -> Option<String> {
         self.last_connect_error.lock().clone()
+    }
+
+    /// Marks the service retired (before its pools close, so that every caller they turn
+    /// away reads why).
+    pub(crate) fn retire(&self, why: Retired) {
+        self.retired.store(why as u8, Ordering::Release);
+    }
+
+    /// Has a reconfiguration taken the service out of service?
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire) != 0
+    }
+
+    /// The error for work its closed pools turn away: the service was retired, or the
+    /// manager is shutting down.
+    pub(crate) fn closed_error(&self) -> Error {
+        match self.retired.load(Ordering::Acquire) {
+            0 => Error::ShuttingDown {
+                service: Some(self.name.clone()),
+            },
+            why => Error::ServiceRetired {
+                service: self.name.clone(),
+                removed: why == Retired::Removed as u8,
+            },
+        }
     }
 }
 

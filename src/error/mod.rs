@@ -88,6 +88,17 @@ pub enum Error {
         /// The service, when the call named one.
         service: Option<String>,
     },
+    /// The service was replaced or removed by a reconfiguration
+    /// ([`PoolManager::apply`](crate::PoolManager::apply) and its one-service forms) while
+    /// this handle was held: its old pools take no new work. Class `shutting_down`. A
+    /// replaced service's new pools are one lookup away (`manager.http(name)` again); calls
+    /// in flight when it was retired finish, or end with this error at the drain deadline.
+    ServiceRetired {
+        /// The service.
+        service: String,
+        /// Removed from the configuration (`false`: replaced by a new configuration).
+        removed: bool,
+    },
     /// The caller cancelled the call while it was in `phase` (or before it began: the
     /// phase it would have started with). The connection involved was closed, never
     /// returned to the pool half-used.
@@ -220,7 +231,7 @@ impl Error {
         match self {
             Error::PoolTimeout { .. } => ErrorClass::PoolTimeout,
             Error::ServiceUnavailable { .. } => ErrorClass::Unavailable,
-            Error::ShuttingDown { .. } => ErrorClass::ShuttingDown,
+            Error::ShuttingDown { .. } | Error::ServiceRetired { .. } => ErrorClass::ShuttingDown,
             Error::Cancelled { .. } => ErrorClass::Cancelled,
             Error::Timeout {
                 phase: Phase::Connect,
@@ -272,6 +283,7 @@ impl Error {
             Error::NoSuchPool { service, .. }
             | Error::PoolTimeout { service, .. }
             | Error::ServiceUnavailable { service, .. }
+            | Error::ServiceRetired { service, .. }
             | Error::Timeout { service, .. }
             | Error::Cancelled { service, .. }
             | Error::ConnectionClosed { service, .. }
@@ -408,6 +420,15 @@ impl fmt::Display for Error {
             Error::ShuttingDown { service: None } => {
                 f.write_str("the pool manager is shutting down")
             }
+            Error::ServiceRetired {
+                service,
+                removed: true,
+            } => write!(f, "service '{service}' was removed from the configuration"),
+            Error::ServiceRetired { service, .. } => write!(
+                f,
+                "service '{service}' was replaced by a new configuration: this handle is \
+                 retired, ask the manager for the service again"
+            ),
             Error::Timeout {
                 service,
                 phase,

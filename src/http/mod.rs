@@ -245,12 +245,11 @@ impl HttpPool {
     }
 
     /// Health probe: `GET` (or `HEAD` for `/`) the health path through a pooled connection,
-    /// all within the probe's own deadline (the wait for the connection included). Skipped
-    /// (`None`) when every connection is busy. Shutdown interrupts it: the connection's agent
-    /// is registered with the service's `Aborts` while the request runs.
-    pub(crate) fn probe(self: &Arc<Self>, path: &str) -> Option<Result<(), String>> {
-        let t = self.core.timeouts.health;
-        let deadline = Instant::now() + t;
+    /// all within `t` (`health_timeout_ms` for maintenance; the wait for the connection
+    /// included). Skipped (`None`) when every connection is busy. Shutdown interrupts it: the
+    /// connection's agent is registered with the service's `Aborts` while the request runs.
+    pub(crate) fn probe(self: &Arc<Self>, path: &str, t: Duration) -> Option<Result<(), String>> {
+        let deadline = crate::clock::deadline(Instant::now(), t);
         let _ = self.core.slots.try_tend()?;
         self.core.slots.release_tended(None);
         let conn = match self.checkout(t, false) {
@@ -292,9 +291,12 @@ impl HttpPool {
                 }
                 Err(ureq::Error::Timeout(_)) => {
                     broken = true;
-                    break Err(format!(
-                        "{method} {path}: no answer within {t:?} (health_timeout_ms)"
-                    ));
+                    let which = if t == self.core.timeouts.health {
+                        "health_timeout_ms"
+                    } else {
+                        "the probe's deadline"
+                    };
+                    break Err(format!("{method} {path}: no answer within {t:?} ({which})"));
                 }
                 Err(e) => classify::classify(self, e),
             };

@@ -353,7 +353,7 @@ impl PyPoolManager {
             None => {
                 let all = PyDict::new(py);
                 for name in m.service_names() {
-                    let snapshot = m.health(name).map_err(to_py)?;
+                    let snapshot = m.health(&name).map_err(to_py)?;
                     all.set_item(name, to_dict(py, &snapshot)?)?;
                 }
                 Ok(all.into_any())
@@ -365,7 +365,7 @@ impl PyPoolManager {
     #[getter]
     fn services(&self) -> PyResult<Vec<String>> {
         let m = self.manager()?;
-        Ok(m.service_names().into_iter().map(str::to_string).collect())
+        Ok(m.service_names())
     }
 
     /// True once shut down.
@@ -411,6 +411,42 @@ impl PyPoolManager {
             Ok(m) => format!("<PoolManager{kind} services={:?}>", m.service_names()),
             Err(_) => format!("<PoolManager{kind} closed>"),
         }
+    }
+
+    /// Changes the running manager to `config` (the forms `PoolManager(config)` takes)
+    /// without a restart, as Rust's `PoolManager::apply`: unchanged services keep their pools
+    /// and calls; changed and removed ones take no new work, their calls in flight finish
+    /// within `timeout` seconds (then are interrupted) and they close; new ones start lazily.
+    /// Returns when the old ones are closed (the GIL is released meanwhile), with the report
+    /// as a dict. Raises `ConfigError` for an invalid configuration, which changes nothing.
+    #[pyo3(signature = (config, *, timeout=30.0))]
+    fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        config: &Bound<'py, PyAny>,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let m = self.manager()?;
+        let deadline = seconds(timeout, "timeout")?;
+        let config = load_config(py, Some(config))?;
+        let report = py.detach(|| m.apply(config, deadline)).map_err(to_py)?;
+        to_dict(py, &report)
+    }
+
+    /// "Can I reach it now?": runs `service`'s health check now, within `timeout` seconds, as
+    /// Rust's `PoolManager::probe`; returns the report as a dict (`reachable`, `check`,
+    /// `error`, `elapsed_ms`, `health`). Raises `UnknownService`, `ShuttingDown`.
+    #[pyo3(signature = (service, *, timeout=5.0))]
+    fn probe<'py>(
+        &self,
+        py: Python<'py>,
+        service: &str,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let m = self.manager()?;
+        let deadline = seconds(timeout, "timeout")?;
+        let report = py.detach(|| m.probe(service, deadline)).map_err(to_py)?;
+        to_dict(py, &report)
     }
 }
 

@@ -178,6 +178,17 @@ class PoolManager:
     def closed(self) -> bool: ...
     def shutdown(self, timeout: float = 5.0) -> ShutdownReport | None:
         """Shuts down within ``timeout`` seconds; None if already shut down."""
+    def apply(self, config: Config, *, timeout: float = 30.0) -> dict[str, Any]:
+        """Changes the running manager to ``config`` without a restart: unchanged services
+        keep their pools and calls; changed and removed ones take no new work, their calls
+        in flight finish within ``timeout`` seconds (then are interrupted) and they close;
+        new ones start lazily. Returns when the old ones are closed, with ``added``,
+        ``replaced``, ``removed``, ``unchanged``, ``elapsed_ms``, ``still_in_use``. Raises
+        ``ConfigError`` for an invalid configuration, which changes nothing."""
+    def probe(self, service: str, *, timeout: float = 5.0) -> dict[str, Any]:
+        """Runs ``service``'s health check now, within ``timeout`` seconds (a "Test
+        connection" button): ``reachable``, ``check``, ``error``, ``elapsed_ms``, ``health``.
+        Counts no request; recorded in the service's health as a maintenance probe."""
     def __enter__(self) -> PoolManager: ...
     def __exit__(
         self,
