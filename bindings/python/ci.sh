@@ -69,7 +69,7 @@ AIOHTTP=$(grep -i '^aiohttp==' tests/backends/constraints.txt)
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c tests/backends/constraints.txt "$AIOHTTP"
 # An isolated user scripts directory: the test installs the wheel into its modules/ and the
 # example add-on into its addons/, the paths Blender itself searches. --enable-event-simulate
-# lets the test pick the sidebar's tab with the mouse wheel (Blender < 4.2 has no API for it);
+# lets the test pick the sidebar's tab with the mouse wheel (Blender 3.4 has no API for it);
 # it writes the dashboard's screenshot to target/dashboard.png (docs/dashboard.png is a copy).
 BLENDER_HOME=$ROOT/target/blender-user
 rm -rf "$BLENDER_HOME"
