@@ -438,7 +438,7 @@ def draw_panel(region_width: int | None = None) -> Node:
     (open), or as if ``region_width`` px wide (the sidebar closed: only the texts matter)."""
     panel_cls = sys.modules[ADDON].dashboard.BACKENDPOOL_PT_dashboard
     root = Node("column")
-    fake = FakeLayoutWithProgress if hasattr(bpy.types.UILayout, "progress") else FakeLayout
+    fake = FakeLayoutWithProgress if "progress" in bpy.types.UILayout.bl_rna.functions else FakeLayout
     holder = type("PanelSelf", (), {"layout": fake(root)})()
     window, area, region = sidebar()
     if region_width is None:
