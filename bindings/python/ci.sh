@@ -54,15 +54,22 @@ fi
 blender --version | head -1
 
 step "blender test"
+# The test starts the ComfyUI stand-in (tests/backends/comfyui_server.py) with the venv's
+# Python: aiohttp at the version the real-backend tests pin. A no-op once installed.
+AIOHTTP=$(grep -i '^aiohttp==' tests/backends/constraints.txt)
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -c tests/backends/constraints.txt "$AIOHTTP"
 # An isolated user scripts directory: the test installs the wheel into its modules/ and the
-# example add-on into its addons/, the paths Blender itself searches.
+# example add-on into its addons/, the paths Blender itself searches. --enable-event-simulate
+# lets the test pick the sidebar's tab with the mouse wheel (Blender 3.4 has no API for it);
+# it writes the dashboard's screenshot to target/dashboard.png (docs/dashboard.png is a copy).
 BLENDER_HOME=$ROOT/target/blender-user
 rm -rf "$BLENDER_HOME"
 mkdir -p "$BLENDER_HOME/config" "$BLENDER_HOME/scripts"
 BLENDER_USER_CONFIG=$BLENDER_HOME/config BLENDER_USER_SCRIPTS=$BLENDER_HOME/scripts \
     timeout 600 xvfb-run -a -s "-screen 0 1280x800x24" \
-    blender --factory-startup -p 0 0 960 540 --python-exit-code 1 \
+    blender --factory-startup --enable-event-simulate -p 0 0 960 600 --python-exit-code 1 \
     --python bindings/python/blender_test.py -- \
-    --wheel "$WHEEL" --pip-python "$VENV/bin/python" --addon "$ROOT/examples/blender_addon"
+    --wheel "$WHEEL" --pip-python "$VENV/bin/python" --addon "$ROOT/examples/blender_addon" \
+    --screenshot "$ROOT/target/dashboard.png"
 
 step "done"

@@ -1,17 +1,23 @@
 """Backend Pool Dashboard: an example add-on for the ``backend_pool`` module.
 
 * ``register()`` starts the process-wide pool manager from the preferences (service URLs);
-  ``unregister()`` stops the workers and shuts it down within a deadline.
-* The operator ``backend_pool.run_requests`` sends requests from worker threads; results come
-  back to the main thread through a ``queue.Queue`` drained by a ``bpy.app.timers`` callback.
-* The panel (3D View > Sidebar > Backends) shows per-service health, in use / idle, reuse rate,
-  p99 acquisition time and errors.
+  ``unregister()`` cancels every call in flight, then shuts the manager down: disabling the
+  add-on never waits for a backend.
+* Jobs run on worker threads: ``backend_pool.queue_prompt`` queues a ComfyUI prompt and follows
+  its progress on a pooled WebSocket, ``backend_pool.run_requests`` sends requests. Results
+  come back to the main thread through a ``queue.Queue`` drained by a ``bpy.app.timers``
+  callback. ``backend_pool.cancel_job`` (the Cancel button) ends a job at once, and for
+  ComfyUI also stops the prompt on the server (``comfyui.stop_prompt``).
+* The panel (3D View > Sidebar > Backends, ``dashboard.py``) shows one line per service with
+  its state, the pool figures on demand, and each job with a progress bar and Cancel.
 
 Blender >= 4.2 installs it as an extension (``blender_manifest.toml`` lists the wheel); older
 Blender as a legacy add-on folder (``bl_info`` below).
 """
 
 from __future__ import annotations
+
+import json
 
 bl_info = {
     "name": "Backend Pool Dashboard",
@@ -25,10 +31,12 @@ bl_info = {
 
 import bpy  # noqa: E402
 
-from . import runtime  # noqa: E402
+from . import runtime  # noqa: E402  (first: it puts backend_pool on the path)
+from . import comfyui, dashboard  # noqa: E402
 
 ADDON_ID = __package__ or __name__
 TIMER_INTERVAL = 0.1  # seconds between queue drains
+REFRESH_TICKS = 5  # a redraw at least this often (in ticks) when the services' states change
 DEFAULT_URLS = {
     "comfyui": "http://127.0.0.1:8188",
     "litellm": "http://127.0.0.1:4000",
@@ -89,7 +97,7 @@ class BackendPoolPreferences(bpy.types.AddonPreferences):
 class BACKENDPOOL_OT_run_requests(bpy.types.Operator):
     """Send requests to a backend from worker threads"""
 
-    bl_idname = "backend_pool.run_requests"
+    bl_idname = dashboard.RUN_REQUESTS
     bl_label = "Send Test Requests"
 
     service: bpy.props.StringProperty(name="Service", default="litellm")
@@ -108,52 +116,102 @@ class BACKENDPOOL_OT_run_requests(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class BACKENDPOOL_PT_dashboard(bpy.types.Panel):
-    bl_label = "Backend Pool"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Backends"
+class BACKENDPOOL_OT_queue_prompt(bpy.types.Operator):
+    """Queue a prompt on ComfyUI and follow its progress (Cancel stops it on the server too)"""
 
-    def draw(self, context):
-        layout = self.layout
-        rows = runtime.dashboard_rows()
-        if not rows:
-            layout.label(text="Not running", icon="ERROR")
-        icons = {"healthy": "CHECKMARK", "degraded": "ERROR", "unhealthy": "CANCEL"}
-        for r in rows:
-            box = layout.box()
-            box.label(text=f"{r['service']}: {r['health']}", icon=icons.get(r["health"], "QUESTION"))
-            col = box.column(align=True)
-            col.label(text=f"in use {r['in_use']} / idle {r['idle']}")
-            col.label(text=f"reuse {r['reuse_rate'] * 100:.0f} %   p99 acquire {r['p99_acquire_ms']:.2f} ms")
-            col.label(text=f"errors {r['errors']}")
-            if r["last_error"]:
-                col.label(text=r["last_error"][:60])
-        for job in list(runtime.jobs.values())[-3:]:
-            state = "running" if job.running else "done"
-            layout.label(text=f"job {job.id} {job.service}: {job.done}/{job.total} {state}, {job.errors} errors")
-        layout.operator(BACKENDPOOL_OT_run_requests.bl_idname)
+    bl_idname = dashboard.QUEUE_PROMPT
+    bl_label = "Queue ComfyUI Prompt"
+
+    text: bpy.props.StringProperty(name="Prompt", default="a small red cube, studio light")
+    steps: bpy.props.IntProperty(name="Steps", default=20, min=1, max=10_000)
+    seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
+    checkpoint: bpy.props.StringProperty(name="Checkpoint", default="v1-5-pruned-emaonly.safetensors")
+    workflow: bpy.props.StringProperty(
+        name="Workflow",
+        description="A workflow saved with ComfyUI's Save (API); empty: text to image with the fields above",
+        subtype="FILE_PATH",
+    )
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_props_dialog(self)
+
+    def execute(self, context):
+        try:
+            if self.workflow.strip():
+                with open(bpy.path.abspath(self.workflow.strip()), encoding="utf-8") as f:
+                    graph = json.load(f)
+            else:
+                graph = comfyui.txt2img_graph(self.text, self.steps, self.seed, self.checkpoint)
+            job = runtime.start_comfyui_job(graph)
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"job {job.id}: prompt {job.prompt_id} queued on comfyui")
+        return {"FINISHED"}
+
+
+class BACKENDPOOL_OT_cancel_job(bpy.types.Operator):
+    """Cancel the job at once; a ComfyUI prompt is also stopped on the server"""
+
+    bl_idname = dashboard.CANCEL
+    bl_label = "Cancel Job"
+    bl_options = {"INTERNAL"}
+
+    job_id: bpy.props.IntProperty(name="Job")
+
+    def execute(self, context):
+        if not runtime.cancel_job(self.job_id):
+            return {"CANCELLED"}
+        _redraw_sidebars()
+        return {"FINISHED"}
+
+
+def _redraw_sidebars():
+    """Tags the 3D View sidebars for redraw (a viewport redraw costs far more than a panel)."""
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                for region in area.regions:
+                    if region.type == "UI":
+                        region.tag_redraw()
+
+
+_ticks = 0
+_last_states: list = []
 
 
 def _tick():
-    """Main-thread timer: apply worker results, redraw the dashboard (the sidebar only: a
-    viewport redraw costs far more than the panel)."""
-    if runtime.drain():
-        for window in getattr(bpy.context.window_manager, "windows", []):
-            for area in window.screen.areas:
-                if area.type == "VIEW_3D":
-                    for region in area.regions:
-                        if region.type == "UI":
-                            region.tag_redraw()
+    """Main-thread timer: applies worker results, redraws the dashboard when they changed or
+    when a service changed state."""
+    global _ticks, _last_states
+    changed = runtime.drain() > 0
+    _ticks += 1
+    if _ticks % REFRESH_TICKS == 0:
+        states = [(r["service"], r["state"], r["in_use"], r["last_error"]) for r in runtime.dashboard_rows()]
+        changed = changed or states != _last_states
+        _last_states = states
+    if changed:
+        _redraw_sidebars()
     return TIMER_INTERVAL
 
 
-CLASSES = (BackendPoolPreferences, BACKENDPOOL_OT_run_requests, BACKENDPOOL_PT_dashboard)
+CLASSES = (
+    BackendPoolPreferences,
+    dashboard.BackendPoolServiceView,
+    dashboard.BACKENDPOOL_OT_toggle_details,
+    BACKENDPOOL_OT_run_requests,
+    BACKENDPOOL_OT_queue_prompt,
+    BACKENDPOOL_OT_cancel_job,
+    dashboard.BACKENDPOOL_PT_dashboard,
+)
 
 
 def register():
     for cls in CLASSES:
         bpy.utils.register_class(cls)
+    bpy.types.WindowManager.backend_pool_services = bpy.props.CollectionProperty(
+        type=dashboard.BackendPoolServiceView
+    )
     runtime._stop.clear()
     runtime.start(_config_from_prefs(_prefs()))
     if not bpy.app.timers.is_registered(_tick):
@@ -161,11 +219,12 @@ def register():
 
 
 def unregister():
+    """Never waits for a backend: every job's token is cancelled before the shutdown."""
     prefs = _prefs()
     deadline = prefs.shutdown_timeout if prefs else 1.0
     if bpy.app.timers.is_registered(_tick):
         bpy.app.timers.unregister(_tick)
     runtime.stop(deadline)
-    runtime.drain()
+    del bpy.types.WindowManager.backend_pool_services
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -1,6 +1,12 @@
-"""The add-on's runtime, kept apart from the UI: the process-wide pool manager, the worker
-threads that send requests, and the queue that brings their results back to Blender's main
+"""The add-on's runtime, kept apart from the UI: the process-wide pool manager, the jobs and
+their worker threads, and the queue that brings the workers' results back to Blender's main
 thread (``bpy`` is not thread-safe: only the ``bpy.app.timers`` callback touches it).
+
+Every job owns a ``backend_pool.CancelToken`` passed to each of its calls. The Cancel button
+and ``unregister()`` cancel tokens; a worker blocked in a call (waiting for a connection, for a
+slow response, on a WebSocket read) then raises ``Cancelled`` within milliseconds, its
+connection is closed, and the thread returns: nothing on the main thread ever waits for a
+backend.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import queue
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 ADDON_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -42,6 +49,8 @@ def _import_backend_pool():
 
 
 bp = _import_backend_pool()
+
+from . import comfyui  # noqa: E402 - needs backend_pool on the path first
 
 # Health probes per backend (the crate's README, "Presets"): cheap, unauthenticated, no side
 # effects. Never LiteLLM's GET /health (it calls every model).
@@ -79,19 +88,28 @@ last_shutdown: dict | None = None  # the last shutdown report, for the UI and te
 
 def start(config) -> None:
     """Starts the process-wide manager (``config``: dict, TOML text or a file path)."""
+    _served.clear()
     bp.init(config)
 
 
 def stop(deadline_s: float) -> dict | None:
-    """Stops the workers and shuts the manager down, all within ``deadline_s`` seconds."""
+    """Stops every job and shuts the manager down. Cancelling comes first: each worker blocked
+    in a backend call returns at once with its connection closed, so the shutdown finds
+    nothing in use and does not wait for ``deadline_s`` (its bound if a call cannot be
+    cancelled, e.g. an HTTPS handshake in progress)."""
     global last_shutdown
     end = time.monotonic() + deadline_s
     _stop.set()
-    # Shutting down first wakes workers waiting for a connection (they get ShuttingDown).
+    for token in _tokens():
+        token.cancel()
     report = bp.shutdown(max(0.0, end - time.monotonic()))
     for t in list(_workers):
         t.join(max(0.0, end - time.monotonic()))
-    _workers[:] = [t for t in _workers if t.is_alive()]
+    drain()
+    for job in jobs.values():  # a worker that did not report back in time
+        if job.running:
+            _finish(job, "cancelled")
+    _helper_tokens.clear()
     last_shutdown = report
     return report
 
@@ -107,56 +125,151 @@ def restart(config, deadline_s: float) -> None:
 
 @dataclass
 class Job:
+    """One job on the panel: ``kind`` "requests" (worker threads sending requests) or
+    "comfyui" (one prompt followed on a WebSocket). Read and written on the main thread only:
+    workers report through the queue."""
+
     id: int
     service: str
-    total: int
-    done: int = 0
+    kind: str
+    total: int  # requests: how many; comfyui: the running node's step count (0: none yet)
+    token: object  # backend_pool.CancelToken, given to every call of the job
+    done: int = 0  # requests answered; comfyui: steps done in the running node
     errors: int = 0
     last_error: str = ""
+    state: str = "running"  # running, cancelling, then done / cancelled / interrupted / failed
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     statuses: dict = field(default_factory=dict)
+    workers: int = 0  # its threads that have not reported their end yet
+    workers_ended: float | None = None  # when the last one reported it (time.monotonic())
+    prompt_id: str = ""  # comfyui: chosen here, sent with the prompt, so Cancel always has it
+    node: str = ""  # comfyui: the node ComfyUI runs (its class_type when the graph names it)
+    last_progress: tuple = (0, 0)  # comfyui: the last progress event (value, max), any node
+    note: str = ""  # comfyui: what became of the prompt on the server after Cancel
+    graph: dict = field(default_factory=dict, repr=False)
 
     @property
     def running(self) -> bool:
         return self.finished is None
 
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
 
 jobs: dict[int, Job] = {}  # touched on the main thread only
-_results: queue.Queue = queue.Queue()
+_results: queue.Queue = queue.Queue()  # (job id, event, value, time.monotonic())
 _workers: list[threading.Thread] = []
+_helper_tokens: list = []  # tokens of helper calls (a Cancel's POST /interrupt)
 _stop = threading.Event()
+_served: dict[str, int] = {}  # per service: calls of this add-on's jobs it answered
 _next_id = 0
+
+
+def _tokens() -> list:
+    return [j.token for j in jobs.values() if j.running] + list(_helper_tokens)
+
+
+def _manager():
+    manager = bp.get()
+    if manager is None:
+        raise RuntimeError("the backend pool is not running")
+    return manager
+
+
+def _new_job(service: str, kind: str, total: int, workers: int) -> Job:
+    global _next_id
+    _next_id += 1
+    job = Job(_next_id, service, kind, total, bp.CancelToken(), workers=workers)
+    jobs[job.id] = job
+    return job
+
+
+def _post(job_id: int, event: str, value) -> None:
+    """A worker's report, for the main thread."""
+    _results.put((job_id, event, value, time.monotonic()))
+
+
+def _spawn(target, name: str) -> None:
+    t = threading.Thread(target=target, name=name, daemon=True)
+    _workers.append(t)
+    t.start()
 
 
 def start_job(service: str, method: str, path: str, threads: int, per_thread: int) -> Job:
     """Starts ``threads`` workers sending ``per_thread`` requests each. Called on the main
     thread; the workers only talk to the pool and the queue."""
-    global _next_id
-    _next_id += 1
-    job = Job(_next_id, service, threads * per_thread)
-    jobs[job.id] = job
-    manager = bp.get()
-    if manager is None:
-        raise RuntimeError("the backend pool is not running")
+    manager = _manager()
+    job = _new_job(service, "requests", threads * per_thread, threads)
+    token = job.token
 
     def work():
-        for _ in range(per_thread):
-            if _stop.is_set():
-                return
-            try:
-                r = manager.request(service, method, path)
-                _results.put((job.id, r.status, None))
-            except bp.ShuttingDown:
-                return
-            except bp.BackendPoolError as e:
-                _results.put((job.id, None, str(e)))
+        try:
+            for _ in range(per_thread):
+                if _stop.is_set():
+                    return
+                try:
+                    r = manager.request(service, method, path, cancel=token)
+                    _post(job.id, "response", r.status)
+                except (bp.Cancelled, bp.ShuttingDown):
+                    return
+                except bp.BackendPoolError as e:
+                    _post(job.id, "error", str(e))
+        finally:
+            _post(job.id, "exit", None)
 
     for i in range(threads):
-        t = threading.Thread(target=work, name=f"bp-dashboard-worker-{job.id}-{i}", daemon=True)
-        _workers.append(t)
-        t.start()
+        _spawn(work, f"bp-dashboard-worker-{job.id}-{i}")
     return job
+
+
+def start_comfyui_job(graph: dict, service: str = "comfyui") -> Job:
+    """Queues ``graph`` (ComfyUI's API format) and follows it on a worker thread."""
+    manager = _manager()
+    job = _new_job(service, "comfyui", 0, 1)
+    job.prompt_id = str(uuid.uuid4())
+    job.graph = graph
+
+    def report(event, value):
+        _post(job.id, event, value)
+
+    _spawn(lambda: comfyui.run_prompt(manager, service, graph, job.prompt_id, job.token, report),
+           f"bp-dashboard-comfyui-{job.id}")
+    return job
+
+
+def cancel_job(job_id: int) -> bool:
+    """The Cancel button (main thread): returns at once, whatever the backend does."""
+    job = jobs.get(job_id)
+    if job is None or not job.running or job.state == "cancelling":
+        return False
+    # Every call of the job raises Cancelled now, on its worker's thread; its connection is
+    # closed. That only ends the *wait*: the backend knows nothing of it.
+    job.token.cancel()
+    job.state = "cancelling"
+    manager = bp.get()
+    if job.kind == "comfyui" and manager is not None:
+        # The caller's part: ComfyUI keeps running the prompt until told. Two short requests,
+        # sent from a helper thread (the UI never waits on a backend), cancelled in turn if
+        # the add-on is disabled meanwhile: see comfyui.stop_prompt.
+        token = bp.CancelToken()
+        _helper_tokens.append(token)
+
+        def interrupt():
+            _post(job.id, "note", comfyui.stop_prompt(manager, job.service, job.prompt_id, token))
+
+        _spawn(interrupt, f"bp-dashboard-interrupt-{job.id}")
+    return True
+
+
+def _finish(job: Job, state: str | None = None, detail: str = "") -> None:
+    if state is None:  # a requests job: all its workers have ended
+        state = "cancelled" if job.token.cancelled and job.done < job.total else "done"
+    job.state = state
+    if detail:
+        job.last_error = detail
+    job.finished = time.monotonic()
 
 
 def drain(limit: int = 5000) -> int:
@@ -164,31 +277,68 @@ def drain(limit: int = 5000) -> int:
     n = 0
     while n < limit:
         try:
-            job_id, status, error = _results.get_nowait()
+            job_id, event, value, at = _results.get_nowait()
         except queue.Empty:
             break
         n += 1
         job = jobs.get(job_id)
         if job is None:
             continue
-        job.done += 1
-        if error is not None:
+        if event == "response":
+            job.done += 1
+            job.statuses[value] = job.statuses.get(value, 0) + 1
+            _served[job.service] = _served.get(job.service, 0) + 1
+        elif event == "error":
+            job.done += 1
             job.errors += 1
-            job.last_error = error
-        else:
-            job.statuses[status] = job.statuses.get(status, 0) + 1
-        if job.done >= job.total and job.finished is None:
-            job.finished = time.monotonic()
+            job.last_error = value
+        elif event == "exit":
+            job.workers -= 1
+            if job.workers <= 0:
+                job.workers_ended = at
+                if job.running:
+                    _finish(job)
+        elif event == "queued":  # ComfyUI accepted the prompt
+            _served[job.service] = _served.get(job.service, 0) + 1
+        elif event == "progress":
+            job.done, job.total = job.last_progress = value
+        elif event == "node":
+            spec = job.graph.get(value)
+            job.node = spec.get("class_type", value) if isinstance(spec, dict) else value
+            job.done = job.total = 0  # a node's progress starts over
+        elif event == "end":
+            job.workers -= 1
+            job.workers_ended = at
+            state, detail = value
+            if job.running:
+                _finish(job, state, detail)
+        elif event == "note":
+            job.note = value
     _workers[:] = [t for t in _workers if t.is_alive()]
     return n
 
 
+def visible_jobs(finished: int = 1) -> list[Job]:
+    """The jobs the panel lists: every running one, then the last ``finished`` ended ones,
+    the newest first."""
+    ordered = sorted(jobs.values(), key=lambda j: j.id, reverse=True)
+    return [j for j in ordered if j.running] + [j for j in ordered if not j.running][:finished]
+
+
 # --- the dashboard -------------------------------------------------------------------------
+
+# What a user did, not a fault of the backend: not counted as errors on the panel.
+NOT_ERRORS = ("cancelled", "shutting_down")
 
 
 def dashboard_rows() -> list[dict]:
-    """What the panel shows, one row per service: health, in use / idle, reuse rate, p99
-    acquisition time, errors."""
+    """What the panel shows, one row per service.
+
+    ``state``: the health state ("healthy", "degraded", "unhealthy"), or "unused" while
+    nothing has touched the service (no probe, no request). ``reuse_rate`` and
+    ``p99_acquire_ms`` are None until one of this add-on's calls was answered: health probes
+    alone would show a meaningless "reuse 0 %".
+    """
     manager = bp.get()
     if manager is None:
         return []
@@ -199,17 +349,29 @@ def dashboard_rows() -> list[dict]:
         requests = sum(p["requests"] or 0 for p in pools)
         uses = sum(p["acquisitions"] if p["requests"] is None else p["requests"] for p in pools)
         created = sum(p["connections_created"] for p in pools)
+        errors = sum(n for p in pools for k, n in p["errors"].items() if k not in NOT_ERRORS)
+        health = s["health"]
+        state = health["state"]
+        if (state == "healthy" and health["last_check_unix_ms"] is None
+                and uses == 0 and errors == 0):
+            state = "unused"
+        served = _served.get(s["name"], 0)
         rows.append(
             {
                 "service": s["name"],
-                "health": s["health"]["state"],
-                "last_error": s["health"]["last_error"] or "",
+                "state": state,
+                "health": health["state"],
+                "consecutive_failures": health["consecutive_failures"],
+                "last_error": health["last_error"] or "",
                 "in_use": sum(p["in_use"] for p in pools),
                 "idle": sum(p["idle"] for p in pools),
                 "requests": requests,
-                "reuse_rate": max(0.0, 1.0 - created / uses) if uses else 0.0,
-                "p99_acquire_ms": max((p["acquire_time"]["p99_us"] for p in pools), default=0.0) / 1000,
-                "errors": sum(sum(p["errors"].values()) for p in pools),
+                "served": served,
+                "reuse_rate": max(0.0, 1.0 - created / uses) if served and uses else None,
+                "p99_acquire_ms": (max(p["acquire_time"]["p99_us"] for p in pools) / 1000
+                                   if served and pools else None),
+                "errors": errors,
+                "cancelled": sum(p["errors"].get("cancelled", 0) for p in pools),
             }
         )
     return rows

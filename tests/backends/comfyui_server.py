@@ -6,7 +6,8 @@ default keep-alive, WebSocket with ``heartbeat=None`` so the server never pings)
 same routes (each also under ``/api``), same event order on the socket. Jobs are
 simulated: no model, a tiny PNG as output.
 
-Usage: comfyui_server.py [--host 127.0.0.1] [--port 8188]   (or env PORT)
+Usage: comfyui_server.py [--host 127.0.0.1] [--port 8188]   (or env PORT; 0: a free port,
+       named in the first line it prints: "comfyui mock listening on http://HOST:PORT ...")
 
 Knobs a test can use, all optional, in the POST /prompt body:
   * node ``inputs.steps`` (int)         number of ``progress`` events (default 4)
@@ -424,7 +425,16 @@ def build_app():
 
     @routes.post("/interrupt")
     async def interrupt(request):
-        comfy.interrupt.set()
+        # As ComfyUI: {"prompt_id": id} interrupts that prompt only while it is the one
+        # running (a queued one stays queued: POST /queue {"delete": [id]} removes it); no
+        # prompt_id interrupts whatever runs.
+        try:
+            body = await request.json()
+        except Exception:
+            body = {}
+        prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
+        if prompt_id is None or any(item[1] == prompt_id for item in comfy.running):
+            comfy.interrupt.set()
         return web.Response(status=200)
 
     @routes.post("/free")
@@ -536,6 +546,7 @@ async def main(host, port):
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
+    port = runner.addresses[0][1]  # the bound port: --port 0 picks a free one
     print(f"comfyui mock listening on http://{host}:{port} (aiohttp, python {platform.python_version()})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
