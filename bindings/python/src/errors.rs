@@ -65,7 +65,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         Error::UnknownService { .. } | Error::NoSuchPool { .. } => "UnknownService",
         Error::PoolTimeout { .. } => "PoolTimeout",
         Error::ServiceUnavailable { .. } => "ServiceUnavailable",
-        Error::ShuttingDown { .. } => "ShuttingDown",
+        Error::ShuttingDown { .. } | Error::ServiceRetired { .. } => "ShuttingDown",
         Error::Cancelled { .. } => "Cancelled",
         Error::Timeout { .. } => "TimeoutException",
         Error::ConnectionClosed { .. } | Error::Transport { .. } => "BackendConnectionError",

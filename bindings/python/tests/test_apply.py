@@ -85,3 +85,44 @@ def test_probe_up_and_down_within_its_timeout(backends):
             m.probe("nope")
     finally:
         m.shutdown(2.0)
+
+
+
+def test_a_caller_waiting_on_a_replaced_service_raises_shutting_down(backends):
+    # One connection, held by a slow call; a second caller waits for it. Replacing the
+    # service retires the old pool: the waiter gets ShuttingDown (class shutting_down)
+    # naming the service, the call in flight finishes, and new calls use the new pool.
+    cfg = config_for(backends, max_connections=1)
+    m = backend_pool.PoolManager(cfg)
+    outcome: dict = {}
+
+    def slow():
+        outcome["slow"] = m.request("api", "GET", "/slow?ms=600").status_code
+
+    def waiter():
+        try:
+            m.request("api", "GET", "/ok", wait_timeout=5.0)
+            outcome["waiter"] = "served"
+        except backend_pool.BackendPoolError as e:
+            outcome["waiter"] = e
+
+    try:
+        threads = [threading.Thread(target=slow)]
+        threads[0].start()
+        time.sleep(0.1)
+        threads.append(threading.Thread(target=waiter))
+        threads[1].start()
+        time.sleep(0.1)
+        edited = copy.deepcopy(cfg)
+        edited["service"][0]["connect_timeout_ms"] = 1500
+        report = m.apply(edited, timeout=5.0)
+        assert report["replaced"] == ["api"]
+        for t in threads:
+            t.join(5)
+        assert outcome["slow"] == 200
+        err = outcome["waiter"]
+        assert isinstance(err, backend_pool.ShuttingDown), repr(err)
+        assert err.error_class == "shutting_down" and err.service == "api"
+        assert m.request("api", "GET", "/ok").status_code == 200
+    finally:
+        m.shutdown(2.0)

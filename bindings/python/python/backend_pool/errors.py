@@ -83,7 +83,8 @@ class UnknownService(BackendPoolError, LookupError):
 
 
 class ShuttingDown(BackendPoolError):
-    """The pool manager is shutting down or has shut down."""
+    """The pool manager is shutting down or has shut down, or the service's pool was retired
+    by ``apply()`` (replaced or removed) while the call waited for it."""
 
 
 class Cancelled(BackendPoolError, CancelledError):
