@@ -43,7 +43,7 @@
 //! [`StreamingResponse`].
 //!
 //! * **Types that will grow** are `#[non_exhaustive]`: the statistics and reports
-//!   ([`ManagerStats`], [`ServiceStats`], [`PoolStats`], [`Totals`], [`ClosedCounts`],
+//!   ([`ManagerStats`], [`ServiceStats`], [`EndpointStats`], [`PoolStats`], [`Totals`], [`ClosedCounts`],
 //!   [`LatencyStats`], [`PoolState`], [`HealthSnapshot`], [`ShutdownReport`],
 //!   [`ApplyReport`], [`ProbeReport`], [`InUse`]) are
 //!   read, not built; the enums [`Error`], [`ConfigError`], [`ErrorClass`], [`Phase`],
@@ -93,6 +93,7 @@ mod manager;
 mod net;
 mod pool;
 mod registry;
+mod route;
 mod service;
 mod slots;
 pub mod sse;
@@ -113,7 +114,8 @@ pub use http::{
 };
 pub use manager::{global, ApplyReport, InUse, PoolManager, ProbeReport, ShutdownReport};
 pub use stats::{
-    ClosedCounts, ErrorCounts, LatencyStats, ManagerStats, PoolStats, ServiceStats, Totals,
+    ClosedCounts, EndpointStats, ErrorCounts, LatencyStats, ManagerStats, PoolStats, ServiceStats,
+    Totals,
 };
 pub use ws::message::Message;
 pub use ws::{WsAbort, WsGuard};

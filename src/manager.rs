@@ -190,8 +190,9 @@ impl PoolManager {
     /// [`Error::UnknownService`] (listing the known names), [`Error::NoSuchPool`],
     /// [`Error::ShuttingDown`].
     pub fn http(&self, service: &str) -> Result<HttpClient, Error> {
-        self.lookup(service, |s| s.http.clone())?
-            .map(HttpClient::new)
+        // One URL: `route` is `None`, and this is one `Arc` clone as it always was.
+        let (pool, route) = self.lookup(service, |s| (s.http.clone(), s.route.clone()))?;
+        pool.map(|pool| HttpClient::routed(pool, route))
             .ok_or(Error::NoSuchPool {
                 service: service.to_string(),
                 kind: PoolKind::Http,
@@ -250,11 +251,15 @@ impl PoolManager {
     }
 
     fn ws_pool(&self, service: &str) -> Result<Arc<WsPool>, Error> {
-        self.lookup(service, |s| s.ws.clone())?
-            .ok_or_else(|| Error::NoSuchPool {
-                service: service.to_string(),
-                kind: PoolKind::WebSocket,
-            })
+        // Several endpoints: the least busy healthy one's (`crate::route`).
+        self.lookup(service, |s| match &s.route {
+            None => s.ws.clone(),
+            Some(route) => route.pick_ws().cloned(),
+        })?
+        .ok_or_else(|| Error::NoSuchPool {
+            service: service.to_string(),
+            kind: PoolKind::WebSocket,
+        })
     }
 
     /// The configured service names, in order (as they are now: a reconfiguration changes
@@ -269,7 +274,7 @@ impl PoolManager {
     /// [`Error::UnknownService`].
     pub fn health(&self, service: &str) -> Result<HealthSnapshot, Error> {
         self.registry
-            .lookup(service, |s| s.core.health.snapshot())
+            .lookup(service, |s| s.health())
             .ok_or_else(|| self.unknown(service))
     }
 
@@ -508,7 +513,7 @@ impl PoolManager {
             check: probed.check,
             error: probed.outcome.err(),
             elapsed_ms: start.elapsed().as_millis() as u64,
-            health: s.core.health.snapshot(),
+            health: s.health(),
         })
     }
 
@@ -563,7 +568,7 @@ impl PoolManager {
         }
         // After the pools closed: what an aborted step hands back is closed, not kept.
         for s in &services {
-            s.core.aborts.abort_all();
+            s.abort_all();
         }
         let mut joined = true;
         let maintenance = self.maintenance.lock().take();

@@ -44,6 +44,8 @@ pub(crate) struct Timeouts {
 pub(crate) struct ServiceContext {
     pub name: String,
     pub config: ServiceConfig,
+    /// This endpoint's base URL, as configured (a statistics label).
+    pub url: String,
     pub endpoint: Endpoint,
     pub timeouts: Timeouts,
     /// Bearer token first (as `Authorization`), then plain and secret headers.
@@ -67,11 +69,12 @@ pub(crate) enum Retired {
 }
 
 impl ServiceContext {
-    pub(crate) fn new(config: &ServiceConfig) -> Result<ServiceContext, ConfigError> {
+    /// The context of `config`'s endpoint `url` (one of `config.endpoint_urls()`).
+    pub(crate) fn new(config: &ServiceConfig, url: &str) -> Result<ServiceContext, ConfigError> {
         config.validate()?;
         let name = config.name.clone();
         let endpoint =
-            Endpoint::parse(&config.url).map_err(|why| ConfigError::invalid(&name, "url", &why))?;
+            Endpoint::parse(url).map_err(|why| ConfigError::invalid(&name, "url", &why))?;
         let ms = Duration::from_millis;
         let timeouts = Timeouts {
             wait: ms(config.wait_timeout_ms),
@@ -112,6 +115,7 @@ impl ServiceContext {
             health: Health::new(&name, config.unhealthy_after),
             name,
             config: config.clone(),
+            url: url.to_string(),
             endpoint,
             timeouts,
             headers,

@@ -483,7 +483,7 @@ mod tests {
     #[test]
     fn every_phase_of_an_agent_has_a_deadline_resolving_included() {
         let config = crate::ServiceConfig::new("svc", "http://127.0.0.1:1");
-        let t = crate::service::ServiceContext::new(&config)
+        let t = crate::service::ServiceContext::new(&config, &config.url)
             .unwrap()
             .timeouts;
         let agent = agent_config(&HttpPoolConfig::default(), &t, None);
