@@ -184,7 +184,9 @@ impl PoolManager {
 
     /// The HTTP pool of `service`, as a cheap handle for building requests. The handle keeps
     /// the pool it was given: after a reconfiguration replaced or removed the service, its
-    /// new requests fail with [`Error::ServiceRetired`] (ask again for the new pool).
+    /// new requests fail with [`Error::ServiceRetired`] (ask again for the new pool). With
+    /// several endpoints (`urls`), each request goes to a healthy endpoint with the least
+    /// work in flight (README, "Several endpoints per service").
     ///
     /// # Errors
     /// [`Error::UnknownService`] (listing the known names), [`Error::NoSuchPool`],
@@ -199,7 +201,8 @@ impl PoolManager {
             })
     }
 
-    /// Checks out a WebSocket of `service`, waiting at most its `wait_timeout_ms`.
+    /// Checks out a WebSocket of `service`, waiting at most its `wait_timeout_ms`. With
+    /// several endpoints, from the healthy one with the fewest leases out and waiting.
     ///
     /// # Errors
     /// As [`PoolManager::http`], plus [`Error::PoolTimeout`], [`Error::ServiceUnavailable`]
@@ -268,7 +271,8 @@ impl PoolManager {
         self.registry.names()
     }
 
-    /// The health of `service`.
+    /// The health of `service`: with several endpoints (`urls`), the healthiest
+    /// endpoint's (each endpoint's own is in [`PoolManager::stats`]).
     ///
     /// # Errors
     /// [`Error::UnknownService`].
