@@ -49,7 +49,7 @@
 //!   read, not built; the enums [`Error`], [`ConfigError`], [`ErrorClass`], [`Phase`],
 //!   [`PoolKind`] and [`HealthState`] need a wildcard arm in a `match`. [`Message`] is
 //!   exhaustive: WebSocket data is text or binary.
-//! * **Threads.** [`PoolManager`], [`HttpClient`], [`RequestBuilder`], [`HttpConnection`],
+//! * **Threads.** [`PoolManager`], [`HttpClient`], [`Session`], [`RequestBuilder`], [`HttpConnection`],
 //!   [`Response`], [`StreamingResponse`], [`WsGuard`], [`Message`], [`Error`] and the
 //!   statistics are `Send` and `Sync` (checked when the crate compiles): a guard or a
 //!   stream may move to another thread.
@@ -113,6 +113,7 @@ pub use http::{
     StreamingResponse,
 };
 pub use manager::{global, ApplyReport, InUse, PoolManager, ProbeReport, ShutdownReport};
+pub use route::Session;
 pub use stats::{
     ClosedCounts, EndpointStats, ErrorCounts, LatencyStats, ManagerStats, PoolStats, ServiceStats,
     Totals,
@@ -125,6 +126,7 @@ const _: () = {
     const fn send_sync<T: Send + Sync>() {}
     send_sync::<PoolManager>();
     send_sync::<HttpClient>();
+    send_sync::<Session>();
     send_sync::<RequestBuilder>();
     send_sync::<HttpConnection>();
     send_sync::<Response>();

@@ -15,6 +15,7 @@ use crate::health::HealthSnapshot;
 use crate::http::HttpClient;
 use crate::maintenance;
 use crate::registry::{self, Registry, Service};
+use crate::route::Session;
 use crate::stats::ManagerStats;
 use crate::ws::{WsGuard, WsPool};
 
@@ -263,6 +264,43 @@ impl PoolManager {
             service: service.to_string(),
             kind: PoolKind::WebSocket,
         })
+    }
+
+    /// A session of `service`: a handle that pins every HTTP call and WebSocket lease
+    /// taken through it to one endpoint, for a job whose parts must meet on one machine (a
+    /// ComfyUI prompt, its WebSocket events, its outputs). With several endpoints (`urls`),
+    /// the endpoint is chosen now, once: the healthy one with the fewest sessions pinned
+    /// plus the shortest queue its server reported at its last health probe (ComfyUI's
+    /// `exec_info.queue_remaining`, when its `health_path` is `/prompt`). With one URL, the
+    /// session's calls are the service's.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), backend_pool::Error> {
+    /// use backend_pool::{ManagerConfig, PoolManager, ServiceConfig};
+    ///
+    /// let mut gpu = ServiceConfig::new("gpu", "");
+    /// gpu.url = String::new();
+    /// gpu.urls = Some(vec!["http://127.0.0.1:9".into(), "http://127.0.0.2:9".into()]);
+    /// let manager = PoolManager::new(ManagerConfig::empty().with_service(gpu))?;
+    /// let job = manager.session("gpu")?;
+    /// assert!(job.endpoint().starts_with("http://127.0.0."));
+    /// assert_eq!(job.http()?.service(), "gpu");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::UnknownService`], [`Error::ShuttingDown`].
+    pub fn session(&self, service: &str) -> Result<Session, Error> {
+        if self.registry.is_closed() {
+            return Err(Error::ShuttingDown {
+                service: Some(service.to_string()),
+            });
+        }
+        let s = self
+            .registry
+            .find(service)
+            .ok_or_else(|| self.unknown(service))?;
+        Ok(Session::begin(&s))
     }
 
     /// The configured service names, in order (as they are now: a reconfiguration changes

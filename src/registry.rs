@@ -310,6 +310,12 @@ impl Member {
             self.core.health.snapshot(),
             self.http.as_ref().map(|p| p.stats()),
             self.ws.as_ref().map(|p| p.stats()),
+            (
+                self.core
+                    .sessions
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                self.core.queue_remaining(),
+            ),
         )
     }
 }

@@ -2,7 +2,7 @@
 //! headers, timeouts, TLS roots), its health, its blocked I/O to cut short at shutdown, the
 //! last connect error, and whether a reconfiguration retired it.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +57,11 @@ pub(crate) struct ServiceContext {
     last_connect_error: Mutex<Option<String>>,
     /// [`Retired`] as a number: 0 while in service (read only once the pools are closed).
     retired: AtomicU8,
+    /// The server's queue length from its last health probe (ComfyUI's
+    /// `exec_info.queue_remaining` from `GET /prompt`); `u64::MAX`: unknown.
+    queue: AtomicU64,
+    /// Sessions pinned to this endpoint now (`crate::route::Session`).
+    pub sessions: AtomicUsize,
 }
 
 /// Why a reconfiguration took a service out of service.
@@ -123,6 +128,8 @@ impl ServiceContext {
             aborts: Aborts::default(),
             last_connect_error: Mutex::new(None),
             retired: AtomicU8::new(0),
+            queue: AtomicU64::new(u64::MAX),
+            sessions: AtomicUsize::new(0),
         })
     }
 
@@ -143,6 +150,23 @@ impl ServiceContext {
     /// away reads why).
     pub(crate) fn retire(&self, why: Retired) {
         self.retired.store(why as u8, Ordering::Release);
+    }
+
+    /// The queue length the endpoint reported at its last health probe, if it reports one.
+    pub(crate) fn queue_remaining(&self) -> Option<u64> {
+        Some(self.queue.load(Ordering::Relaxed)).filter(|&n| n != u64::MAX)
+    }
+
+    /// Records a health probe's answer `body` to `path`: ComfyUI's `GET /prompt` reports
+    /// `{"exec_info": {"queue_remaining": n}}`; any other path, or an answer without it,
+    /// leaves the queue length unknown.
+    pub(crate) fn probed_body(&self, path: &str, body: &[u8]) {
+        let n = (path == "/prompt")
+            .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+            .flatten()
+            .and_then(|v| v.get("exec_info")?.get("queue_remaining")?.as_u64())
+            .map_or(u64::MAX, |n| n.min(u64::MAX - 1));
+        self.queue.store(n, Ordering::Relaxed);
     }
 
     /// Has a reconfiguration taken the service out of service?

@@ -284,7 +284,10 @@ impl HttpPool {
                     let mut body = response.into_body();
                     let read = body.with_config().limit(self.config.max_body_bytes);
                     match read.read_to_vec() {
-                        Ok(_) if status < 500 => break Ok(()),
+                        Ok(body) if status < 500 => {
+                            self.core.probed_body(path, &body);
+                            break Ok(());
+                        }
                         Ok(_) => break Err(format!("{method} {path} answered {status}")),
                         Err(e) => classify::classify(self, e),
                     }

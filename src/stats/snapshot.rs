@@ -189,6 +189,11 @@ pub struct EndpointStats {
     pub http: Option<PoolStats>,
     /// Its WebSocket pool, if the service has one.
     pub websocket: Option<PoolStats>,
+    /// Sessions pinned to it now (`PoolManager::session`).
+    pub sessions: usize,
+    /// The queue length its server reported at its last health probe (ComfyUI's
+    /// `exec_info.queue_remaining`, with `health_path = "/prompt"`); `None`: not reported.
+    pub queue_remaining: Option<u64>,
 }
 
 impl EndpointStats {
@@ -197,12 +202,15 @@ impl EndpointStats {
         health: HealthSnapshot,
         http: Option<PoolStats>,
         websocket: Option<PoolStats>,
+        (sessions, queue_remaining): (usize, Option<u64>),
     ) -> Self {
         EndpointStats {
             url,
             health,
             http,
             websocket,
+            sessions,
+            queue_remaining,
         }
     }
 }
