@@ -471,3 +471,80 @@ fn a_one_url_service_lists_no_endpoints() {
     assert!(!stats.to_json().contains("endpoints"));
     assert!(!stats.to_prometheus().contains("endpoint="));
 }
+
+#[test]
+fn websocket_leases_go_to_the_endpoint_with_the_fewest_out() {
+    let servers: Vec<_> = (0..2).map(|_| support::ws_echo_server()).collect();
+    let mut s = service(&servers.iter().map(|s| s.http_url()).collect::<Vec<_>>());
+    s.http = None;
+    s.health_path = None;
+    s.websocket = Some(backend_pool::WsPoolConfig {
+        max_connections: 4,
+        min_connections: 0,
+        ..Default::default()
+    });
+    let m = manager(s);
+    let leases: Vec<_> = (0..6).map(|_| m.websocket("gpu").unwrap()).collect();
+    assert_eq!(servers[0].ws_accepted(), 3);
+    assert_eq!(servers[1].ws_accepted(), 3);
+    let stats = m.stats();
+    let gpu = stats.service("gpu").unwrap();
+    let out: Vec<usize> = gpu
+        .endpoints
+        .iter()
+        .map(|e| e.websocket.as_ref().unwrap().in_use)
+        .collect();
+    assert_eq!(out, [3, 3]);
+    assert_eq!(
+        gpu.websocket.as_ref().unwrap().in_use,
+        6,
+        "the service's sum"
+    );
+    drop(leases);
+}
+
+#[test]
+fn a_reconfiguration_and_shutdown_close_every_endpoints_connections() {
+    let old: Vec<_> = (0..2).map(|_| support::http_echo_server()).collect();
+    let m = manager(service(
+        &old.iter().map(|s| s.http_url()).collect::<Vec<_>>(),
+    ));
+    let http = m.http("gpu").unwrap();
+    let barrier = Arc::new(Barrier::new(4));
+    thread::scope(|scope| {
+        for _ in 0..4 {
+            let (http, barrier) = (http.clone(), Arc::clone(&barrier));
+            scope.spawn(move || {
+                barrier.wait();
+                for _ in 0..10 {
+                    http.get("/work").call().unwrap();
+                }
+            });
+        }
+    });
+    assert!(
+        old.iter().all(|s| s.open() > 0),
+        "both endpoints hold connections"
+    );
+
+    let new = support::http_echo_server();
+    let mut changed = service(&[new.http_url()]);
+    changed.urls = None;
+    changed.url = new.http_url();
+    let report = m
+        .apply(
+            ManagerConfig::empty().with_service(changed),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+    assert_eq!(report.replaced, ["gpu"]);
+    assert!(eventually(Duration::from_secs(2), || old
+        .iter()
+        .all(|s| s.open() == 0)));
+    let err = http.get("/work").call().unwrap_err();
+    assert!(matches!(err, Error::ServiceRetired { .. }), "{err}");
+    m.http("gpu").unwrap().get("/work").call().unwrap();
+    assert!(new.open() > 0);
+    m.shutdown(Duration::from_secs(1)).unwrap();
+    assert!(eventually(Duration::from_secs(2), || new.open() == 0));
+}
