@@ -19,8 +19,9 @@
 //!   POST, and never after a response byte (`crate::http`'s send path).
 //! * **Jobs** ([`Session`], `PoolManager::session`): a job whose parts must meet on one
 //!   machine (a ComfyUI prompt, its `client_id` WebSocket events, its `/view` outputs) pins
-//!   every call to the endpoint chosen when the session begins: among those not unhealthy,
-//!   the one with the least load, load being the sessions pinned to it plus the queue
+//!   every call to the endpoint chosen when the session begins: among the healthy ones (the
+//!   degraded if none is; never an unhealthy one but when all are), the one with the least
+//!   load, load being the sessions pinned to it plus the queue
 //!   length its server reported at its last health probe (ComfyUI's
 //!   `exec_info.queue_remaining`, when the `health_path` is `/prompt`). It is chosen once,
 //!   never per request.
@@ -163,14 +164,20 @@ impl Session {
     pub(crate) fn begin(service: &Service) -> Session {
         let n = service.endpoints.len();
         let start = service.route.as_ref().map_or(0, |r| r.start());
-        let mut best: Option<(&Member, u64)> = None;
+        // A degraded endpoint (a recent failure, below the threshold) only when no
+        // endpoint is healthy: a job pinned to a dying machine would fail whole.
+        let mut best: Option<(&Member, (bool, u64))> = None;
         for i in 0..n {
             let member = &service.endpoints[start.wrapping_add(i) % n];
-            if member.core.health.state() == HealthState::Unhealthy {
+            let state = member.core.health.state();
+            if state == HealthState::Unhealthy {
                 continue;
             }
-            let load = member.core.sessions.load(Relaxed) as u64
-                + member.core.queue_remaining().unwrap_or(0);
+            let load = (
+                state != HealthState::Healthy,
+                member.core.sessions.load(Relaxed) as u64
+                    + member.core.queue_remaining().unwrap_or(0),
+            );
             if best.map_or(true, |(_, least)| load < least) {
                 best = Some((member, load));
             }

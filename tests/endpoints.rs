@@ -56,6 +56,8 @@ impl Backend {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         stream.set_nonblocking(false).unwrap();
+                        // The head and the body go in two writes: no Nagle wait between.
+                        stream.set_nodelay(true).unwrap();
                         c.accepted.fetch_add(1, SeqCst);
                         live.lock().unwrap().push(stream.try_clone().unwrap());
                         let (c, halt) = (c.clone(), halt.clone());
@@ -485,8 +487,10 @@ fn websocket_leases_go_to_the_endpoint_with_the_fewest_out() {
     });
     let m = manager(s);
     let leases: Vec<_> = (0..6).map(|_| m.websocket("gpu").unwrap()).collect();
-    assert_eq!(servers[0].ws_accepted(), 3);
-    assert_eq!(servers[1].ws_accepted(), 3);
+    // (The servers count a handshake on their own threads: a moment after the client.)
+    let accepted = || servers.iter().map(|s| s.ws_accepted()).collect::<Vec<_>>();
+    eventually(Duration::from_secs(2), || accepted() == [3, 3]);
+    assert_eq!(accepted(), [3, 3]);
     let stats = m.stats();
     let gpu = stats.service("gpu").unwrap();
     let out: Vec<usize> = gpu
@@ -547,4 +551,109 @@ fn a_reconfiguration_and_shutdown_close_every_endpoints_connections() {
     assert!(new.open() > 0);
     m.shutdown(Duration::from_secs(1)).unwrap();
     assert!(eventually(Duration::from_secs(2), || new.open() == 0));
+}
+
+/// 8 threads x 20 jobs through sessions, each job a POST and a GET on its session's
+/// endpoint: (when it began, its endpoint, its outcome).
+type Jobs = Vec<(Instant, String, Result<(), Error>)>;
+
+fn run_jobs(m: &Arc<PoolManager>) -> Jobs {
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let m = Arc::clone(m);
+            thread::spawn(move || {
+                (0..20)
+                    .map(|_| {
+                        let began = Instant::now();
+                        let job = m.session("gpu").unwrap();
+                        let http = job.http().unwrap();
+                        let outcome = http
+                            .post("/work")
+                            .send_bytes(b"{}")
+                            .and_then(|_| http.get("/work").call())
+                            .map(|_| ());
+                        (began, job.endpoint().to_string(), outcome)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
+#[test]
+fn sessions_leave_a_dead_endpoint_and_come_back_when_it_restarts() {
+    let delay = Duration::from_millis(10);
+    let mut servers: Vec<Backend> = (0..3)
+        .map(|_| Backend::start(0, Mode::Answer { delay }))
+        .collect();
+    let urls: Vec<String> = servers.iter().map(Backend::url).collect();
+    let mut s = service(&urls);
+    s.unhealthy_after = 1;
+    let m = Arc::new(manager(s));
+    let jobs = run_jobs(&m);
+    assert!(jobs.iter().all(|(_, _, r)| r.is_ok()));
+    for (i, server) in servers.iter().enumerate() {
+        // Each job sent both its calls to its session's endpoint.
+        let pinned = jobs.iter().filter(|(_, u, _)| *u == urls[i]).count();
+        assert_eq!((server.posts(), server.gets()), (pinned, pinned));
+        assert!(
+            pinned >= 20,
+            "load not spread: {pinned} jobs on {}",
+            urls[i]
+        );
+    }
+
+    let victim = servers.remove(1);
+    let victim_state =
+        |m: &PoolManager| m.stats().service("gpu").unwrap().endpoints[1].health.state;
+    let killer = {
+        let m = Arc::clone(&m);
+        thread::spawn(move || {
+            let busy = || {
+                let stats = m.stats();
+                stats.service("gpu").unwrap().endpoints[1].sessions > 0
+            };
+            assert!(eventually(Duration::from_secs(5), busy));
+            let port = victim.kill();
+            // From when the manager knows (its first failure), no job is pinned there.
+            assert!(eventually(Duration::from_secs(2), || {
+                victim_state(&m) == backend_pool::HealthState::Unhealthy
+            }));
+            (Instant::now(), port)
+        })
+    };
+    let jobs = run_jobs(&m);
+    let (known_at, port) = killer.join().unwrap();
+    for (_, url, r) in &jobs {
+        if let Err(e) = r {
+            assert_eq!(url, &urls[1], "a job failed on a live endpoint: {e}");
+            assert!(
+                matches!(e.class(), ErrorClass::Closed | ErrorClass::Connect),
+                "{e}"
+            );
+        }
+    }
+    let late: Vec<_> = jobs.iter().filter(|(b, _, _)| *b > known_at).collect();
+    assert!(!late.is_empty(), "the run ended before the kill was seen");
+    for (_, url, r) in late {
+        assert!(
+            r.is_ok() && *url != urls[1],
+            "{url}: {:?}",
+            r.as_ref().err()
+        );
+    }
+
+    let reborn = Backend::start(port, Mode::Answer { delay });
+    assert!(eventually(Duration::from_secs(5), || {
+        victim_state(&m) == backend_pool::HealthState::Healthy
+    }));
+    let jobs = run_jobs(&m);
+    assert!(jobs.iter().all(|(_, _, r)| r.is_ok()));
+    let back = jobs.iter().filter(|(_, u, _)| *u == urls[1]).count();
+    assert!(back > 0, "no job went to the restarted endpoint");
+    assert_eq!(reborn.posts(), back);
 }
