@@ -657,3 +657,36 @@ fn sessions_leave_a_dead_endpoint_and_come_back_when_it_restarts() {
     assert!(back > 0, "no job went to the restarted endpoint");
     assert_eq!(reborn.posts(), back);
 }
+
+#[test]
+fn probe_checks_each_endpoint_and_answers_with_a_reachable_one() {
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let alive = Backend::start(
+        0,
+        Mode::Answer {
+            delay: Duration::ZERO,
+        },
+    );
+    let m = manager(service(&[format!("http://{dead}"), alive.url()]));
+    let report = m.probe("gpu", Duration::from_secs(1)).unwrap();
+    assert!(report.reachable, "{report:?}");
+    let stats = m.stats();
+    let endpoints = &stats.service("gpu").unwrap().endpoints;
+    // The dead endpoint's failure is recorded in its own health, not the service's answer.
+    assert!(endpoints[0].health.consecutive_failures >= 1);
+    assert_eq!(endpoints[1].health.consecutive_failures, 0);
+    drop(alive);
+    let dead2 = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let m = manager(service(&[
+        format!("http://{dead}"),
+        format!("http://{dead2}"),
+    ]));
+    let report = m.probe("gpu", Duration::from_secs(1)).unwrap();
+    assert!(!report.reachable && report.error.is_some(), "{report:?}");
+}
