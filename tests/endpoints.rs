@@ -235,6 +235,10 @@ fn urls_from_a_file_replace_a_presets_url() {
     let s = &config.service[0];
     assert_eq!(s.url, "");
     assert_eq!(s.urls.as_ref().unwrap().len(), 2);
+    // A JSON configuration (the Python binding's) says the same.
+    let json = r#"{"service": [{"name": "gpu", "urls": ["http://a:1", "http://b:1"]}]}"#;
+    let config = ManagerConfig::from_json_str(json).expect("valid");
+    assert_eq!(config.service[0].urls.as_ref().unwrap().len(), 2);
     let both = "[[service]]\nname = \"a\"\nurl = \"http://h:1\"\nurls = [\"http://h:2\"]\n";
     let err = ManagerConfig::from_toml_str(both).unwrap_err().to_string();
     assert!(err.contains("'a'") && err.contains("urls"), "{err}");
