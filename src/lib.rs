@@ -43,13 +43,13 @@
 //! [`StreamingResponse`].
 //!
 //! * **Types that will grow** are `#[non_exhaustive]`: the statistics and reports
-//!   ([`ManagerStats`], [`ServiceStats`], [`PoolStats`], [`Totals`], [`ClosedCounts`],
+//!   ([`ManagerStats`], [`ServiceStats`], [`EndpointStats`], [`PoolStats`], [`Totals`], [`ClosedCounts`],
 //!   [`LatencyStats`], [`PoolState`], [`HealthSnapshot`], [`ShutdownReport`],
 //!   [`ApplyReport`], [`ProbeReport`], [`InUse`]) are
 //!   read, not built; the enums [`Error`], [`ConfigError`], [`ErrorClass`], [`Phase`],
 //!   [`PoolKind`] and [`HealthState`] need a wildcard arm in a `match`. [`Message`] is
 //!   exhaustive: WebSocket data is text or binary.
-//! * **Threads.** [`PoolManager`], [`HttpClient`], [`RequestBuilder`], [`HttpConnection`],
+//! * **Threads.** [`PoolManager`], [`HttpClient`], [`Session`], [`RequestBuilder`], [`HttpConnection`],
 //!   [`Response`], [`StreamingResponse`], [`WsGuard`], [`Message`], [`Error`] and the
 //!   statistics are `Send` and `Sync` (checked when the crate compiles): a guard or a
 //!   stream may move to another thread.
@@ -93,6 +93,7 @@ mod manager;
 mod net;
 mod pool;
 mod registry;
+mod route;
 mod service;
 mod slots;
 pub mod sse;
@@ -112,8 +113,10 @@ pub use http::{
     StreamingResponse,
 };
 pub use manager::{global, ApplyReport, InUse, PoolManager, ProbeReport, ShutdownReport};
+pub use route::Session;
 pub use stats::{
-    ClosedCounts, ErrorCounts, LatencyStats, ManagerStats, PoolStats, ServiceStats, Totals,
+    ClosedCounts, EndpointStats, ErrorCounts, LatencyStats, ManagerStats, PoolStats, ServiceStats,
+    Totals,
 };
 pub use ws::message::Message;
 pub use ws::{WsAbort, WsGuard};
@@ -123,6 +126,7 @@ const _: () = {
     const fn send_sync<T: Send + Sync>() {}
     send_sync::<PoolManager>();
     send_sync::<HttpClient>();
+    send_sync::<Session>();
     send_sync::<RequestBuilder>();
     send_sync::<HttpConnection>();
     send_sync::<Response>();

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, tick, unbounded, Receiver, Sender};
 
 use crate::health::HealthState;
-use crate::registry::{Registry, Service};
+use crate::registry::{Member, Registry, Service};
 
 /// The most worker threads a manager runs, whatever its number of services.
 pub(crate) const MAX_WORKERS: usize = 16;
@@ -221,7 +221,10 @@ fn schedule(
 /// Is a health check of `service` due now? (Every tick while it is unhealthy.) Advances its
 /// next check when it is.
 fn due(service: &Service, now: Instant) -> bool {
-    let unhealthy = service.core.health.state() == HealthState::Unhealthy;
+    let unhealthy = service
+        .endpoints
+        .iter()
+        .any(|m| m.core.health.state() == HealthState::Unhealthy);
     let mut next = service.step.next_probe.lock();
     let due = unhealthy || next.map_or(true, |next| now >= next);
     if due {
@@ -284,11 +287,29 @@ pub(crate) struct Probed {
 /// every connection busy (waiting for one would say nothing about the server), a TCP
 /// connect to its host (counted as a probe connection). Recorded in the service's health
 /// as a maintenance probe is; shutdown or a reconfiguration cuts it short, and then records
-/// nothing.
+/// nothing. With several endpoints, each is checked (one after another, each within
+/// `timeout`) and recorded in its own health; the answer is the first reachable one's, or
+/// the last one's failure.
 pub(crate) fn probe_now(service: &Service, timeout: Duration) -> Probed {
-    let core = &service.core;
+    let mut last = None;
+    for member in service.endpoints.iter() {
+        let probed = probe_member(member, timeout);
+        if probed.outcome.is_ok() {
+            return probed;
+        }
+        last = Some(probed);
+    }
+    last.unwrap_or_else(|| Probed {
+        check: "none".into(),
+        outcome: Err("the service has no endpoint".into()),
+    })
+}
+
+/// [`probe_now`] for one endpoint.
+fn probe_member(member: &Member, timeout: Duration) -> Probed {
+    let core = &member.core;
     let end = crate::clock::deadline(Instant::now(), timeout);
-    let pooled = match (&service.http, core.config.health_path.as_deref()) {
+    let pooled = match (&member.http, core.config.health_path.as_deref()) {
         (Some(http), Some(path)) => http.probe(path, timeout).map(|outcome| Probed {
             check: format!("{} {path}", if path == "/" { "HEAD" } else { "GET" }),
             outcome,
@@ -297,7 +318,7 @@ pub(crate) fn probe_now(service: &Service, timeout: Duration) -> Probed {
     };
     let probed = pooled.unwrap_or_else(|| Probed {
         check: "TCP connect".into(),
-        outcome: tcp_probe(service, end),
+        outcome: tcp_probe(member, end),
     });
     if !core.aborts.is_closed() {
         core.health.probed(probed.outcome.clone());
@@ -305,22 +326,29 @@ pub(crate) fn probe_now(service: &Service, timeout: Duration) -> Probed {
     probed
 }
 
-/// One service's step. Its health is not updated once shutdown has begun (an aborted probe
-/// says nothing about the server).
+/// One service's step: each endpoint's in turn.
 fn maintain_service(service: &Service, now: Instant, probe_due: bool) {
-    let core = &service.core;
+    for member in service.endpoints.iter() {
+        maintain_member(member, now, probe_due);
+    }
+}
+
+/// One endpoint's step. Its health is not updated once shutdown has begun (an aborted
+/// probe says nothing about the server).
+fn maintain_member(member: &Member, now: Instant, probe_due: bool) {
+    let core = &member.core;
     let record = |outcome: Result<(), String>| {
         if !core.aborts.is_closed() {
             core.health.probed(outcome);
         }
     };
-    if let Some(http) = &service.http {
+    if let Some(http) = &member.http {
         http.maintain(now);
         if probe_due {
             let outcome = match core.config.health_path.as_deref() {
                 Some(path) => http.probe(path, core.timeouts.health),
                 None if core.health.state() != HealthState::Healthy => {
-                    Some(tcp_probe(service, Instant::now() + core.timeouts.health))
+                    Some(tcp_probe(member, Instant::now() + core.timeouts.health))
                 }
                 None => None,
             };
@@ -329,25 +357,25 @@ fn maintain_service(service: &Service, now: Instant, probe_due: bool) {
             }
         }
     }
-    if let Some(ws) = &service.ws {
-        // Pings idle sockets when due; with none idle, an unhealthy service gets a TCP probe.
+    if let Some(ws) = &member.ws {
+        // Pings idle sockets when due; with none idle, an unhealthy endpoint gets a TCP probe.
         ws.maintain(now, probe_due);
-        if probe_due && service.http.is_none() && core.health.state() == HealthState::Unhealthy {
-            record(tcp_probe(service, Instant::now() + core.timeouts.health));
+        if probe_due && member.http.is_none() && core.health.state() == HealthState::Unhealthy {
+            record(tcp_probe(member, Instant::now() + core.timeouts.health));
         }
     }
 }
 
 /// Can a TCP connection be opened by `deadline` (`health_timeout_ms` from now for a
 /// maintenance probe), for all the host's addresses together?
-fn tcp_probe(service: &Service, deadline: Instant) -> Result<(), String> {
-    let core = &service.core;
+fn tcp_probe(member: &Member, deadline: Instant) -> Result<(), String> {
+    let core = &member.core;
     // Shutdown ends the connect (`crate::abort`).
     let watch = |socket: &_| Ok(core.aborts.watch_tcp(socket));
     let _connected = crate::net::connect(&core.endpoint.host, core.endpoint.port, deadline, watch)
         .map_err(|err| format!("TCP probe: {err}"))?;
     // A real connection the server saw: count it, and its close, in a pool.
-    if let Some(counters) = service.counters() {
+    if let Some(counters) = member.counters() {
         counters.probe_connection();
     }
     Ok(())

@@ -15,6 +15,7 @@ use crate::health::HealthSnapshot;
 use crate::http::HttpClient;
 use crate::maintenance;
 use crate::registry::{self, Registry, Service};
+use crate::route::Session;
 use crate::stats::ManagerStats;
 use crate::ws::{WsGuard, WsPool};
 
@@ -184,21 +185,25 @@ impl PoolManager {
 
     /// The HTTP pool of `service`, as a cheap handle for building requests. The handle keeps
     /// the pool it was given: after a reconfiguration replaced or removed the service, its
-    /// new requests fail with [`Error::ServiceRetired`] (ask again for the new pool).
+    /// new requests fail with [`Error::ServiceRetired`] (ask again for the new pool). With
+    /// several endpoints (`urls`), each request goes to a healthy endpoint with the least
+    /// work in flight (README, "Several endpoints per service").
     ///
     /// # Errors
     /// [`Error::UnknownService`] (listing the known names), [`Error::NoSuchPool`],
     /// [`Error::ShuttingDown`].
     pub fn http(&self, service: &str) -> Result<HttpClient, Error> {
-        self.lookup(service, |s| s.http.clone())?
-            .map(HttpClient::new)
+        // One URL: `route` is `None`, and this is one `Arc` clone as it always was.
+        let (pool, route) = self.lookup(service, |s| (s.http.clone(), s.route.clone()))?;
+        pool.map(|pool| HttpClient::routed(pool, route))
             .ok_or(Error::NoSuchPool {
                 service: service.to_string(),
                 kind: PoolKind::Http,
             })
     }
 
-    /// Checks out a WebSocket of `service`, waiting at most its `wait_timeout_ms`.
+    /// Checks out a WebSocket of `service`, waiting at most its `wait_timeout_ms`. With
+    /// several endpoints, from the healthy one with the fewest leases out and waiting.
     ///
     /// # Errors
     /// As [`PoolManager::http`], plus [`Error::PoolTimeout`], [`Error::ServiceUnavailable`]
@@ -250,11 +255,52 @@ impl PoolManager {
     }
 
     fn ws_pool(&self, service: &str) -> Result<Arc<WsPool>, Error> {
-        self.lookup(service, |s| s.ws.clone())?
-            .ok_or_else(|| Error::NoSuchPool {
-                service: service.to_string(),
-                kind: PoolKind::WebSocket,
-            })
+        // Several endpoints: the least busy healthy one's (`crate::route`).
+        self.lookup(service, |s| match &s.route {
+            None => s.ws.clone(),
+            Some(route) => route.pick_ws().cloned(),
+        })?
+        .ok_or_else(|| Error::NoSuchPool {
+            service: service.to_string(),
+            kind: PoolKind::WebSocket,
+        })
+    }
+
+    /// A session of `service`: a handle that pins every HTTP call and WebSocket lease
+    /// taken through it to one endpoint, for a job whose parts must meet on one machine (a
+    /// ComfyUI prompt, its WebSocket events, its outputs). With several endpoints (`urls`),
+    /// the endpoint is chosen now, once: the healthy one with the fewest sessions pinned
+    /// plus the shortest queue its server reported at its last health probe (ComfyUI's
+    /// `exec_info.queue_remaining`, when its `health_path` is `/prompt`). With one URL, the
+    /// session's calls are the service's.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), backend_pool::Error> {
+    /// use backend_pool::{ManagerConfig, PoolManager, ServiceConfig};
+    ///
+    /// let mut gpu = ServiceConfig::new("gpu", "");
+    /// gpu.url = String::new();
+    /// gpu.urls = Some(vec!["http://127.0.0.1:9".into(), "http://127.0.0.2:9".into()]);
+    /// let manager = PoolManager::new(ManagerConfig::empty().with_service(gpu))?;
+    /// let job = manager.session("gpu")?;
+    /// assert!(job.endpoint().starts_with("http://127.0.0."));
+    /// assert_eq!(job.http()?.service(), "gpu");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::UnknownService`], [`Error::ShuttingDown`].
+    pub fn session(&self, service: &str) -> Result<Session, Error> {
+        if self.registry.is_closed() {
+            return Err(Error::ShuttingDown {
+                service: Some(service.to_string()),
+            });
+        }
+        let s = self
+            .registry
+            .find(service)
+            .ok_or_else(|| self.unknown(service))?;
+        Ok(Session::begin(&s))
     }
 
     /// The configured service names, in order (as they are now: a reconfiguration changes
@@ -263,13 +309,14 @@ impl PoolManager {
         self.registry.names()
     }
 
-    /// The health of `service`.
+    /// The health of `service`: with several endpoints (`urls`), the healthiest
+    /// endpoint's (each endpoint's own is in [`PoolManager::stats`]).
     ///
     /// # Errors
     /// [`Error::UnknownService`].
     pub fn health(&self, service: &str) -> Result<HealthSnapshot, Error> {
         self.registry
-            .lookup(service, |s| s.core.health.snapshot())
+            .lookup(service, |s| s.health())
             .ok_or_else(|| self.unknown(service))
     }
 
@@ -508,7 +555,7 @@ impl PoolManager {
             check: probed.check,
             error: probed.outcome.err(),
             elapsed_ms: start.elapsed().as_millis() as u64,
-            health: s.core.health.snapshot(),
+            health: s.health(),
         })
     }
 
@@ -563,7 +610,7 @@ impl PoolManager {
         }
         // After the pools closed: what an aborted step hands back is closed, not kept.
         for s in &services {
-            s.core.aborts.abort_all();
+            s.abort_all();
         }
         let mut joined = true;
         let maintenance = self.maintenance.lock().take();

@@ -42,10 +42,12 @@ use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::config::ServiceConfig;
 use crate::error::{ConfigError, PoolKind};
+use crate::health::HealthSnapshot;
 use crate::http::HttpPool;
 use crate::manager::{InUse, ABORT_MARGIN};
+use crate::route::Route;
 use crate::service::{Retired, ServiceContext};
-use crate::stats::{PoolCounters, ServiceStats};
+use crate::stats::{EndpointStats, PoolCounters, PoolStats, ServiceStats};
 use crate::ws::WsPool;
 
 /// Every service of one manager: those in service, in configuration order, and those a
@@ -198,10 +200,10 @@ impl Registry {
     /// out after that and the margin (they close when their guards drop).
     pub(crate) fn retire(&self, services: &[(Arc<Service>, Retired)], end: Instant) -> Vec<InUse> {
         for (service, why) in services {
-            service.core.retire(*why);
+            service.retire(*why);
             service.close();
             // After the pools closed: what an aborted step hands back is closed, not kept.
-            service.core.aborts.abort_all();
+            service.abort_all();
             log::debug!(target: "backend_pool", "service '{}': {} by a reconfiguration; draining",
                 service.core.name, if *why == Retired::Removed { "removed" } else { "replaced" });
         }
@@ -268,25 +270,20 @@ pub(crate) struct Plan {
     pub unchanged: Vec<String>,
 }
 
-/// One service: what its pools share, its pools, its maintenance step.
-pub(crate) struct Service {
+/// One endpoint of a service: what its pools share (URL, health, blocked I/O) and its pools.
+pub(crate) struct Member {
     pub core: Arc<ServiceContext>,
     pub http: Option<Arc<HttpPool>>,
     pub ws: Option<Arc<WsPool>>,
-    /// Its maintenance step: one at a time.
-    pub step: MaintenanceStep,
 }
 
-impl Service {
-    /// Builds a service's context and pools; no connection is opened.
-    ///
-    /// # Errors
-    /// As [`ServiceContext::new`]: an invalid configuration, an unreadable `ca_file`.
-    pub(crate) fn build(
+impl Member {
+    fn build(
         config: &ServiceConfig,
+        url: &str,
         threads: &Arc<ScheduledThreadPool>,
-    ) -> Result<Arc<Service>, ConfigError> {
-        let core = Arc::new(ServiceContext::new(config)?);
+    ) -> Result<Member, ConfigError> {
+        let core = Arc::new(ServiceContext::new(config, url)?);
         let http = config
             .http
             .clone()
@@ -295,15 +292,10 @@ impl Service {
             .websocket
             .clone()
             .map(|wc| Arc::new(WsPool::new(Arc::clone(&core), wc)));
-        Ok(Arc::new(Service {
-            core,
-            http,
-            ws,
-            step: MaintenanceStep::default(),
-        }))
+        Ok(Member { core, http, ws })
     }
 
-    /// The counters of the service's first pool (HTTP, else WebSocket).
+    /// The counters of the endpoint's first pool (HTTP, else WebSocket).
     pub(crate) fn counters(&self) -> Option<&PoolCounters> {
         match (&self.http, &self.ws) {
             (Some(http), _) => Some(http.counters()),
@@ -312,24 +304,124 @@ impl Service {
         }
     }
 
-    /// Closes both pools: waiters and new checkouts get the pools' closed error, idle
-    /// connections close now, those in use when returned.
-    pub(crate) fn close(&self) {
-        if let Some(p) = &self.http {
-            p.close();
-        }
-        if let Some(p) = &self.ws {
-            p.close();
+    fn stats(&self) -> EndpointStats {
+        EndpointStats::new(
+            self.core.url.clone(),
+            self.core.health.snapshot(),
+            self.http.as_ref().map(|p| p.stats()),
+            self.ws.as_ref().map(|p| p.stats()),
+            (
+                self.core
+                    .sessions
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                self.core.queue_remaining(),
+            ),
+        )
+    }
+}
+
+/// One service: its endpoints (each with its context and pools), how calls choose among
+/// them, its maintenance step.
+///
+/// `core`, `http` and `ws` are the first endpoint's (the only one's, for a service with one
+/// URL): what names, configures and retires the service, and what a one-URL service's
+/// callers reach directly. `route` exists only with several endpoints (`crate::route`).
+pub(crate) struct Service {
+    pub core: Arc<ServiceContext>,
+    pub http: Option<Arc<HttpPool>>,
+    pub ws: Option<Arc<WsPool>>,
+    /// Every endpoint, the first included, in configuration order.
+    pub endpoints: Box<[Member]>,
+    pub route: Option<Arc<Route>>,
+    /// Its maintenance step: one at a time.
+    pub step: MaintenanceStep,
+}
+
+impl Service {
+    /// Builds a service's contexts and pools, one set per endpoint; no connection is opened.
+    ///
+    /// # Errors
+    /// As [`ServiceContext::new`]: an invalid configuration, an unreadable `ca_file`.
+    pub(crate) fn build(
+        config: &ServiceConfig,
+        threads: &Arc<ScheduledThreadPool>,
+    ) -> Result<Arc<Service>, ConfigError> {
+        let endpoints = config
+            .endpoint_urls()
+            .iter()
+            .map(|url| Member::build(config, url, threads))
+            .collect::<Result<Box<[Member]>, _>>()?;
+        let Some(first) = endpoints.first() else {
+            return Err(ConfigError::invalid(&config.name, "urls", "is empty"));
+        };
+        let route = (endpoints.len() > 1).then(|| {
+            Arc::new(Route::new(
+                endpoints.iter().filter_map(|m| m.http.clone()).collect(),
+                endpoints.iter().filter_map(|m| m.ws.clone()).collect(),
+            ))
+        });
+        Ok(Arc::new(Service {
+            core: Arc::clone(&first.core),
+            http: first.http.clone(),
+            ws: first.ws.clone(),
+            route,
+            endpoints,
+            step: MaintenanceStep::default(),
+        }))
+    }
+
+    /// Marks every endpoint retired (before the pools close).
+    pub(crate) fn retire(&self, why: Retired) {
+        for m in self.endpoints.iter() {
+            m.core.retire(why);
         }
     }
 
-    /// Appends the service's pools that have connections checked out.
+    /// Cuts short every endpoint's blocked maintenance I/O (connects, pings, probes).
+    pub(crate) fn abort_all(&self) {
+        for m in self.endpoints.iter() {
+            m.core.aborts.abort_all();
+        }
+    }
+
+    /// The service's health: its endpoint's, or, with several, the healthiest endpoint's
+    /// (the service can serve while one can).
+    pub(crate) fn health(&self) -> HealthSnapshot {
+        let mut best = self.core.health.snapshot();
+        for m in self.endpoints.iter().skip(1) {
+            let h = m.core.health.snapshot();
+            if h.consecutive_failures < best.consecutive_failures {
+                best = h;
+            }
+        }
+        best
+    }
+
+    /// Closes every pool: waiters and new checkouts get the pools' closed error, idle
+    /// connections close now, those in use when returned.
+    pub(crate) fn close(&self) {
+        for m in self.endpoints.iter() {
+            if let Some(p) = &m.http {
+                p.close();
+            }
+            if let Some(p) = &m.ws {
+                p.close();
+            }
+        }
+    }
+
+    /// Appends the service's pools that have connections checked out (one entry per pool
+    /// kind, summed over the endpoints).
     pub(crate) fn in_use(&self, out: &mut Vec<InUse>) {
+        let sum = |f: fn(&Member) -> usize| self.endpoints.iter().map(f).sum::<usize>();
         let counts = [
-            (PoolKind::Http, self.http.as_ref().map_or(0, |p| p.in_use())),
+            (
+                PoolKind::Http,
+                sum(|m| m.http.as_ref().map_or(0, |p| p.in_use())),
+            ),
             (
                 PoolKind::WebSocket,
-                self.ws.as_ref().map_or(0, |p| p.in_use()),
+                sum(|m| m.ws.as_ref().map_or(0, |p| p.in_use())),
             ),
         ];
         for (kind, count) in counts {
@@ -345,22 +437,35 @@ impl Service {
 
     /// Interrupts every call blocked on one of the service's connections.
     pub(crate) fn interrupt_held(&self) {
-        if let Some(p) = &self.http {
-            p.core.leases.interrupt_held();
-        }
-        if let Some(p) = &self.ws {
-            p.core.leases.interrupt_held();
+        for m in self.endpoints.iter() {
+            if let Some(p) = &m.http {
+                p.core.leases.interrupt_held();
+            }
+            if let Some(p) = &m.ws {
+                p.core.leases.interrupt_held();
+            }
         }
     }
 
-    /// The service's figures now.
+    /// The service's figures now: with several endpoints, each endpoint's and their sums.
     pub(crate) fn stats(&self) -> ServiceStats {
-        ServiceStats {
-            name: self.core.name.clone(),
-            health: self.core.health.snapshot(),
-            http: self.http.as_ref().map(|p| p.stats()),
-            websocket: self.ws.as_ref().map(|p| p.stats()),
+        if self.endpoints.len() == 1 {
+            return ServiceStats::new(
+                self.core.name.clone(),
+                self.core.health.snapshot(),
+                self.http.as_ref().map(|p| p.stats()),
+                self.ws.as_ref().map(|p| p.stats()),
+                Vec::new(),
+            );
         }
+        let endpoints: Vec<EndpointStats> = self.endpoints.iter().map(Member::stats).collect();
+        ServiceStats::new(
+            self.core.name.clone(),
+            self.health(),
+            PoolStats::sum(endpoints.iter().filter_map(|e| e.http.as_ref())),
+            PoolStats::sum(endpoints.iter().filter_map(|e| e.websocket.as_ref())),
+            endpoints,
+        )
     }
 }
 

@@ -2,7 +2,7 @@
 //! headers, timeouts, TLS roots), its health, its blocked I/O to cut short at shutdown, the
 //! last connect error, and whether a reconfiguration retired it.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ pub(crate) struct Timeouts {
 pub(crate) struct ServiceContext {
     pub name: String,
     pub config: ServiceConfig,
+    /// This endpoint's base URL, as configured (a statistics label).
+    pub url: String,
     pub endpoint: Endpoint,
     pub timeouts: Timeouts,
     /// Bearer token first (as `Authorization`), then plain and secret headers.
@@ -55,6 +57,11 @@ pub(crate) struct ServiceContext {
     last_connect_error: Mutex<Option<String>>,
     /// [`Retired`] as a number: 0 while in service (read only once the pools are closed).
     retired: AtomicU8,
+    /// The server's queue length from its last health probe (ComfyUI's
+    /// `exec_info.queue_remaining` from `GET /prompt`); `u64::MAX`: unknown.
+    queue: AtomicU64,
+    /// Sessions pinned to this endpoint now (`crate::route::Session`).
+    pub sessions: AtomicUsize,
 }
 
 /// Why a reconfiguration took a service out of service.
@@ -67,11 +74,12 @@ pub(crate) enum Retired {
 }
 
 impl ServiceContext {
-    pub(crate) fn new(config: &ServiceConfig) -> Result<ServiceContext, ConfigError> {
+    /// The context of `config`'s endpoint `url` (one of `config.endpoint_urls()`).
+    pub(crate) fn new(config: &ServiceConfig, url: &str) -> Result<ServiceContext, ConfigError> {
         config.validate()?;
         let name = config.name.clone();
         let endpoint =
-            Endpoint::parse(&config.url).map_err(|why| ConfigError::invalid(&name, "url", &why))?;
+            Endpoint::parse(url).map_err(|why| ConfigError::invalid(&name, "url", &why))?;
         let ms = Duration::from_millis;
         let timeouts = Timeouts {
             wait: ms(config.wait_timeout_ms),
@@ -112,6 +120,7 @@ impl ServiceContext {
             health: Health::new(&name, config.unhealthy_after),
             name,
             config: config.clone(),
+            url: url.to_string(),
             endpoint,
             timeouts,
             headers,
@@ -119,6 +128,8 @@ impl ServiceContext {
             aborts: Aborts::default(),
             last_connect_error: Mutex::new(None),
             retired: AtomicU8::new(0),
+            queue: AtomicU64::new(u64::MAX),
+            sessions: AtomicUsize::new(0),
         })
     }
 
@@ -139,6 +150,23 @@ impl ServiceContext {
     /// away reads why).
     pub(crate) fn retire(&self, why: Retired) {
         self.retired.store(why as u8, Ordering::Release);
+    }
+
+    /// The queue length the endpoint reported at its last health probe, if it reports one.
+    pub(crate) fn queue_remaining(&self) -> Option<u64> {
+        Some(self.queue.load(Ordering::Relaxed)).filter(|&n| n != u64::MAX)
+    }
+
+    /// Records a health probe's answer `body` to `path`: ComfyUI's `GET /prompt` reports
+    /// `{"exec_info": {"queue_remaining": n}}`; any other path, or an answer without it,
+    /// leaves the queue length unknown.
+    pub(crate) fn probed_body(&self, path: &str, body: &[u8]) {
+        let n = (path == "/prompt")
+            .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+            .flatten()
+            .and_then(|v| v.get("exec_info")?.get("queue_remaining")?.as_u64())
+            .map_or(u64::MAX, |n| n.min(u64::MAX - 1));
+        self.queue.store(n, Ordering::Relaxed);
     }
 
     /// Has a reconfiguration taken the service out of service?

@@ -140,6 +140,10 @@ pub(crate) fn apply(raw: &Value, services: &mut [ServiceConfig]) -> Result<(), P
         if http_off && entry.get("health_path").is_none() {
             merged["health_path"] = Value::Null;
         }
+        // An entry listing `urls` replaces the preset's `url`, not adds to it.
+        if entry.get("urls").is_some() && entry.get("url").is_none() {
+            merged["url"] = Value::String(String::new());
+        }
         overlay(&mut merged, entry);
         // serde's words quote the value they reject: the entry's secrets are in `merged`.
         *service = serde_json::from_value(merged)

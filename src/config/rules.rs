@@ -113,7 +113,7 @@ impl ServiceConfig {
                 return Err(bad("preset", unknown_preset(preset)));
             }
         }
-        let endpoint = Endpoint::parse(&self.url).map_err(|why| bad("url", why))?;
+        let endpoint = self.check_urls()?;
         if self.http.is_none() && self.websocket.is_none() {
             return Err(bad(
                 "http",
@@ -290,6 +290,41 @@ impl ServiceConfig {
             }
         }
         Ok(())
+    }
+
+    /// `url`, or every entry of `urls` (not both, not an empty list, no URL twice); the
+    /// first endpoint, or the first without TLS (what `ca_file` is checked against).
+    fn check_urls(&self) -> Result<Endpoint, Bad> {
+        let Some(urls) = &self.urls else {
+            return Endpoint::parse(&self.url).map_err(|why| bad("url", why));
+        };
+        if !self.url.is_empty() {
+            return Err(bad(
+                "urls",
+                "is given with url: list every endpoint in urls, or give the one url",
+            ));
+        }
+        if urls.is_empty() {
+            return Err(bad(
+                "urls",
+                "is empty: list at least one base URL (or give url)",
+            ));
+        }
+        let mut first: Option<Endpoint> = None;
+        for (i, url) in urls.iter().enumerate() {
+            let field = format!("urls[{i}]");
+            let endpoint = Endpoint::parse(url).map_err(|why| bad(&field, why))?;
+            if urls[..i].iter().any(|u| u == url) {
+                return Err(bad(
+                    &field,
+                    "repeats an earlier entry: list each endpoint once",
+                ));
+            }
+            if first.as_ref().map_or(true, |f| f.tls && !endpoint.tls) {
+                first = Some(endpoint);
+            }
+        }
+        first.ok_or_else(|| bad("urls", "is empty"))
     }
 }
 

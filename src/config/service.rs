@@ -33,6 +33,13 @@ pub struct ServiceConfig {
     /// host is an ASCII name (an internationalised name in its `xn--` form), an IPv4 address or
     /// a bracketed IPv6 address; no credentials, query or fragment; a path is kept as a prefix.
     pub url: String,
+    /// Several base URLs for one service (machines serving the same backend), each in the
+    /// form `url` takes; instead of `url`, never with it, and never empty. Each endpoint gets
+    /// its own pools, health and statistics: stateless calls go to a healthy endpoint with
+    /// the least work in flight (README, "Several endpoints per service"). Defaults to
+    /// none (the service has the one `url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Vec<String>>,
     /// The HTTP pool; `None` means the service has none. Defaults to an HTTP pool with
     /// [`HttpPoolConfig::default`]. In a file, `http = false` (JSON also `null`) says none and
     /// `http = true` the default pool.
@@ -210,6 +217,7 @@ impl Default for ServiceConfig {
             name: String::new(),
             preset: None,
             url: String::new(),
+            urls: None,
             http: Some(HttpPoolConfig::default()),
             websocket: None,
             health_path: None,
@@ -241,6 +249,14 @@ impl ServiceConfig {
             ..ServiceConfig::default()
         }
     }
+
+    /// The service's base URLs: `urls`, or the one `url`.
+    pub(crate) fn endpoint_urls(&self) -> &[String] {
+        match &self.urls {
+            Some(urls) => urls,
+            None => std::slice::from_ref(&self.url),
+        }
+    }
 }
 
 impl fmt::Debug for ServiceConfig {
@@ -249,6 +265,7 @@ impl fmt::Debug for ServiceConfig {
             .field("name", &self.name)
             .field("preset", &self.preset)
             .field("url", &self.url)
+            .field("urls", &self.urls)
             .field("http", &self.http)
             .field("websocket", &self.websocket)
             .field("health_path", &self.health_path)

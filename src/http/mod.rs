@@ -284,7 +284,10 @@ impl HttpPool {
                     let mut body = response.into_body();
                     let read = body.with_config().limit(self.config.max_body_bytes);
                     match read.read_to_vec() {
-                        Ok(_) if status < 500 => break Ok(()),
+                        Ok(body) if status < 500 => {
+                            self.core.probed_body(path, &body);
+                            break Ok(());
+                        }
                         Ok(_) => break Err(format!("{method} {path} answered {status}")),
                         Err(e) => classify::classify(self, e),
                     }
@@ -483,7 +486,7 @@ mod tests {
     #[test]
     fn every_phase_of_an_agent_has_a_deadline_resolving_included() {
         let config = crate::ServiceConfig::new("svc", "http://127.0.0.1:1");
-        let t = crate::service::ServiceContext::new(&config)
+        let t = crate::service::ServiceContext::new(&config, &config.url)
             .unwrap()
             .timeouts;
         let agent = agent_config(&HttpPoolConfig::default(), &t, None);

@@ -16,6 +16,7 @@ use super::send::Payload;
 use super::validate;
 use super::{HttpConnection, HttpPool};
 use crate::error::Error;
+use crate::route::Route;
 
 /// A handle on one service's HTTP pool; cheap to clone, usable from any thread.
 ///
@@ -28,21 +29,29 @@ use crate::error::Error;
 /// println!("{} {}", models.status(), models.text());
 /// # Ok(()) }
 /// ```
+///
+/// For a service with several endpoints (`urls`), each request goes to a healthy endpoint
+/// with the least work in flight, chosen when it is sent (see [`RequestBuilder::call`]).
 #[derive(Clone)]
 pub struct HttpClient {
+    /// The service's pool (with several endpoints, the first's: the default choice).
     pool: Arc<HttpPool>,
+    /// With several endpoints, every endpoint's pool; `None` for one URL.
+    route: Option<Arc<Route>>,
 }
 
 impl HttpClient {
-    pub(crate) fn new(pool: Arc<HttpPool>) -> Self {
-        HttpClient { pool }
+    pub(crate) fn routed(pool: Arc<HttpPool>, route: Option<Arc<Route>>) -> Self {
+        HttpClient { pool, route }
     }
 
     /// A request with `method` (any case: `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `OPTIONS`,
     /// `PATCH`, `TRACE`) for `path`, an origin-form path (`/…` with an optional `?query`) that
     /// is appended to the service's base URL. See [`RequestBuilder`] for what is checked.
     pub fn request(&self, method: &str, path: &str) -> RequestBuilder {
-        RequestBuilder::new(Arc::clone(&self.pool), method, path)
+        let mut builder = RequestBuilder::new(Arc::clone(&self.pool), method, path);
+        builder.route = self.route.clone();
+        builder
     }
 
     /// A `GET` request.
@@ -76,7 +85,11 @@ impl HttpClient {
     /// [`Error::PoolTimeout`] after the service's wait timeout, [`Error::ServiceUnavailable`]
     /// while the service is unhealthy, [`Error::ShuttingDown`].
     pub fn checkout(&self) -> Result<HttpConnection, Error> {
-        self.pool.checkout(self.pool.core.timeouts.wait, true)
+        let pool = match &self.route {
+            None => &self.pool,
+            Some(route) => route.pick_http().unwrap_or(&self.pool),
+        };
+        pool.checkout(pool.core.timeouts.wait, true)
     }
 
     /// The service's name.
@@ -160,7 +173,10 @@ impl fmt::Debug for RequestBuilder {
 /// ```
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder {
+    /// The pool it is sent on: with a `route`, chosen when it is sent.
     pub(super) pool: Arc<HttpPool>,
+    /// With several endpoints, every endpoint's pool; `None` for one URL.
+    pub(super) route: Option<Arc<Route>>,
     /// Upper case; a standard method's name is borrowed, not allocated.
     pub(super) method: Cow<'static, str>,
     pub(super) path: String,
@@ -181,6 +197,7 @@ impl RequestBuilder {
     pub(super) fn new(pool: Arc<HttpPool>, method: &str, path: &str) -> Self {
         RequestBuilder {
             pool,
+            route: None,
             method: match validate::METHODS
                 .iter()
                 .find(|known| known.eq_ignore_ascii_case(method))
@@ -349,7 +366,7 @@ impl RequestBuilder {
     /// Sends `payload` and reads the whole response.
     pub(super) fn send_payload(mut self, payload: Payload<'_>) -> Result<Response, Error> {
         let mut progress = self.progress.take().map(parking_lot::Mutex::into_inner);
-        let sent = self.execute(payload, progress.as_mut())?;
+        let sent = self.execute_routed(payload, progress.as_mut())?;
         let cancel = sent.watch.as_ref().map(|w| w.token());
         let result = Response::read_whole(&self.pool, sent.response, cancel)
             .map_err(|e| classify::restate_body_timeout(e, &sent.limits, sent.deadline));
@@ -374,6 +391,8 @@ impl RequestBuilder {
     /// turn counts streams in its state: open (`in_use`), waiting, and the cap as `max`.
     pub fn stream(mut self, body: &[u8]) -> Result<StreamingResponse, Error> {
         let start = Instant::now();
+        // A stream stays on the endpoint it starts on (no retry elsewhere).
+        self.choose_endpoint();
         let wait = self.wait.unwrap_or(self.pool.core.timeouts.wait);
         let turn = self
             .pool
@@ -381,7 +400,8 @@ impl RequestBuilder {
         let service = self.pool.core.name.clone();
         self.wait = Some(wait.saturating_sub(start.elapsed()));
         let mut progress = self.progress.take().map(parking_lot::Mutex::into_inner);
-        let sent = self.execute(Payload::Bytes(body), progress.as_mut())?;
+        let mut payload = Payload::Bytes(body);
+        let sent = self.execute(&mut payload, progress.as_mut(), false)?;
         Ok(StreamingResponse::new(
             service,
             sent.conn,

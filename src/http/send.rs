@@ -20,7 +20,7 @@ use super::request::RequestBuilder;
 use super::validate;
 use super::HttpConnection;
 use crate::cancel::Registration;
-use crate::error::{Error, Phase};
+use crate::error::{Error, ErrorClass, Phase};
 
 /// What a request sends.
 pub(super) enum Payload<'a> {
@@ -55,6 +55,68 @@ pub(super) struct Sent {
     pub(super) deadline: Option<Instant>,
 }
 
+/// How [`RequestBuilder::execute`] failed.
+pub(super) enum Failed {
+    /// For good: the caller gets this error.
+    Done(Error),
+    /// Before any response byte, on a request that may go to another endpoint.
+    Elsewhere(Error),
+}
+
+impl From<Error> for Failed {
+    fn from(e: Error) -> Failed {
+        Failed::Done(e)
+    }
+}
+
+impl From<Failed> for Error {
+    fn from(f: Failed) -> Error {
+        match f {
+            Failed::Done(e) | Failed::Elsewhere(e) => e,
+        }
+    }
+}
+
+impl RequestBuilder {
+    /// With several endpoints, chooses the one to send on (`crate::route`); with one URL,
+    /// does nothing.
+    pub(super) fn choose_endpoint(&mut self) {
+        if let Some(pool) = self.route.as_ref().and_then(|r| r.pick_http()) {
+            if !std::sync::Arc::ptr_eq(pool, &self.pool) {
+                self.pool = std::sync::Arc::clone(pool);
+            }
+        }
+    }
+
+    /// [`RequestBuilder::execute`] on the endpoint chosen for it, and, for a repeatable
+    /// request that failed there before any response byte, once more on another healthy
+    /// endpoint (`crate::route`). With one URL: `execute` as it is.
+    pub(super) fn execute_routed(
+        &mut self,
+        mut payload: Payload<'_>,
+        mut progress: Option<&mut Progress>,
+    ) -> Result<Sent, Error> {
+        let Some(route) = self.route.clone() else {
+            return Ok(self.execute(&mut payload, progress, false)?);
+        };
+        self.choose_endpoint();
+        match self.execute(&mut payload, progress.as_deref_mut(), true) {
+            Ok(sent) => Ok(sent),
+            Err(Failed::Done(e)) => Err(e),
+            Err(Failed::Elsewhere(e)) => {
+                let Some(other) = route.other_http(&self.pool) else {
+                    return Err(e);
+                };
+                log::debug!(target: "backend_pool",
+                    "service '{}': {} {} failed before a response on {}; retried on {}",
+                    self.pool.core.name, self.method, self.path, self.pool.core.url, other.core.url);
+                self.pool = std::sync::Arc::clone(other);
+                Ok(self.execute(&mut payload, progress, false)?)
+            }
+        }
+    }
+}
+
 /// How one attempt failed: in the HTTP client, or on the caller's side of a streamed body.
 enum Failure {
     Client(ureq::Error),
@@ -83,17 +145,31 @@ impl RequestBuilder {
     /// closed before any response byte arrived is sent once more on a fresh connection;
     /// nothing is resent once the server sent a byte of its response, and a body from a
     /// reader is never sent twice.
+    ///
+    /// With `elsewhere` (a service with several endpoints, on the first endpoint tried), a
+    /// repeatable request whose connection failed before any response byte (refused, or
+    /// closed without a byte) is not retried here: it returns `Err(Elsewhere)` for
+    /// [`RequestBuilder::execute_routed`] to send it once on another endpoint. So does any
+    /// request its endpoint's fail-fast gate turned away (it sent nothing).
     pub(super) fn execute(
         &self,
-        mut payload: Payload<'_>,
+        payload: &mut Payload<'_>,
         mut progress: Option<&mut Progress>,
-    ) -> Result<Sent, Error> {
+        elsewhere: bool,
+    ) -> Result<Sent, Failed> {
         let pool = &self.pool;
         let counters = pool.counters();
         let mut target = Some(self.target(payload.len())?);
         let limits = self.limits();
         let wait = self.wait.unwrap_or(pool.core.timeouts.wait);
-        let conn = pool.checkout_cancellable(wait, !self.probe, self.cancel.as_ref())?;
+        let conn = pool
+            .checkout_cancellable(wait, !self.probe, self.cancel.as_ref())
+            .map_err(|e| match e {
+                // The endpoint turned unhealthy since it was chosen: nothing was sent, so
+                // another may take the call, whatever its method.
+                Error::ServiceUnavailable { .. } if elsewhere => Failed::Elsewhere(e),
+                e => Failed::Done(e),
+            })?;
         let wire = &conn.item().wire;
         // Cancel shuts the agent down: the request in flight (its connect and TLS handshake
         // too), its socket.
@@ -116,7 +192,7 @@ impl RequestBuilder {
             let err = pool.core.cancelled(stage.phase());
             counters.error(err.class());
             conn.discard();
-            Err(err)
+            err
         };
         let is_cancelled = || watch.as_ref().is_some_and(|w| w.token().is_cancelled());
         // The total deadline holds across a retry; the wait for a connection is apart.
@@ -132,28 +208,28 @@ impl RequestBuilder {
             wire.begin_attempt();
             if is_cancelled() {
                 let stage = stage();
-                return cancelled(conn, stage);
+                return Err(cancelled(conn, stage).into());
             }
             let total = limits.total.map(|t| t.saturating_sub(started.elapsed()));
             let deadline = total.map(|left| crate::clock::deadline(Instant::now(), left));
             let sent = self.send_once(
                 &conn,
                 attempt,
-                &mut payload,
+                payload,
                 progress.as_deref_mut(),
                 &limits,
                 total,
             );
             if sent.is_err() && is_cancelled() {
                 let stage = stage();
-                return cancelled(conn, stage);
+                return Err(cancelled(conn, stage).into());
             }
             if sent.is_err() && pool.core.is_closed() {
                 // Shutdown interrupted the call (its deadline passed).
                 let err = pool.core.shutting_down();
                 counters.error(err.class());
                 conn.discard();
-                return Err(err);
+                return Err(err.into());
             }
             let e = match sent {
                 Ok(response) => {
@@ -187,7 +263,7 @@ impl RequestBuilder {
                     };
                     pool.failed(&err, false);
                     conn.discard();
-                    return Err(err);
+                    return Err(err.into());
                 }
                 Err(Failure::Client(e)) => e,
             };
@@ -200,6 +276,15 @@ impl RequestBuilder {
             let stale = matches!(err, Error::ConnectionClosed { .. }) && wire.received() == 0;
             let repeatable = matches!(payload, Payload::Bytes(_)) && self.idempotent();
             let time_left = limits.total.map_or(true, |t| started.elapsed() < t);
+            let refused = err.class() == ErrorClass::Connect && wire.received() == 0;
+            if elsewhere && (stale || refused) && !retried && repeatable && time_left {
+                // Another endpoint takes the one retry. A refused connect counts against
+                // this endpoint's health; a stale keep-alive socket does not (as above).
+                counters.retries.fetch_add(1, Relaxed);
+                pool.failed(&err, refused && !self.probe);
+                conn.discard();
+                return Err(Failed::Elsewhere(err));
+            }
             if stale && !retried && repeatable && time_left {
                 // ureq dropped the dead socket: the next try connects afresh.
                 retried = true;
@@ -211,7 +296,7 @@ impl RequestBuilder {
             }
             pool.failed(&err, !self.probe);
             conn.discard();
-            return Err(err);
+            return Err(err.into());
         }
     }
 

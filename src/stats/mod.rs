@@ -14,7 +14,8 @@ mod snapshot;
 
 pub(crate) use histogram::Histogram;
 pub use snapshot::{
-    ClosedCounts, ErrorCounts, LatencyStats, ManagerStats, PoolStats, ServiceStats, Totals,
+    ClosedCounts, EndpointStats, ErrorCounts, LatencyStats, ManagerStats, PoolStats, ServiceStats,
+    Totals,
 };
 
 /// Why a connection was closed.

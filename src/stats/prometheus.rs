@@ -6,7 +6,9 @@ use super::{ManagerStats, PoolStats};
 use crate::error::PoolKind;
 
 impl ManagerStats {
-    /// Prometheus text exposition (version 0.0.4). Label values are escaped.
+    /// Prometheus text exposition (version 0.0.4). Label values are escaped. A service with
+    /// several endpoints is listed per endpoint, with an `endpoint` label (its URL); sum
+    /// over it for the service.
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
         type Getter = fn(&PoolStats) -> Option<f64>;
@@ -96,15 +98,17 @@ impl ManagerStats {
         for (name, kind, help, get) in metrics {
             family(&mut out, name, kind, help);
             for s in &self.services {
-                for (p, value) in s.pools().filter_map(|p| Some((p, get(p)?))) {
-                    sample(&mut out, name, &s.name, p, None, value);
+                for (endpoint, p) in s.series() {
+                    if let Some(value) = get(p) {
+                        sample(&mut out, name, &s.name, endpoint, p, None, value);
+                    }
                 }
             }
         }
         let closed = "connections_closed_total";
         family(&mut out, closed, "counter", "Connections closed, by cause.");
         for s in &self.services {
-            for p in s.pools() {
+            for (endpoint, p) in s.series() {
                 let c = &p.closed;
                 for (cause, n) in [
                     ("idle", c.idle),
@@ -115,16 +119,18 @@ impl ManagerStats {
                     ("abandoned", c.abandoned),
                     ("other", c.other),
                 ] {
-                    sample(&mut out, closed, &s.name, p, Some(("cause", cause)), n);
+                    let cause = Some(("cause", cause));
+                    sample(&mut out, closed, &s.name, endpoint, p, cause, n);
                 }
             }
         }
         let errors = "errors_total";
         family(&mut out, errors, "counter", "Errors, by class.");
         for s in &self.services {
-            for p in s.pools() {
+            for (endpoint, p) in s.series() {
                 for (class, n) in p.errors.iter() {
-                    sample(&mut out, errors, &s.name, p, Some(("class", class)), n);
+                    let class = Some(("class", class));
+                    sample(&mut out, errors, &s.name, endpoint, p, class, n);
                 }
             }
         }
@@ -136,12 +142,23 @@ impl ManagerStats {
             "1 healthy, 0.5 degraded, 0 unhealthy.",
         );
         for s in &self.services {
-            let _ = writeln!(
-                out,
-                "backend_pool_{healthy}{{service=\"{}\"}} {}",
-                escape(&s.name),
-                s.health.state.as_gauge()
-            );
+            if s.endpoints.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "backend_pool_{healthy}{{service=\"{}\"}} {}",
+                    escape(&s.name),
+                    s.health.state.as_gauge()
+                );
+            }
+            for e in &s.endpoints {
+                let _ = writeln!(
+                    out,
+                    "backend_pool_{healthy}{{service=\"{}\",endpoint=\"{}\"}} {}",
+                    escape(&s.name),
+                    escape(&e.url),
+                    e.health.state.as_gauge()
+                );
+            }
         }
         out
     }
@@ -153,24 +170,27 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE backend_pool_{name} {kind}");
 }
 
-/// One sample of a pool's metric, labelled with its service, its pool kind and `extra`.
+/// One sample of a pool's metric, labelled with its service, its endpoint (for a service
+/// with several), its pool kind and `extra`.
 fn sample(
     out: &mut String,
     name: &str,
     service: &str,
+    endpoint: Option<&str>,
     pool: &PoolStats,
     extra: Option<(&str, &str)>,
     value: impl std::fmt::Display,
 ) {
     let (service, kind) = (escape(service), pool_label(pool.kind));
+    let endpoint = endpoint.map_or(String::new(), |e| format!(",endpoint=\"{}\"", escape(e)));
     let _ = match extra {
         Some((label, v)) => writeln!(
             out,
-            "backend_pool_{name}{{service=\"{service}\",pool=\"{kind}\",{label}=\"{v}\"}} {value}"
+            "backend_pool_{name}{{service=\"{service}\"{endpoint},pool=\"{kind}\",{label}=\"{v}\"}} {value}"
         ),
         None => writeln!(
             out,
-            "backend_pool_{name}{{service=\"{service}\",pool=\"{kind}\"}} {value}"
+            "backend_pool_{name}{{service=\"{service}\"{endpoint},pool=\"{kind}\"}} {value}"
         ),
     };
 }

@@ -156,6 +156,11 @@ impl PoolStats {
 }
 
 /// One service's figures.
+///
+/// With several endpoints (`urls`), `http` and `websocket` are the sums over the
+/// endpoints (the acquire-time percentiles are the largest endpoint's, the mean is over all
+/// samples), `health` is the healthiest endpoint's, and `endpoints` holds each endpoint's
+/// own figures. With one URL, `endpoints` is empty (and left out of the JSON).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct ServiceStats {
@@ -167,11 +172,135 @@ pub struct ServiceStats {
     pub http: Option<PoolStats>,
     /// The WebSocket pool, if the service has one.
     pub websocket: Option<PoolStats>,
+    /// Each endpoint's figures, in configuration order, when the service has several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointStats>,
+}
+
+/// One endpoint's figures, in a service that lists several (`urls`). A snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// The endpoint's base URL, as configured.
+    pub url: String,
+    /// The endpoint's health.
+    pub health: HealthSnapshot,
+    /// Its HTTP pool, if the service has one.
+    pub http: Option<PoolStats>,
+    /// Its WebSocket pool, if the service has one.
+    pub websocket: Option<PoolStats>,
+    /// Sessions pinned to it now (`PoolManager::session`).
+    pub sessions: usize,
+    /// The queue length its server reported at its last health probe (ComfyUI's
+    /// `exec_info.queue_remaining`, with `health_path = "/prompt"`); `None`: not reported.
+    pub queue_remaining: Option<u64>,
+}
+
+impl EndpointStats {
+    pub(crate) fn new(
+        url: String,
+        health: HealthSnapshot,
+        http: Option<PoolStats>,
+        websocket: Option<PoolStats>,
+        (sessions, queue_remaining): (usize, Option<u64>),
+    ) -> Self {
+        EndpointStats {
+            url,
+            health,
+            http,
+            websocket,
+            sessions,
+            queue_remaining,
+        }
+    }
 }
 
 impl ServiceStats {
+    pub(crate) fn new(
+        name: String,
+        health: HealthSnapshot,
+        http: Option<PoolStats>,
+        websocket: Option<PoolStats>,
+        endpoints: Vec<EndpointStats>,
+    ) -> Self {
+        ServiceStats {
+            name,
+            health,
+            http,
+            websocket,
+            endpoints,
+        }
+    }
+
     pub(super) fn pools(&self) -> impl Iterator<Item = &PoolStats> {
         self.http.iter().chain(self.websocket.iter())
+    }
+
+    /// The pools Prometheus lists: the service's own, or each endpoint's with its URL.
+    pub(super) fn series(&self) -> Vec<(Option<&str>, &PoolStats)> {
+        if self.endpoints.is_empty() {
+            return self.pools().map(|p| (None, p)).collect();
+        }
+        self.endpoints
+            .iter()
+            .flat_map(|e| {
+                let url = Some(e.url.as_str());
+                e.http
+                    .iter()
+                    .chain(e.websocket.iter())
+                    .map(move |p| (url, p))
+            })
+            .collect()
+    }
+}
+
+impl PoolStats {
+    /// The sum of several endpoints' pools of one kind (`None` if there are none).
+    pub(crate) fn sum<'a>(pools: impl Iterator<Item = &'a PoolStats>) -> Option<PoolStats> {
+        let mut total: Option<PoolStats> = None;
+        for p in pools {
+            let Some(t) = total.as_mut() else {
+                total = Some(p.clone());
+                continue;
+            };
+            t.acquisitions += p.acquisitions;
+            t.requests = match (t.requests, p.requests) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            t.retries += p.retries;
+            t.connections_created += p.connections_created;
+            t.probe_connections += p.probe_connections;
+            t.connect_failures += p.connect_failures;
+            t.connections_open += p.connections_open;
+            let (c, d) = (&mut t.closed, &p.closed);
+            c.idle += d.idle;
+            c.lifetime += d.lifetime;
+            c.broken += d.broken;
+            c.health += d.health;
+            c.shutdown += d.shutdown;
+            c.abandoned += d.abandoned;
+            c.other += d.other;
+            t.in_use += p.in_use;
+            t.idle += p.idle;
+            t.waiting += p.waiting;
+            t.max += p.max;
+            t.leaks_detected += p.leaks_detected;
+            let (a, b) = (&mut t.acquire_time, &p.acquire_time);
+            let count = a.count + b.count;
+            if count > 0 {
+                a.mean_us =
+                    (a.mean_us * a.count as f64 + b.mean_us * b.count as f64) / count as f64;
+            }
+            a.count = count;
+            a.p50_us = a.p50_us.max(b.p50_us);
+            a.p99_us = a.p99_us.max(b.p99_us);
+            a.max_us = a.max_us.max(b.max_us);
+            for (slot, (_, n)) in t.errors.0.iter_mut().zip(p.errors.iter()) {
+                slot.1 += n;
+            }
+        }
+        total
     }
 }
 

@@ -17,7 +17,8 @@ fn a_panic_while_connecting_gives_the_permit_back() {
         .websocket("/ws", |_| {})
         .build()
         .unwrap();
-    let core = ServiceContext::new(&ServiceConfig::new("ws", server.http_url())).unwrap();
+    let config = ServiceConfig::new("ws", server.http_url());
+    let core = ServiceContext::new(&config, &config.url).unwrap();
     // tungstenite asserts that its write buffer is below its maximum (usize::MAX): this
     // config makes every handshake panic as it completes. Validation would reject it, so the
     // pool is built around it.

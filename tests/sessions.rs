@@ -1,0 +1,199 @@
+//! Sessions (`manager.session(name)`): a job's HTTP calls and WebSocket leases pinned to one
+//! endpoint, chosen once by health, sessions pinned and the queue length each server
+//! reported at its health probe (ComfyUI's `GET /prompt`).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use backend_pool::{ManagerConfig, PoolManager, ServiceConfig, WsPoolConfig};
+use backend_pool_testkit::{Response, TestServer};
+use serde_json::json;
+use support::eventually;
+
+/// A ComfyUI stand-in: `GET /prompt` reports `queue`, `POST /prompt` and `GET /view`
+/// answer, `/ws` echoes.
+fn comfy(queue: Arc<AtomicU64>) -> TestServer {
+    TestServer::builder()
+        .http(move |req| match (req.method.as_str(), req.path_only()) {
+            ("GET", "/prompt") => Response::json(
+                200,
+                json!({"exec_info": {"queue_remaining": queue.load(SeqCst)}}),
+            ),
+            ("POST", "/prompt") => Response::json(200, json!({"prompt_id": "p", "number": 1})),
+            _ => Response::text(200, "image"),
+        })
+        .websocket("/ws", |_| {})
+        .build()
+        .unwrap()
+}
+
+fn service(urls: Vec<String>) -> ServiceConfig {
+    let mut s = support::service("comfyui", "");
+    s.url = String::new();
+    s.urls = Some(urls);
+    s.health_path = Some("/prompt".into());
+    s.health_interval_ms = 20;
+    s.websocket = Some(WsPoolConfig {
+        max_connections: 8,
+        min_connections: 0,
+        ..WsPoolConfig::default()
+    });
+    s
+}
+
+fn manager(s: ServiceConfig) -> PoolManager {
+    PoolManager::new(ManagerConfig {
+        maintenance_interval_ms: 10,
+        service: vec![s],
+    })
+    .expect("valid config")
+}
+
+/// Each endpoint's reported queue length, in configuration order.
+fn queues(m: &PoolManager) -> Vec<Option<u64>> {
+    let stats = m.stats();
+    let s = stats.service("comfyui").unwrap();
+    s.endpoints.iter().map(|e| e.queue_remaining).collect()
+}
+
+/// The requests `server` logged whose path carries `job=<id>`, as (method, id).
+fn jobs_seen(server: &TestServer) -> Vec<(String, String)> {
+    server
+        .request_log()
+        .into_iter()
+        .filter_map(|(method, path)| {
+            let id = path.split("job=").nth(1)?.to_string();
+            Some((method, id))
+        })
+        .collect()
+}
+
+#[test]
+fn a_session_goes_to_the_shortest_queue_and_stays_there() {
+    let depth: Vec<Arc<AtomicU64>> = [5, 0, 9].map(|n| Arc::new(AtomicU64::new(n))).into();
+    let servers: Vec<TestServer> = depth.iter().map(|q| comfy(Arc::clone(q))).collect();
+    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
+    let m = manager(service(urls.clone()));
+    assert!(eventually(Duration::from_secs(5), || {
+        queues(&m) == [Some(5), Some(0), Some(9)]
+    }));
+
+    // The empty queue takes the first session, and the second (1 pinned < 5 queued).
+    let first = m.session("comfyui").unwrap();
+    let second = m.session("comfyui").unwrap();
+    assert_eq!(first.endpoint(), urls[1]);
+    assert_eq!(second.endpoint(), urls[1]);
+    assert_eq!(
+        m.stats().service("comfyui").unwrap().endpoints[1].sessions,
+        2
+    );
+
+    // Its queue grows: the next session goes to the next shortest (5 < 9 < 2 + 20).
+    depth[1].store(20, SeqCst);
+    assert!(eventually(Duration::from_secs(5), || queues(&m)[1] == Some(20)));
+    let third = m.session("comfyui").unwrap();
+    assert_eq!(third.endpoint(), urls[0]);
+
+    // Every call of a session reaches its endpoint, however loads change meanwhile.
+    depth[0].store(100, SeqCst);
+    for i in 0..5 {
+        let http = first.http().unwrap();
+        http.post(&format!("/prompt?job=first{i}"))
+            .send_json(&json!({}))
+            .unwrap();
+        http.get(&format!("/view?job=first{i}")).call().unwrap();
+        let mut ws = first.websocket().unwrap();
+        ws.send_text("hi").unwrap();
+        ws.read().unwrap();
+        ws.finish();
+    }
+    assert_eq!(jobs_seen(&servers[1]).len(), 10);
+    assert!(jobs_seen(&servers[0]).is_empty() && jobs_seen(&servers[2]).is_empty());
+    assert!(servers[1].ws_accepted() >= 1);
+    assert_eq!(servers[0].ws_accepted() + servers[2].ws_accepted(), 0);
+
+    drop((first, second, third));
+    let stats = m.stats();
+    let sessions: Vec<usize> = stats
+        .service("comfyui")
+        .unwrap()
+        .endpoints
+        .iter()
+        .map(|e| e.sessions)
+        .collect();
+    assert_eq!(sessions, [0, 0, 0]);
+}
+
+#[test]
+fn eight_threads_twenty_jobs_each_on_one_machine_spread_over_three() {
+    let servers: Vec<TestServer> = (0..3).map(|_| comfy(Arc::new(AtomicU64::new(0)))).collect();
+    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
+    let m = Arc::new(manager(service(urls.clone())));
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let m = Arc::clone(&m);
+            thread::spawn(move || {
+                (0..20)
+                    .map(|j| {
+                        let id = format!("{t}-{j}");
+                        let job = m.session("comfyui").unwrap();
+                        let mut ws = job.websocket().unwrap();
+                        let http = job.http().unwrap();
+                        http.post(&format!("/prompt?job={id}"))
+                            .send_json(&json!({"prompt": {}}))
+                            .unwrap();
+                        ws.send_text(&id).unwrap();
+                        ws.read().unwrap();
+                        ws.finish();
+                        http.get(&format!("/view?job={id}")).call().unwrap();
+                        (id, job.endpoint().to_string())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let pinned: BTreeMap<String, String> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(pinned.len(), 160);
+    // Each job's prompt and output went to the one machine its session named.
+    for (i, server) in servers.iter().enumerate() {
+        let seen = jobs_seen(server);
+        let ids: BTreeSet<&String> = seen.iter().map(|(_, id)| id).collect();
+        for id in &ids {
+            assert_eq!(pinned[*id], urls[i], "job {id} reached {}", urls[i]);
+            let methods: BTreeSet<&str> = seen
+                .iter()
+                .filter(|(_, s)| s == *id)
+                .map(|(m, _)| m.as_str())
+                .collect();
+            assert_eq!(methods, BTreeSet::from(["GET", "POST"]), "job {id}");
+        }
+        let expected = pinned.values().filter(|u| **u == urls[i]).count();
+        assert_eq!(ids.len(), expected);
+        assert!(
+            expected >= 10,
+            "load not spread: {expected} jobs on {}",
+            urls[i]
+        );
+    }
+    // Each endpoint's WebSocket leases are its jobs'.
+    let stats = m.stats();
+    for (i, e) in stats
+        .service("comfyui")
+        .unwrap()
+        .endpoints
+        .iter()
+        .enumerate()
+    {
+        let jobs = pinned.values().filter(|u| **u == urls[i]).count() as u64;
+        assert_eq!(e.websocket.as_ref().unwrap().acquisitions, jobs);
+        assert_eq!(e.sessions, 0);
+    }
+}
