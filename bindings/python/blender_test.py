@@ -1139,6 +1139,7 @@ def render_phase(baseline):
         if j.output and os.path.exists(j.output):
             os.remove(j.output)
     shutil.rmtree(scratch)
+    shutil.rmtree(os.path.join(bpy.app.tempdir, "comfyui"), ignore_errors=True)
     yield from disable_and_wait_clean(baseline)
 
 
