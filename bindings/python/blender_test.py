@@ -25,10 +25,18 @@ the test pick the sidebar's tab as a user would):
 6. queues a ComfyUI prompt on the stand-in, clicks its Cancel button (the operator invoked as
    a click would): the job ends at once, the stand-in records the prompt interrupted, and the
    next prompt runs to success;
-7. shows every service state and a running job on the panel, opens the sidebar on the
-   Backends tab, checks that no text is wider than the default sidebar allows (Blender's
-   font, measured with ``blf``), and saves a screenshot of the sidebar (``--screenshot``),
-   checked not to be blank. Last: an open sidebar stalls the main loop under software GL.
+7. sends the current render to the stand-in: without one, a clear error and nothing sent;
+   then a 64 x 64 Workbench render, sent with the panel's button (its dialog confirmed with
+   Return): the job goes through uploading, running and downloading with monotonic progress,
+   the stand-in received the render's pixels and served them back, the image Blender loaded
+   is that file; the timer's lateness stays <= 50 ms during the job (in one of three tries);
+   a slow download cancelled with the job's Cancel button leaves no file, and the next job
+   runs;
+8. shows every service state and two running jobs (a prompt, a render's download) on the
+   panel, opens the sidebar on the Backends tab, checks that no text is wider than the
+   default sidebar allows (Blender's font, measured with ``blf``), and saves a screenshot of
+   the sidebar (``--screenshot``), checked not to be blank. Last: an open sidebar stalls the
+   main loop under software GL.
 
 Any failure prints ``BLENDER TEST FAILED`` and exits 1 (``os._exit``: an exception inside a
 timer would not change Blender's exit code); success quits Blender normally (exit 0).
@@ -39,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +56,7 @@ import threading
 import time
 import traceback
 import types
+import urllib.parse
 import urllib.request
 
 import addon_utils
@@ -821,6 +831,318 @@ def cancel_phase(baseline):
     yield from disable_and_wait_clean(baseline)
 
 
+# --- the render sent to ComfyUI ------------------------------------------------------------
+
+RENDER_SIZE = 64
+RENDER_STEPS = 3  # the stand-in's KSampler: 3 progress events, 0.1 s apart
+
+
+def render_tiny_scene() -> float:
+    """A 64 x 64 Workbench render of the startup scene (Blender's own renderer, on Mesa's
+    software OpenGL under Xvfb); returns how long it took (ms)."""
+    scene = bpy.context.scene
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.render.resolution_x = scene.render.resolution_y = RENDER_SIZE
+    scene.render.resolution_percentage = 100
+    t0 = time.perf_counter()
+    check(bpy.ops.render.render() == {"FINISHED"}, "render.render did not finish")
+    return (time.perf_counter() - t0) * 1000
+
+
+def image_pixels(image) -> list[float]:
+    from array import array
+
+    px = array("f", bytes(4 * len(image.pixels)))
+    image.pixels.foreach_get(px)
+    return list(px)
+
+
+def png_pixels(data: bytes, folder: str, name: str) -> tuple[tuple, list[float]]:
+    """The size and pixels of a PNG, decoded by Blender (the image is removed after)."""
+    path = os.path.join(folder, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    image = bpy.data.images.load(path, check_existing=False)
+    try:
+        return tuple(image.size), image_pixels(image)
+    finally:
+        bpy.data.images.remove(image)
+        os.remove(path)
+
+
+def comfy_get(path: str) -> bytes:
+    """A GET on the stand-in, directly (not through the pool)."""
+    with urllib.request.urlopen(f"{COMFY_URL}{path}", timeout=5) as r:
+        return r.read()
+
+
+class Reports:
+    """What the add-on's workers report, per job, in order: ``runtime._post`` wrapped (the
+    events the timer applies to the panel's jobs)."""
+
+    def __init__(self):
+        self.events: dict[int, list] = {}
+        self.original = runtime()._post
+
+    def __call__(self, job_id, event, value):
+        self.events.setdefault(job_id, []).append((event, value))  # list.append: thread-safe
+        self.original(job_id, event, value)
+
+    def __enter__(self):
+        runtime()._post = self
+        return self
+
+    def __exit__(self, *exc):
+        runtime()._post = self.original
+
+
+def monotonic(pairs) -> bool:
+    """(done, total) pairs: done never decreases and never passes a known total."""
+    return all(b[0] >= a[0] for a, b in zip(pairs, pairs[1:])) and all(
+        not total or done <= total for done, total in pairs)
+
+
+def phase_events(events, phase: str) -> list:
+    """The reports of one phase of a render job."""
+    out, current = [], None
+    for e, v in events:
+        if e == "phase":
+            current = v
+        elif current == phase:
+            out.append((e, v))
+    return out
+
+
+def check_bars(seen):
+    """(phase, fraction) as the panel saw them, tick by tick: no bar went back in a phase."""
+    for phase in ("uploading", "running", "downloading"):
+        fractions = [f for p, f in seen if p == phase]
+        check(fractions == sorted(fractions), f"the {phase} bar went back: {fractions}")
+
+
+def check_phases(job, events) -> dict:
+    """The render job's reports: uploading, running, downloading, in that order, each with
+    monotonic progress ending whole; then the output and the end. Returns the figures."""
+    phases = [v for e, v in events if e == "phase"]
+    check(phases == ["uploading", "running", "downloading"], f"phases {phases}: {events}")
+    per = {phase: phase_events(events, phase) for phase in phases}
+    up = [v for e, v in per["uploading"] if e == "bytes"]
+    check(up and monotonic(up) and up[-1][0] == up[-1][1] > 0, f"upload progress {up}")
+    steps = [v for e, v in per["running"] if e == "progress"]
+    check(steps == [(i, RENDER_STEPS) for i in range(1, RENDER_STEPS + 1)], f"running progress {steps}")
+    nodes = [v for e, v in per["running"] if e == "node"]
+    check(nodes and nodes[-1] == "9", f"nodes run {nodes}")  # 9: SaveImage, the last
+    down = [v for e, v in per["downloading"] if e == "bytes"]
+    check(down and monotonic(down) and down[-1][0] == down[-1][1] > 0, f"download progress {down}")
+    check(per["downloading"][-2:] == [("output", job.output), ("end", ("done", ""))],
+          f"the end of the download {per['downloading'][-2:]}")
+    return {"upload": up[-1][1], "download": down[-1][1], "nodes": len(nodes),
+            "download_reports": len(down)}
+
+
+def slow_workflow(seconds: float) -> dict:
+    """A workflow that loads the render and saves it, and makes the stand-in send the result
+    over ``seconds`` (its knob on the output node)."""
+    return {"1": {"class_type": "LoadImage", "inputs": {"image": ""}},
+            "2": {"class_type": "SaveImage", "inputs": {
+                "filename_prefix": "blender", "images": ["1", 0], "mock_view_seconds": seconds}}}
+
+
+def send_render(**props):
+    """The panel's Send Render button: a click opens the operator's dialog, Return (a key
+    press, by event simulation) confirms it. Returns the job it started."""
+    window, area, region = sidebar()
+    # The dialog opens under the mouse: over the 3D View.
+    window.event_simulate(type="MOUSEMOVE", value="NOTHING", x=area.x + area.width // 2,
+                          y=area.y + area.height // 2)
+    yield 0.05
+    before = max(runtime().jobs, default=0)
+    r = click("send_render", **props)
+    check(r == {"RUNNING_MODAL"}, f"send_render's click returned {r}")
+    yield 0.2  # the dialog on screen
+    window.event_simulate(type="RET", value="PRESS")
+    window.event_simulate(type="RET", value="RELEASE")
+    yield from wait_for("the dialog's OK", lambda: max(runtime().jobs, default=0) > before, 5)
+    job = runtime().jobs[max(runtime().jobs)]
+    check(job.kind == "render", f"job {job}")
+    return job
+
+
+def temp_renders() -> list[str]:
+    """The add-on's temporary render PNGs still in Blender's temporary folder."""
+    return [n for n in os.listdir(bpy.app.tempdir) if n.startswith("render-") and n.endswith(".png")]
+
+
+def check_result(job, reference, scratch) -> dict:
+    """The stand-in received the render (its bytes, read back from it, decode to the
+    reference's pixels), served it as the prompt's output, and the image Blender loaded is
+    that file: the same pixels."""
+    history = comfy_history(job.prompt_id)
+    check(history.get("status", {}).get("completed") is True, f"stand-in history {history}")
+    loaded = history["outputs"]["10"]["images"][0]  # 10: the LoadImage node
+    check(loaded["type"] == "input" and loaded["subfolder"] == "blender", f"LoadImage output {loaded}")
+    query = urllib.parse.urlencode({"filename": loaded["filename"], "subfolder": "blender", "type": "input"})
+    received = comfy_get(f"/view?{query}")
+    check(received.startswith(b"\x89PNG\r\n\x1a\n"), "the stand-in did not receive a PNG")
+    size, px = png_pixels(received, scratch, "received.png")
+    check(size == (RENDER_SIZE, RENDER_SIZE) and px == reference, f"the PNG the stand-in received: {size}")
+    out = history["outputs"]["9"]["images"][0]  # 9: SaveImage
+    served = comfy_get("/view?" + urllib.parse.urlencode(out))
+    with open(job.output, "rb") as f:
+        downloaded = f.read()
+    check(downloaded == served, f"{job.output}: {len(downloaded)} bytes, the stand-in served {len(served)}")
+    check(os.path.basename(job.output).endswith(out["filename"]), f"{job.output} for {out}")
+    image = bpy.data.images.get(job.image)
+    check(image is not None and job.note == f"loaded as image '{job.image}'", f"job {job}")
+    check(os.path.samefile(bpy.path.abspath(image.filepath), job.output), f"image path {image.filepath}")
+    check(tuple(image.size) == (RENDER_SIZE, RENDER_SIZE) and image_pixels(image) == reference,
+          f"the loaded image {tuple(image.size)} is not the render")
+    return {"received_bytes": len(received), "served_bytes": len(served)}
+
+
+def run_render_job(job, reports, reference, scratch, measured: bool = False) -> dict:
+    """Follows a render job to its end; checks its phases, the bars the panel saw, what the
+    stand-in received and served, the image loaded, no temporary render left. ``measured``:
+    the lateness probe runs; stopped before the checks (which load images and call the
+    stand-in on the main thread)."""
+    t0 = time.monotonic()
+    seen = []  # (phase, fraction) as the panel saw them, tick by tick
+    yield from wait_for("the render job", lambda: seen.append((job.phase, job.fraction)) or not job.running, 20)
+    figures = {"seconds": round(time.monotonic() - t0, 2)}
+    if measured:
+        yield 0.15  # the ticks after the image's load (the same drain ended the job)
+        figures["lateness"] = lateness.stop()
+    check(job.state == "done", f"job {job}")
+    figures.update(check_phases(job, reports.events[job.id]))
+    figures.update(check_result(job, reference, scratch))
+    check(not temp_renders(), f"temporary renders left: {temp_renders()}")
+    check_bars(seen)
+    return figures
+
+
+def render_phase(baseline):
+    """The current render to ComfyUI and back: no render yet is an error; then a 64 x 64
+    Workbench render is sent with the panel's button (upload, prompt, download, load); then
+    again with the timer's lateness measured; a slow download is cancelled with the job's
+    Cancel button (no file left); the next job runs."""
+    enable_and_configure(COMFY_URL)
+    yield 0.05
+    scratch = tempfile.mkdtemp(prefix="bp-blender-render-")
+    out_dir = os.path.join(scratch, "out")
+    shown = texts(draw_panel(300))
+    check("Send Render to ComfyUI" in shown, f"no Send Render button: {shown}")
+
+    # No render yet: an error, no job, no file.
+    jobs_before = len(runtime().jobs)
+    results_render = {}
+    try:
+        bpy.ops.backend_pool.send_render("EXEC_DEFAULT")
+        check(False, "send_render ran without a render")
+    except RuntimeError as e:
+        check("no render yet" in str(e), f"without a render: {e}")
+        results_render["without_render"] = str(e).strip()
+    check(len(runtime().jobs) == jobs_before and not temp_renders(), "a job or a file without a render")
+
+    render_ms = render_tiny_scene()
+    reference_path = os.path.join(scratch, "reference.png")
+    bpy.data.images["Render Result"].save_render(reference_path)
+    with open(reference_path, "rb") as f:
+        size, reference = png_pixels(f.read(), scratch, "reference-copy.png")
+    os.remove(reference_path)
+    check(size == (RENDER_SIZE, RENDER_SIZE), f"render size {size}")
+    check(len(set(reference)) > 2, "a blank render")
+    results_render["render_ms"] = round(render_ms, 1)
+    yield from settle(20, 10)
+
+    with Reports() as reports:
+        # Sent, followed, downloaded, loaded: the button, its dialog, OK.
+        job = yield from send_render(text="a cube", steps=RENDER_STEPS, workflow="", output_dir="")
+        sent = yield from run_render_job(job, reports, reference, scratch)
+        # An unsaved .blend: the result goes to Blender's temporary folder.
+        check(job.output.startswith(os.path.join(bpy.app.tempdir, "comfyui", "")), f"output {job.output}")
+        results_render["sent"] = sent
+        log("render sent and back:", sent)
+
+        # The main loop meanwhile: the lateness bound in one of three tries. The editors are
+        # Text Editors (see plain_editors): loading an image redraws every 3D View, which
+        # under software OpenGL stalls the loop for 300 ms by itself (Mesa, not this add-on).
+        # The operator runs from a Text Editor, the same call as the dialog's OK.
+        saved = plain_editors()
+        window = bpy.context.window_manager.windows[0]
+        tries = []
+        for _ in range(3):
+            yield from settle(20, 10)
+            lateness.start()
+            with bpy.context.temp_override(window=window, area=window.screen.areas[0]):
+                r = bpy.ops.backend_pool.send_render("EXEC_DEFAULT", text="a cube", steps=RENDER_STEPS,
+                                                     workflow="", output_dir="")
+            check(r == {"FINISHED"}, f"send_render returned {r}")
+            job = runtime().jobs[max(runtime().jobs)]
+            figures = yield from run_render_job(job, reports, reference, scratch, measured=True)
+            lat = figures["lateness"]
+            tries.append(figures)
+            log("render sent and back, lateness measured:", figures)
+            check(lat["ticks"] >= 5, f"the timer barely ran: {lat}")
+            if lat["max_without_swap_ms"] <= MAX_LATENESS_MS:
+                break
+        restore_editors(saved)
+        results_render["lateness_tries"] = tries
+        check(min(t["lateness"]["max_without_swap_ms"] for t in tries) <= MAX_LATENESS_MS,
+              f"main thread stalled in each try: {tries}")
+        yield from settle(20, 10)
+
+        # Cancel while downloading: the workflow's output node makes the stand-in send its
+        # image over 3 s.
+        workflow = os.path.join(scratch, "slow.json")
+        with open(workflow, "w") as f:
+            json.dump(slow_workflow(3), f)
+        job = yield from send_render(workflow=workflow, output_dir=out_dir)
+        seen = []
+        yield from wait_for("the download's progress", lambda: seen.append((job.phase, job.fraction)) or (
+            job.phase == "downloading" and job.done > 0), 10)
+        panel = draw_panel(300)
+        shown = texts(panel)
+        bars = [leaf for leaf in leaves(panel) if leaf.kind == "progress" or "█" in leaf.text or "░" in leaf.text]
+        check("download" in shown and len(bars) == 1 and re.search(r"\d/[\d.]+ k?B$", bars[0].text),
+              f"the download on the panel: {shown}")
+        end = time.monotonic() + 0.3  # more progress
+        while time.monotonic() < end:
+            seen.append((job.phase, job.fraction))
+            yield 0.01
+        check(job.running and job.phase == "downloading" and 0 < job.fraction < 1, f"job {job}")
+        t0 = time.monotonic()
+        check(click("cancel_job", job_id=job.id) == {"FINISHED"}, "cancel_job")
+        yield from wait_for("the cancelled download's end", lambda: not job.running, 2)
+        ended_ms = (job.workers_ended - t0) * 1000
+        check(job.state == "cancelled" and not job.output and not job.image, f"job {job}")
+        check_bars(seen)
+        down = [v for e, v in phase_events(reports.events[job.id], "downloading") if e == "bytes"]
+        check(len(down) >= 2 and monotonic(down) and down[-1][0] < down[-1][1], f"download progress {down}")
+        check(os.listdir(out_dir) == [], f"left in the output folder: {os.listdir(out_dir)}")
+        check(not temp_renders(), f"temporary renders left: {temp_renders()}")
+        check(job.note == "", f"a prompt that had ended was stopped on the server: {job.note}")
+        events = comfy_events(job.prompt_id)
+        check("execution_success" in events and "execution_interrupted" not in events, f"stand-in: {events}")
+        check(ended_ms <= MAX_LATENESS_MS, f"the worker ended {ended_ms:.1f} ms after Cancel")
+        results_render["cancel_download"] = {"worker_ended_ms": round(ended_ms, 1),
+                                             "progress_reports": len(down), "at": list(down[-1])}
+        log("cancelled while downloading:", results_render["cancel_download"])
+
+        # The next job runs.
+        nxt = yield from send_render(text="a cube", steps=RENDER_STEPS, workflow="", output_dir=out_dir)
+        yield from run_render_job(nxt, reports, reference, scratch)
+        check(os.listdir(out_dir) == [os.path.basename(nxt.output)], f"output folder {os.listdir(out_dir)}")
+    results["render"] = results_render
+    for j in runtime().jobs.values():
+        if j.image and j.image in bpy.data.images:
+            bpy.data.images.remove(bpy.data.images[j.image])
+        if j.output and os.path.exists(j.output):
+            os.remove(j.output)
+    shutil.rmtree(scratch)
+    shutil.rmtree(os.path.join(bpy.app.tempdir, "comfyui"), ignore_errors=True)
+    yield from disable_and_wait_clean(baseline)
+
+
 def closed_port() -> int:
     import socket
 
@@ -859,10 +1181,19 @@ def screenshot_phase(baseline):
             manager.request(name, "GET", "/", timeout=1)
         except backend_pool.BackendPoolError:
             pass
+    # The render of render_phase sent, its result coming slowly: a download on the panel
+    # (first: the stand-in runs one prompt at a time).
+    workflow = os.path.join(os.path.dirname(path), "slow.json")
+    with open(workflow, "w") as f:
+        json.dump(slow_workflow(60), f)
+    r = bpy.ops.backend_pool.send_render("EXEC_DEFAULT", workflow=workflow, output_dir=os.path.dirname(path))
+    check(r == {"FINISHED"}, f"send_render returned {r}")
+    render_job = runtime().jobs[max(runtime().jobs)]
+    yield from wait_for("the result's download", lambda: render_job.phase == "downloading" and render_job.done, 10)
     job = queue_prompt(steps=600)
     yield from wait_for("the prompt's progress", lambda: job.done >= 3, 10)
-    for name in ("litellm", "wan2gp"):  # details open: pool figures, a last error
-        check(click("toggle_details", service=name) == {"FINISHED"}, f"toggle {name}")
+    # Details open: the pool figures and a last error.
+    check(click("toggle_details", service="wan2gp") == {"FINISHED"}, "toggle wan2gp")
     states = {r["service"]: r["state"] for r in runtime().dashboard_rows()}
     check(states == {"comfyui": "healthy", "litellm": "healthy", "wan2gp": "degraded",
                      "rvc": "unhealthy", "tts": "unused"}, f"states {states}")
@@ -907,7 +1238,7 @@ def screenshot_phase(baseline):
     unknown = {leaf.icon for leaf in leaves(tree)} - icons
     check(not unknown, f"icons this Blender lacks: {unknown}")
     shown = texts(tree)
-    for word in ("healthy", "degraded", "unhealthy", "not used", "KSampler"):
+    for word in ("healthy", "degraded", "unhealthy", "not used", "KSampler", "download"):
         check(word in shown, f"{word!r} not on the panel: {shown}")
     check(any(t.startswith("last error") for t in shown), f"no last error: {shown}")
     # The last error on hover: the service line's tooltip.
@@ -918,8 +1249,8 @@ def screenshot_phase(baseline):
     bars = [leaf for leaf in leaves(tree) if leaf.kind == "progress" or "█" in leaf.text or "░" in leaf.text]
     cancels = [leaf for leaf in leaves(tree)
                if leaf.kind == "operator" and leaf.idname == "backend_pool.cancel_job"]
-    check(len(bars) == 1 and len(cancels) == 1 and cancels[0].props == {"job_id": job.id},
-          f"the running job's bar and Cancel: {bars} {cancels}")
+    check(len(bars) == 2 and [c.props for c in cancels] == [{"job_id": job.id}, {"job_id": render_job.id}],
+          f"the running jobs' bars and Cancel buttons: {bars} {cancels}")
 
     shot = take_screenshot(window, area, region)
     results["screenshot"] = shot
@@ -927,7 +1258,8 @@ def screenshot_phase(baseline):
     panel_cls.draw = original_draw
     area.spaces.active.show_region_ui = False
     runtime().cancel_job(job.id)
-    yield from wait_for("the job's end", lambda: not job.running, 2)
+    runtime().cancel_job(render_job.id)
+    yield from wait_for("the jobs' end", lambda: not job.running and not render_job.running, 2)
     yield from disable_and_wait_clean(baseline)
 
 
@@ -1017,6 +1349,7 @@ def scenario():
     yield from cycles_phase(after_first)
     yield from blocked_disable_phase(after_first)
     yield from cancel_phase(after_first)
+    yield from render_phase(after_first)
     yield from screenshot_phase(after_first)
     results["final_counts"] = counts()
 

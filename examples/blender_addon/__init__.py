@@ -8,6 +8,10 @@
   come back to the main thread through a ``queue.Queue`` drained by a ``bpy.app.timers``
   callback. ``backend_pool.cancel_job`` (the Cancel button) ends a job at once, and for
   ComfyUI also stops the prompt on the server (``comfyui.stop_prompt``).
+* ``backend_pool.send_render`` saves the current render to a temporary PNG (main thread),
+  then a worker uploads it to ComfyUI, runs an image-to-image prompt on it and downloads the
+  result with a progress bar (uploading, running, downloading; Cancel in each); the timer
+  loads the result into ``bpy.data.images``.
 * The panel (3D View > Sidebar > Backends, ``dashboard.py``) shows one line per service with
   its state, the pool figures on demand, and each job with a progress bar and Cancel.
 
@@ -18,6 +22,8 @@ Blender as a legacy add-on folder (``bl_info`` below).
 from __future__ import annotations
 
 import json
+import os
+import uuid
 
 bl_info = {
     "name": "Backend Pool Dashboard",
@@ -150,6 +156,107 @@ class BACKENDPOOL_OT_queue_prompt(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _render_png(scene, path: str) -> None:
+    """Saves the Render Result to ``path`` as a PNG with the scene's color management
+    (``save_render`` writes in the scene's output format: PNG is set for the call, then the
+    settings are put back). Raises ``RuntimeError`` when there is no render."""
+    image = bpy.data.images.get("Render Result")
+    if image is None:
+        raise RuntimeError("no render yet: render an image first (Render > Render Image, F12)")
+    settings = scene.render.image_settings
+    # media_type: Blender 5.0+, where it gates which file formats can be set.
+    names = [n for n in ("media_type", "file_format", "color_mode", "color_depth", "compression")
+             if hasattr(settings, n)]
+    saved = {n: getattr(settings, n) for n in names}
+    try:
+        if "media_type" in saved:
+            settings.media_type = "IMAGE"
+        settings.file_format = "PNG"
+        settings.compression = 15  # fast: a render is sent once
+        image.save_render(path, scene=scene)
+    except RuntimeError as e:
+        if "does not have any image data" in str(e):
+            raise RuntimeError("no render yet: render an image first (Render > Render Image, F12)") from None
+        raise
+    finally:
+        for n in names:  # in order: each format allows its own modes and depths
+            try:
+                setattr(settings, n, saved[n])
+            except (TypeError, ValueError, AttributeError):
+                pass
+
+
+def _output_dir(prop: str) -> str:
+    """The folder downloaded results go to: ``prop``, or ``//comfyui/`` next to the saved
+    .blend file, or Blender's temporary folder for an unsaved one."""
+    folder = prop.strip() or "//comfyui/"
+    if folder.startswith("//") and not bpy.data.filepath:
+        return os.path.join(bpy.app.tempdir, "comfyui")
+    return os.path.normpath(bpy.path.abspath(folder))
+
+
+class BACKENDPOOL_OT_send_render(bpy.types.Operator):
+    """Upload the current render to ComfyUI, run an image-to-image prompt on it and load the
+    result as an image (progress and Cancel on the panel)"""
+
+    bl_idname = dashboard.SEND_RENDER
+    bl_label = "Send Render to ComfyUI"
+
+    text: bpy.props.StringProperty(name="Prompt", default="a watercolor painting")
+    steps: bpy.props.IntProperty(name="Steps", default=20, min=1, max=10_000)
+    denoise: bpy.props.FloatProperty(name="Denoise", default=0.6, min=0.0, max=1.0)
+    seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
+    checkpoint: bpy.props.StringProperty(name="Checkpoint", default="v1-5-pruned-emaonly.safetensors")
+    workflow: bpy.props.StringProperty(
+        name="Workflow",
+        description="A workflow saved with ComfyUI's Save (API), whose first LoadImage node gets "
+                    "the render; empty: image to image with the fields above",
+        subtype="FILE_PATH",
+    )
+    output_dir: bpy.props.StringProperty(
+        name="Output folder",
+        description="Where the result is saved; empty: //comfyui/ beside the .blend file "
+                    "(Blender's temporary folder while it is unsaved)",
+        subtype="DIR_PATH",
+    )
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_props_dialog(self)
+
+    def draw(self, context):
+        col = self.layout.column()
+        for name in ("text", "steps", "denoise", "seed", "checkpoint", "workflow", "output_dir"):
+            col.prop(self, name)
+
+    def execute(self, context):
+        render = None
+        try:
+            if self.workflow.strip():
+                with open(bpy.path.abspath(self.workflow.strip()), encoding="utf-8") as f:
+                    graph = json.load(f)
+            else:
+                graph = comfyui.img2img_graph(self.text, self.steps, self.denoise, self.seed, self.checkpoint)
+            comfyui.load_image_node(graph)
+            # The render, saved here (bpy, main thread); everything after runs on a worker.
+            render = os.path.join(bpy.app.tempdir, f"render-{uuid.uuid4().hex[:8]}.png")
+            _render_png(context.scene, render)
+            job = runtime.start_render_job(render, graph, _output_dir(self.output_dir))
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            if render and os.path.exists(render):
+                os.remove(render)
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"job {job.id}: sending the render to comfyui")
+        _redraw_sidebars()
+        return {"FINISHED"}
+
+
+def _load_output(path: str) -> str:
+    """``runtime.load_output``: the downloaded result as a new image (main thread)."""
+    image = bpy.data.images.load(path, check_existing=False)
+    return image.name
+
+
 class BACKENDPOOL_OT_cancel_job(bpy.types.Operator):
     """Cancel the job at once; a ComfyUI prompt is also stopped on the server"""
 
@@ -201,6 +308,7 @@ CLASSES = (
     dashboard.BACKENDPOOL_OT_toggle_details,
     BACKENDPOOL_OT_run_requests,
     BACKENDPOOL_OT_queue_prompt,
+    BACKENDPOOL_OT_send_render,
     BACKENDPOOL_OT_cancel_job,
     dashboard.BACKENDPOOL_PT_dashboard,
 )
@@ -213,6 +321,7 @@ def register():
         type=dashboard.BackendPoolServiceView
     )
     runtime._stop.clear()
+    runtime.load_output = _load_output
     runtime.start(_config_from_prefs(_prefs()))
     if not bpy.app.timers.is_registered(_tick):
         bpy.app.timers.register(_tick, first_interval=TIMER_INTERVAL, persistent=True)

@@ -1,5 +1,6 @@
-"""A ComfyUI prompt as a cancellable job: queue it, follow it, stop it. No ``bpy`` here: these
-functions run on worker threads and report through a callback.
+"""A ComfyUI prompt as a cancellable job: queue it, follow it, stop it; and the render job
+around it: upload an image, run a prompt that loads it, download the result. No ``bpy`` here:
+these functions run on worker threads and report through a callback.
 
 The protocol (ComfyUI's ``server.py``; ``tests/backends/comfyui_server.py`` speaks it):
 
@@ -15,9 +16,24 @@ The protocol (ComfyUI's ``server.py``; ``tests/backends/comfyui_server.py`` spea
    pool. A lease cancelled or failed is closed instead (its prompt may still send events).
 
 Cancel (``stop_prompt``) is the caller's part: the pool can only stop *waiting*.
+
+The render job (``run_render``) adds a phase on each side, with the same token:
+
+* uploading: ``POST /upload/image``, multipart: field ``image`` (the file), ``subfolder``,
+  ``type=input``, ``overwrite=true``; the answer ``{"name", "subfolder", "type"}`` names the
+  file as ComfyUI saved it, which a ``LoadImage`` node takes as ``subfolder/name``;
+* downloading: once the prompt succeeded, ``GET /history/<id>`` lists what each output node
+  made, ``{"outputs": {node: {"images": [{"filename", "subfolder", "type"}]}}}`` (``type``
+  "output" for ``SaveImage``, "temp" for ``PreviewImage``); ComfyUI writes that record before
+  the end-of-prompt marker. ``GET /view?filename=&subfolder=&type=`` serves the file, with its
+  ``Content-Length``.
 """
 
 from __future__ import annotations
+
+import os
+import threading
+import time
 
 import backend_pool as bp
 
@@ -25,6 +41,10 @@ HTTP_TIMEOUT_S = 30.0  # POST /prompt, and the calls of stop_prompt
 # A node can run for minutes without an event (a video VAE decode): after this much silence
 # the job asks GET /history/<id> whether the prompt ended while its events went missing.
 SILENCE_S = 60.0
+# An upload or a download may take any time while bytes flow; this bounds each silence.
+TRANSFER_TIMEOUT = bp.Timeout(HTTP_TIMEOUT_S, read=HTTP_TIMEOUT_S)
+UPLOAD_SUBFOLDER = "blender"  # where the renders go in ComfyUI's input folder
+PROGRESS_EVERY_S = 0.1  # the upload's progress reports, as the download's
 
 
 def txt2img_graph(text: str, steps: int, seed: int = 0,
@@ -44,31 +64,214 @@ def txt2img_graph(text: str, steps: int, seed: int = 0,
     }
 
 
-def run_prompt(manager, service: str, graph: dict, prompt_id: str, token, report) -> None:
+def img2img_graph(text: str, steps: int, denoise: float, seed: int = 0,
+                  checkpoint: str = "v1-5-pruned-emaonly.safetensors") -> dict:
+    """ComfyUI's default image-to-image workflow, in the API format; its ``LoadImage`` node
+    ("10") gets the render (``set_image``)."""
+    return {
+        "14": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "10": {"class_type": "LoadImage", "inputs": {"image": ""}},
+        "12": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["14", 2]}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["14", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["14", 1]}},
+        "3": {"class_type": "KSampler", "inputs": {
+            "seed": seed, "steps": steps, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal",
+            "denoise": denoise, "model": ["14", 0], "positive": ["6", 0], "negative": ["7", 0],
+            "latent_image": ["12", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["14", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "blender", "images": ["8", 0]}},
+    }
+
+
+def load_image_node(graph: dict) -> str:
+    """The id of the graph's first ``LoadImage`` node (the one that gets the render); raises
+    ``ValueError`` if it has none."""
+    for node_id, spec in graph.items():
+        if isinstance(spec, dict) and spec.get("class_type") == "LoadImage":
+            return node_id
+    raise ValueError("the workflow has no LoadImage node to take the render")
+
+
+def set_image(graph: dict, image: str) -> None:
+    """Points the graph's first ``LoadImage`` node at ``image`` (``subfolder/name``)."""
+    spec = graph[load_image_node(graph)]
+    spec["inputs"] = dict(spec.get("inputs") or {}, image=image)
+
+
+def run_prompt(manager, service: str, graph: dict, prompt_id: str, token, report,
+               sent: threading.Event | None = None, over: threading.Event | None = None) -> None:
     """Queues ``graph`` and follows it to its end (worker thread). ``report(event, value)``:
     ("queued", prompt_id), ("node", node_id), ("progress", (value, max)), and last, always,
-    ("end", (state, detail)) with state "done", "interrupted", "failed" or "cancelled"."""
+    ("end", (state, detail)) with state "done", "interrupted", "failed" or "cancelled".
+    ``sent`` is set before the prompt is sent, ``over`` once it has ended on the server:
+    Cancel stops it on the server only in between (``stop_prompt``)."""
     state, detail = "failed", ""
     try:
-        with manager.websocket(service, cancel=token) as ws:
-            body = {"prompt": graph, "client_id": ws.client_id, "prompt_id": prompt_id}
-            r = manager.request(service, "POST", "/prompt", json=body, cancel=token,
-                                timeout=HTTP_TIMEOUT_S)
-            if not r.ok:  # rejected (validation): nothing runs, the socket can be reused
-                ws.finish()
-                state, detail = "failed", _rejection(r)
-                return
-            report("queued", prompt_id)
-            state, detail = _follow(manager, service, ws, prompt_id, token, report)
-            ws.finish()
-    except (bp.Cancelled, bp.ShuttingDown):
-        state, detail = "cancelled", ""
-    except bp.BackendPoolError as e:
-        state, detail = "failed", str(e)
-    except (ValueError, TypeError, KeyError, AttributeError) as e:  # a reply of the wrong shape
-        state, detail = "failed", f"unexpected reply from {service}: {e!r}"
+        state, detail = queue_and_follow(manager, service, graph, prompt_id, token, report, sent, over)
+    except Exception as e:  # noqa: BLE001 - every failure is the job's state
+        state, detail = _job_outcome(service, e)
     finally:
         report("end", (state, detail))
+
+
+def _job_outcome(service: str, e: Exception) -> tuple[str, str]:
+    """A job's (state, detail) for what one of its calls raised; re-raises what is no failure
+    of a call (a bug)."""
+    if isinstance(e, (bp.Cancelled, bp.ShuttingDown)):
+        return "cancelled", ""
+    if isinstance(e, bp.BackendPoolError):
+        return "failed", str(e)
+    if isinstance(e, OSError):  # a file: the render, the output folder, the download
+        return "failed", str(e)
+    if isinstance(e, (ValueError, TypeError, KeyError, AttributeError)):  # a reply of the wrong shape
+        return "failed", f"unexpected reply from {service}: {e!r}"
+    raise e
+
+
+def queue_and_follow(manager, service: str, graph: dict, prompt_id: str, token, report,
+                     sent: threading.Event | None = None,
+                     over: threading.Event | None = None) -> tuple[str, str]:
+    """``run_prompt``'s work: (state, detail) of a prompt that ran; raises what a call raised."""
+    with manager.websocket(service, cancel=token) as ws:
+        body = {"prompt": graph, "client_id": ws.client_id, "prompt_id": prompt_id}
+        if sent is not None:
+            # Before the request: a Cancel that finds this unset cancelled the token first,
+            # so the request below raises Cancelled without sending anything.
+            sent.set()
+        r = manager.request(service, "POST", "/prompt", json=body, cancel=token,
+                            timeout=HTTP_TIMEOUT_S)
+        if not r.ok:  # rejected (validation): nothing runs, the socket can be reused
+            if over is not None:
+                over.set()
+            ws.finish()
+            return "failed", _rejection(r)
+        report("queued", prompt_id)
+        ended = _follow(manager, service, ws, prompt_id, token, report)
+        if over is not None:
+            over.set()
+        ws.finish()
+        return ended
+
+
+def run_render(manager, service: str, render: str, graph: dict, prompt_id: str, out_dir: str,
+               token, report, sent: threading.Event | None = None,
+               over: threading.Event | None = None) -> None:
+    """The render job (worker thread): uploads the PNG ``render``, runs ``graph`` with its
+    first ``LoadImage`` node set to it, downloads the image the prompt made into
+    ``out_dir``. Removes ``render`` when done with it, whatever happens.
+
+    Reports ("phase", "uploading" | "running" | "downloading"); ("bytes", (done, total)) while
+    uploading and downloading (``total`` 0 when unknown); what ``run_prompt`` reports while
+    running; ("output", path) once the downloaded file is whole; and last, always,
+    ("end", (state, detail)). A cancelled download leaves no file (``manager.download``
+    writes beside ``dest`` and renames once whole)."""
+    state, detail = "failed", ""
+    try:
+        report("phase", "uploading")
+        image = upload_image(manager, service, render, token,
+                             lambda done, total: report("bytes", (done, total)))
+        _remove(render)
+        set_image(graph, image)
+        report("phase", "running")
+        state, detail = queue_and_follow(manager, service, graph, prompt_id, token, report, sent, over)
+        if state != "done":
+            return
+        image = output_image(manager, service, prompt_id, token)
+        if image is None:
+            state, detail = "failed", "the prompt made no image (no SaveImage or PreviewImage node?)"
+            return
+        report("phase", "downloading")
+        os.makedirs(out_dir, exist_ok=True)
+        # The prompt id makes the name unique: a second job never replaces a loaded image.
+        name = os.path.basename(image["filename"].replace("\\", "/")) or "output.png"
+        dest = os.path.join(out_dir, f"{prompt_id[:8]}_{name}")
+        manager.download(service, "/view", dest, params=image, cancel=token, timeout=TRANSFER_TIMEOUT,
+                         progress=lambda done, total: report("bytes", (done, total or 0)))
+        report("output", dest)
+    except Exception as e:  # noqa: BLE001 - every failure is the job's state
+        state, detail = _job_outcome(service, e)
+    finally:
+        _remove(render)
+        report("end", (state, detail))
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError:  # a temporary file: not worth failing the job for
+        pass
+
+
+class _ProgressFile:
+    """A binary file read in pieces by ``files=`` (``request()`` asks a file object for its
+    length first, then reads it while the body is sent), reporting the bytes read so far at
+    most every ``PROGRESS_EVERY_S`` and at its end: the upload's progress."""
+
+    def __init__(self, path: str, progress):
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._size = os.fstat(self._file.fileno()).st_size
+        self._progress = progress
+        self._last = 0.0  # when progress was last reported (time.monotonic())
+        self._reported = -1  # and at which offset
+        self.name = path
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._file.read(n)
+        now = time.monotonic()
+        at = self._file.tell()
+        if at != self._reported and (now - self._last >= PROGRESS_EVERY_S or at >= self._size):
+            self._last, self._reported = now, at
+            self._progress(at, self._size)
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def upload_image(manager, service: str, path: str, token, progress) -> str:
+    """Uploads the image file ``path`` (multipart, streamed from the file); returns the name
+    a ``LoadImage`` node takes for it (``subfolder/name``). ``progress(done, total)``: bytes
+    of the file sent so far."""
+    f = _ProgressFile(path, progress)
+    try:
+        r = manager.request(
+            service, "POST", "/upload/image",
+            files={"image": (os.path.basename(path), f, "image/png")},
+            # overwrite: the name chosen here is the one used (ComfyUI would otherwise save
+            # other bytes under a taken name as "name (1).png").
+            data={"subfolder": UPLOAD_SUBFOLDER, "type": "input", "overwrite": "true"},
+            cancel=token, timeout=TRANSFER_TIMEOUT,
+        ).raise_for_status()
+    finally:
+        f.close()
+    up = r.json()
+    return f"{up['subfolder']}/{up['name']}" if up.get("subfolder") else up["name"]
+
+
+def output_image(manager, service: str, prompt_id: str, token) -> dict | None:
+    """The first image the prompt saved (``type`` "output"), else the first it previewed
+    ("temp"), as ``/view``'s query; None if it made none. An image a ``LoadImage`` node
+    reports ("input") is not a result."""
+    r = manager.request(service, "GET", f"/history/{prompt_id}", cancel=token, timeout=HTTP_TIMEOUT_S)
+    entry = r.raise_for_status().json().get(prompt_id) or {}
+    images = [image for output in (entry.get("outputs") or {}).values() if isinstance(output, dict)
+              for image in output.get("images") or () if isinstance(image, dict) and image.get("filename")]
+    for kind in ("output", "temp"):
+        for image in images:
+            if image.get("type", "output") == kind:
+                return {"filename": image["filename"], "subfolder": image.get("subfolder", ""), "type": kind}
+    return None
 
 
 def _follow(manager, service, ws, prompt_id, token, report) -> tuple[str, str]:

@@ -2,7 +2,9 @@
 
 One line per service (its state icon, its name, a state word); hovering the line shows the
 last error, clicking it opens a details box with the pool figures and the last error in
-full. Below, each job: a progress bar and a Cancel button while it runs, how it ended after.
+full. Below, each job: a progress bar and a Cancel button while it runs, how it ended after
+(a render sent to ComfyUI: its upload's bytes, the running node's steps, its download's
+bytes).
 Everything is sized to fit the sidebar's default width (220 px at 1x before Blender 4.x,
 wider after): texts that could run long (errors) are wrapped to the measured width.
 
@@ -20,6 +22,7 @@ from . import runtime
 TOGGLE = "backend_pool.toggle_details"
 CANCEL = "backend_pool.cancel_job"
 QUEUE_PROMPT = "backend_pool.queue_prompt"
+SEND_RENDER = "backend_pool.send_render"
 RUN_REQUESTS = "backend_pool.run_requests"
 
 # state -> (icon, word). "unused": nothing has touched the service yet (no probe, no call).
@@ -123,10 +126,38 @@ def fmt_rate(rate: float | None) -> str:
     return "–" if rate is None else f"{rate * 100:.0f} %"
 
 
+def fmt_bytes(done: int, total: int = 0) -> str:
+    """``done`` of ``total`` bytes (0: unknown) in the unit of the larger, one decimal below
+    10 units: "0.4/3.1 kB", "12/512 MB" (the text bar of Blender 3.x has room for little)."""
+    larger = max(done, total)
+    for unit, size in (("B", 1), ("kB", 1e3), ("MB", 1e6), ("GB", 1e9)):
+        if larger / size < 999.5:  # at most 3 digits
+            break
+    digits = 1 if size > 1 and larger / size < 10 else 0
+    text = f"{done / size:.{digits}f}"
+    if total:
+        text += f"/{total / size:.{digits}f}"
+    return f"{text} {unit}"
+
+
+# A render's phases as its title line says them (short: the sidebar is narrow).
+PHASE_WORDS = {"uploading": "upload", "downloading": "download"}
+
+
 def bar_text(job) -> str:
-    if job.kind == "comfyui" and not job.total:
+    if job.kind == "render" and job.phase in PHASE_WORDS:
+        return fmt_bytes(job.done, job.total) if job.done or job.total else "starting"
+    if job.kind in ("comfyui", "render") and not job.total:
         return "starting" if not job.node else job.node
     return f"{job.done}/{job.total}"
+
+
+def running_text(job) -> str:
+    """What a running job's title line says at its right: the node ComfyUI runs; for a
+    render, "upload" or "download" while it sends the render or fetches the result."""
+    if job.kind == "render" and job.phase in PHASE_WORDS:
+        return PHASE_WORDS[job.phase]
+    return job.node
 
 
 def text_bar(fraction: float, text: str) -> str:
@@ -217,6 +248,7 @@ class BACKENDPOOL_PT_dashboard(bpy.types.Panel):
         col = layout.column(align=True)
         if any(r["service"] == "comfyui" for r in rows):
             col.operator(QUEUE_PROMPT)
+            col.operator(SEND_RENDER)
         col.operator(RUN_REQUESTS)
 
 
@@ -271,8 +303,8 @@ def draw_job(layout, job, width):
     after, what went wrong, if anything."""
     title = f"{job.service} #{job.id}"
     icon = JOB_ICONS.get(job.state, "QUESTION")
-    # Running: the node ComfyUI runs, when it fits. Ended: how.
-    right = job.node if job.running else job.state
+    # Running: the node ComfyUI runs (a render's phase), when it fits. Ended: how.
+    right = running_text(job) if job.running else job.state
     row, left, shown = split_line(layout, title, icon, right, width)
     left.label(text=title, icon=icon)
     if shown:

@@ -125,16 +125,19 @@ def restart(config, deadline_s: float) -> None:
 
 @dataclass
 class Job:
-    """One job on the panel: ``kind`` "requests" (worker threads sending requests) or
-    "comfyui" (one prompt followed on a WebSocket). Read and written on the main thread only:
-    workers report through the queue."""
+    """One job on the panel: ``kind`` "requests" (worker threads sending requests),
+    "comfyui" (one prompt followed on a WebSocket) or "render" (the render uploaded, a prompt
+    run on it, its result downloaded: ``phase`` says which). Read and written on the main
+    thread only, workers report through the queue; but for ``prompt_sent`` and
+    ``prompt_over``, thread-safe events its worker sets."""
 
     id: int
     service: str
     kind: str
-    total: int  # requests: how many; comfyui: the running node's step count (0: none yet)
+    total: int  # requests: how many; comfyui: the running node's step count (0: none yet);
+    #             render: the same while running, bytes to send / fetch (0: unknown) else
     token: object  # backend_pool.CancelToken, given to every call of the job
-    done: int = 0  # requests answered; comfyui: steps done in the running node
+    done: int = 0  # requests answered; comfyui: steps done in the running node; render: bytes
     errors: int = 0
     last_error: str = ""
     state: str = "running"  # running, cancelling, then done / cancelled / interrupted / failed
@@ -148,6 +151,12 @@ class Job:
     last_progress: tuple = (0, 0)  # comfyui: the last progress event (value, max), any node
     note: str = ""  # comfyui: what became of the prompt on the server after Cancel
     graph: dict = field(default_factory=dict, repr=False)
+    phase: str = ""  # render: "uploading", "running", "downloading"
+    output: str = ""  # render: the downloaded file
+    image: str = ""  # render: the image it was loaded as (bpy.data.images)
+    # Set by the worker: before it sends the prompt, once the prompt has ended on the server.
+    prompt_sent: threading.Event = field(default_factory=threading.Event, repr=False)
+    prompt_over: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def running(self) -> bool:
@@ -165,6 +174,9 @@ _helper_tokens: list = []  # tokens of helper calls (a Cancel's POST /interrupt)
 _stop = threading.Event()
 _served: dict[str, int] = {}  # per service: calls of this add-on's jobs it answered
 _next_id = 0
+# The main thread's part of a render job: loads the downloaded file into Blender and returns
+# the image's name (set by the add-on's register(); this module does not touch bpy).
+load_output = None
 
 
 def _tokens() -> list:
@@ -234,8 +246,29 @@ def start_comfyui_job(graph: dict, service: str = "comfyui") -> Job:
     def report(event, value):
         _post(job.id, event, value)
 
-    _spawn(lambda: comfyui.run_prompt(manager, service, graph, job.prompt_id, job.token, report),
+    _spawn(lambda: comfyui.run_prompt(manager, service, graph, job.prompt_id, job.token, report,
+                                      job.prompt_sent, job.prompt_over),
            f"bp-dashboard-comfyui-{job.id}")
+    return job
+
+
+def start_render_job(render: str, graph: dict, out_dir: str, service: str = "comfyui") -> Job:
+    """Uploads the PNG ``render`` (a temporary file: removed once sent, or when the job ends),
+    runs ``graph`` on it and downloads the result into ``out_dir``, on a worker thread; the
+    result is loaded on the main thread by ``load_output``."""
+    manager = _manager()
+    comfyui.load_image_node(graph)  # ValueError now, before anything is sent
+    job = _new_job(service, "render", 0, 1)
+    job.prompt_id = str(uuid.uuid4())
+    job.graph = graph
+    job.phase = "uploading"
+
+    def report(event, value):
+        _post(job.id, event, value)
+
+    _spawn(lambda: comfyui.run_render(manager, service, render, graph, job.prompt_id, out_dir,
+                                      job.token, report, job.prompt_sent, job.prompt_over),
+           f"bp-dashboard-render-{job.id}")
     return job
 
 
@@ -249,7 +282,11 @@ def cancel_job(job_id: int) -> bool:
     job.token.cancel()
     job.state = "cancelling"
     manager = bp.get()
-    if job.kind == "comfyui" and manager is not None:
+    # The prompt is stopped on the server only if it was sent and has not ended: the token is
+    # cancelled above, so a worker that had not sent it yet never will (comfyui.queue_and_follow);
+    # a render cancelled while uploading or downloading has no prompt running. (ComfyUI before
+    # mid-2025 stops whatever runs on an interrupt: never send one for nothing.)
+    if job.prompt_id and job.prompt_sent.is_set() and not job.prompt_over.is_set() and manager is not None:
         # The caller's part: ComfyUI keeps running the prompt until told. Two short requests,
         # sent from a helper thread (the UI never waits on a backend), cancelled in turn if
         # the add-on is disabled meanwhile: see comfyui.stop_prompt.
@@ -306,6 +343,20 @@ def drain(limit: int = 5000) -> int:
             spec = job.graph.get(value)
             job.node = spec.get("class_type", value) if isinstance(spec, dict) else value
             job.done = job.total = 0  # a node's progress starts over
+        elif event == "phase":  # render: uploading, running, downloading
+            job.phase = value
+            job.node = ""
+            job.done = job.total = 0
+        elif event == "bytes":  # render: the upload's or the download's progress
+            job.done, job.total = value
+        elif event == "output":  # render: the downloaded file, whole
+            job.output = value
+            if load_output is not None and job.running:
+                try:
+                    job.image = load_output(value)
+                    job.note = f"loaded as image '{job.image}'"
+                except Exception as e:  # noqa: BLE001 - a file Blender cannot read: shown
+                    _finish(job, "failed", f"could not load {os.path.basename(value)}: {e}")
         elif event == "end":
             job.workers -= 1
             job.workers_ended = at

@@ -21,9 +21,17 @@ Knobs a test can use, all optional, in the POST /prompt body:
 `` [temp]`` annotation); a prompt naming one that was not uploaded is refused with ComfyUI's
 400 (``prompt_outputs_failed_validation``, the node's ``custom_validation_failed`` error
 ``image - Invalid image file: NAME`` in ``node_errors``). Uploads are recorded by name and
-hash (not kept), with ComfyUI's naming (``name (1).png`` for other bytes under a taken name,
-unless ``overwrite=true``). Unlike the real node, the stand-in's LoadImage reports the image it
-loaded as its output (``executed`` and the history), so a test sees the upload was used.
+hash, with ComfyUI's naming (``name (1).png`` for other bytes under a taken name, unless
+``overwrite=true``); their bytes are kept up to 16 MiB each. Unlike the real node, the
+stand-in's LoadImage reports the image it loaded as its output (``executed`` and the history),
+so a test sees the upload was used.
+
+The output node's image (``mock_<prompt id>.png``) is the first LoadImage's image when the
+prompt has one (the stand-in's "model" gives its input back), else a tiny PNG. ``GET /view``
+serves it, and uploaded images (``type=input``), as ComfyUI does, with their
+``Content-Length``; a name it does not know gets the tiny PNG (ComfyUI: 404). An output node's
+``inputs.mock_view_seconds`` (number) makes ``/view`` send that output over about that many
+seconds, in pieces: a slow download, to cancel one.
 """
 
 import argparse
@@ -31,6 +39,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import mimetypes
 import os
 import platform
 import posixpath
@@ -67,6 +76,7 @@ def tiny_png(width=2, height=2, rgb=(255, 0, 0)):
 
 
 PNG = tiny_png()
+KEEP_BYTES = 16 * 1024 * 1024  # an upload's bytes are kept (for /view) up to this size
 
 
 class PeerAccessLogger(AbstractAccessLogger):
@@ -105,9 +115,11 @@ class Comfy:
         self.interrupt = asyncio.Event()
         self.current_client = None
         self.current_node = None
-        # (type, "subfolder/name") -> SHA-256 of what POST /upload/image saved there (the bytes
-        # are not kept: a test may upload big files).
+        # (type, "subfolder/name") -> SHA-256 of what POST /upload/image saved there.
         self.uploads = {}
+        # (type, "subfolder/name") -> (bytes, seconds to send them over): what /view serves.
+        # Uploads up to KEEP_BYTES, and the outputs of prompts.
+        self.files = {}
 
     # ---- uploaded images (LoadImage) ------------------------------------------
     def uploaded(self, image):
@@ -215,6 +227,7 @@ class Comfy:
         )
         outputs_by_node = {}
         status = "success"
+        output_bytes = PNG  # the first LoadImage's image, else a tiny PNG
         executed_nodes = []
         for node in node_ids:
             spec = prompt[node]
@@ -267,6 +280,9 @@ class Comfy:
                     break
             if spec.get("class_type") == "LoadImage":
                 kind, subfolder, name = self.uploaded(spec["inputs"]["image"])
+                loaded = self.files.get((kind, posixpath.join(subfolder, name)))
+                if loaded is not None and output_bytes is PNG:
+                    output_bytes = loaded[0]
                 output = {"images": [{"filename": name, "subfolder": subfolder, "type": kind}]}
                 outputs_by_node[node] = output
                 if sid is not None:
@@ -276,6 +292,9 @@ class Comfy:
             executed_nodes.append(node)
             if node == node_ids[-1]:  # the output node
                 output = {"images": [{"filename": f"mock_{prompt_id}.png", "subfolder": "", "type": "output"}]}
+                seconds = (spec.get("inputs") or {}).get("mock_view_seconds", 0)
+                seconds = float(seconds) if isinstance(seconds, (int, float)) and seconds > 0 else 0.0
+                self.files[("output", f"mock_{prompt_id}.png")] = (output_bytes, seconds)
                 outputs_by_node[node] = output
                 if sid is not None:
                     await self.send_json(
@@ -462,9 +481,30 @@ def build_app():
 
     @routes.get("/view")
     async def view(request):
-        if "filename" not in request.rel_url.query:
+        query = request.rel_url.query
+        if "filename" not in query:
             return web.Response(status=404)
-        return web.Response(body=PNG, content_type="image/png")
+        kind = query.get("type") or "output"
+        key = posixpath.normpath(posixpath.join(query.get("subfolder", ""), query["filename"])).lstrip("/")
+        if (kind, key) not in comfy.files:
+            return web.Response(body=PNG, content_type="image/png")
+        data, seconds = comfy.files[(kind, key)]
+        content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        if not seconds:
+            return web.Response(body=data, content_type=content_type)
+        # Slowly, in 50 pieces, with the length up front (a download's progress has a total).
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.content_length = len(data)
+        await response.prepare(request)
+        piece = max(1, -(-len(data) // 50))
+        try:
+            for at in range(0, len(data), piece):
+                await response.write(data[at:at + piece])
+                await asyncio.sleep(seconds / 50)
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError):  # the client went away (a cancel)
+            pass
+        return response
 
     @routes.post("/upload/image")
     async def upload_image(request):
@@ -494,6 +534,10 @@ def build_app():
             name = f"{stem} ({i}){ext}"
             i += 1
         comfy.uploads[(kind, posixpath.join(folder, name))] = digest
+        if len(data) <= KEEP_BYTES:
+            comfy.files[(kind, posixpath.join(folder, name))] = (data, 0.0)
+        else:  # not kept: /view would serve stale bytes under this name
+            comfy.files.pop((kind, posixpath.join(folder, name)), None)
         return json_response({"name": name, "subfolder": subfolder, "type": kind, "size": len(data)})
 
     @routes.get("/object_info")
