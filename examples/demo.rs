@@ -7,6 +7,10 @@
 //! cargo run --release --example demo -- --config examples/services.toml   # real backends
 //! ```
 //!
+//! A file's service may list several endpoints (`urls = [...]`, e.g. two ComfyUI machines):
+//! stateless calls spread over them, each ComfyUI prompt runs in one session (its events
+//! come from the machine that took it), and the table adds each endpoint's own figures.
+//!
 //! Without `--config` it starts the testkit's mock ComfyUI, LiteLLM (with a master key),
 //! Gradio (standing in for Wan2GP), RVC and a generic fifth service ("upscaler") on
 //! 127.0.0.1 ephemeral ports. Each caller thread drives one service, the real protocol of
@@ -312,18 +316,26 @@ fn caller(manager: &PoolManager, target: &Target, seed: u64, stop: &AtomicBool) 
     }
 }
 
-/// ComfyUI: lease a WebSocket, queue a prompt for its client id, follow it to the end.
+/// ComfyUI: lease a WebSocket, queue a prompt for its client id, follow it to the end, in
+/// one session: with several ComfyUI machines (`urls`), the prompt's events come only from
+/// the machine that took it.
 fn comfy_prompt(manager: &PoolManager, service: &str, n: u64) -> Op {
-    let mut ws = manager
-        .websocket(service)
+    let job = manager
+        .session(service)
         .map_err(|e| e.chain().to_string())?;
+    let mut ws = job.websocket().map_err(|e| e.chain().to_string())?;
     let client_id = ws.client_id().unwrap_or_default().to_string();
     let body = json!({
         "prompt": {"1": {"class_type": "KSampler", "inputs": {"seed": n, "steps": 2}}},
         "client_id": client_id,
         "extra_data": {"mock_step_seconds": 0.0},
     });
-    let reply: Value = post_json(manager, service, "/prompt", &body)?;
+    let reply = job
+        .http()
+        .and_then(|http| http.post("/prompt").send_json(&body))
+        .map_err(|e| e.chain().to_string())?;
+    check_status("POST /prompt", reply.status())?;
+    let reply: Value = reply.json().map_err(|e| e.chain().to_string())?;
     let prompt_id = reply["prompt_id"]
         .as_str()
         .ok_or("POST /prompt: no prompt_id")?;
@@ -557,6 +569,24 @@ fn print_table(stats: &ManagerStats, targets: &[Target], mocks: &[(String, TestS
                 &accepted,
             );
         }
+        // Several endpoints (`urls`): each one's own pools below the service's sums.
+        for (e, endpoint) in s.endpoints.iter().enumerate() {
+            let pools = endpoint
+                .http
+                .iter()
+                .map(|p| (p, "http"))
+                .chain(endpoint.websocket.iter().map(|p| (p, "websocket")));
+            for (p, kind) in pools {
+                print_row(
+                    &format!(" #{e}"),
+                    kind,
+                    "",
+                    p,
+                    &format!("{:?}", endpoint.health.state),
+                    &endpoint.url,
+                );
+            }
+        }
     }
     let t = &stats.totals;
     println!(
@@ -573,6 +603,9 @@ fn print_table(stats: &ManagerStats, targets: &[Target], mocks: &[(String, TestS
     );
     if !mocks.is_empty() {
         println!("(opened: connections the pools opened; server: connections the mock accepted)");
+    }
+    if stats.services.iter().any(|s| !s.endpoints.is_empty()) {
+        println!("(#n: endpoint n of a service with several urls, its own figures and URL)");
     }
 }
 

@@ -230,6 +230,16 @@ impl Session {
         pool.checkout(pool.core.timeouts.wait, None)
     }
 
+    /// [`Session::websocket`] (waiting at most the service's `wait_timeout_ms`); `token`
+    /// ends the wait with [`Error::Cancelled`].
+    ///
+    /// # Errors
+    /// As [`Session::websocket`], plus [`Error::Cancelled`].
+    pub fn websocket_cancellable(&self, token: &CancelToken) -> Result<WsGuard, Error> {
+        let pool = self.ws_pool()?;
+        pool.checkout(pool.core.timeouts.wait, Some(token))
+    }
+
     /// [`Session::websocket`], waiting at most `wait` for a free socket; `token`, if given,
     /// ends the wait with [`Error::Cancelled`].
     ///

@@ -197,3 +197,28 @@ fn eight_threads_twenty_jobs_each_on_one_machine_spread_over_three() {
         assert_eq!(e.sessions, 0);
     }
 }
+
+#[test]
+fn a_session_websocket_lease_is_cancellable_and_stays_on_its_endpoint() {
+    let servers: Vec<TestServer> = (0..2).map(|_| comfy(Arc::new(AtomicU64::new(0)))).collect();
+    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
+    let m = manager(service(urls.clone()));
+    let job = m.session("comfyui").unwrap();
+    let mine = urls.iter().position(|u| u == job.endpoint()).unwrap();
+
+    let token = backend_pool::CancelToken::new();
+    let mut ws = job.websocket_cancellable(&token).unwrap();
+    ws.send_text("hi").unwrap();
+    ws.read().unwrap();
+    ws.finish();
+    assert!(servers[mine].ws_accepted() >= 1);
+    assert_eq!(servers[1 - mine].ws_accepted(), 0);
+
+    token.cancel();
+    let err = job.websocket_cancellable(&token).unwrap_err();
+    assert!(
+        matches!(err, backend_pool::Error::Cancelled { .. }),
+        "{err}"
+    );
+    assert_eq!(servers[1 - mine].ws_accepted(), 0);
+}

@@ -25,14 +25,17 @@ the test pick the sidebar's tab as a user would):
 6. queues a ComfyUI prompt on the stand-in, clicks its Cancel button (the operator invoked as
    a click would): the job ends at once, the stand-in records the prompt interrupted, and the
    next prompt runs to success;
-7. sends the current render to the stand-in: without one, a clear error and nothing sent;
+7. edits one service's URL in the preferences: the manager is changed in place (``apply``),
+   the other service's pool is untouched (no connection made, no error); the "Test
+   connection" button reports reachable and unreachable without holding the UI thread;
+8. sends the current render to the stand-in: without one, a clear error and nothing sent;
    then a 64 x 64 Workbench render, sent with the panel's button (its dialog confirmed with
    Return): the job goes through uploading, running and downloading with monotonic progress,
    the stand-in received the render's pixels and served them back, the image Blender loaded
    is that file; the timer's lateness stays <= 50 ms during the job (in one of three tries);
    a slow download cancelled with the job's Cancel button leaves no file, and the next job
    runs;
-8. shows every service state and two running jobs (a prompt, a render's download) on the
+9. shows every service state and two running jobs (a prompt, a render's download) on the
    panel, opens the sidebar on the Backends tab, checks that no text is wider than the
    default sidebar allows (Blender's font, measured with ``blf``), and saves a screenshot of
    the sidebar (``--screenshot``), checked not to be blank. Last: an open sidebar stalls the
@@ -315,7 +318,7 @@ def enable_and_configure(comfyui_url: str = "", config_file: str = "") -> float:
     check(mod is not None, "addon_utils.enable returned None")
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.shutdown_timeout = 0.2
-    # Each change restarts the manager (the add-on's update callback).
+    # Each change applies the new settings to the manager (the add-on's update callback).
     prefs.wan2gp_url = ""
     prefs.rvc_url = ""
     prefs.comfyui_url = comfyui_url or WS_URL
@@ -1335,6 +1338,60 @@ def take_screenshot(window, area, region) -> dict:
     return shot
 
 
+def service_stats(name: str) -> dict:
+    return next(s for s in backend_pool.get().stats()["services"] if s["name"] == name)
+
+
+def reconfigure_phase(baseline):
+    """A preference edit of one service's URL changes the running manager (``apply``): the
+    other service keeps its pool (no connection made, no error, its idle connections reused);
+    the "Test connection" button answers reachable / unreachable through the timer, the
+    operator returning at once."""
+    enable_and_configure()
+    yield 0.05
+    yield from run_job(4, 5)
+    before = service_stats("litellm")["http"]
+    check(before["connections_created"] >= 1, f"litellm pool unused: {before}")
+    manager = backend_pool.get()
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    dead = f"http://127.0.0.1:{closed_port()}"
+    prefs.comfyui_url = dead  # the update callback: apply, not a restart
+    report = runtime().last_apply
+    check(report is not None and "error" not in report, f"apply: {report}")
+    check(report["replaced"] == ["comfyui"] and "litellm" in report["unchanged"], f"apply: {report}")
+    check(manager.services == ["comfyui", "litellm"], f"services: {manager!r}")
+    kept = service_stats("litellm")["http"]
+    check(kept["idle"] == before["idle"] and kept["requests"] == before["requests"],
+          f"litellm's pool after the edit: {kept} (before: {before})")
+    yield from run_job(1, 5)  # one of the idle connections the edit left alone
+    after = service_stats("litellm")["http"]
+    # The same pool (a restart would have counted from zero), no connection made.
+    check(after["requests"] >= before["requests"] + 5, f"litellm requests: {before} -> {after}")
+    check(after["connections_created"] == before["connections_created"],
+          f"litellm's pool was disturbed: {before['connections_created']} -> {after['connections_created']}")
+    check(after["errors"] == before["errors"], f"litellm errors: {before['errors']} -> {after['errors']}")
+
+    addon = sys.modules[ADDON]
+    probes = runtime().probes
+    for service, reachable in (("litellm", True), ("comfyui", False)):
+        t0 = time.perf_counter()
+        r = bpy.ops.backend_pool.test_connection("EXEC_DEFAULT", service=service)
+        op_ms = (time.perf_counter() - t0) * 1000
+        check(r == {"FINISHED"}, f"test_connection returned {r}")
+        check(op_ms < 100, f"Test connection held the UI thread {op_ms:.0f} ms")
+        yield from wait_for(f"the {service} probe's result",
+                            lambda s=service: "reachable" in probes.get(s, {}), 5)
+        got = probes[service]
+        text = addon._probe_text(got)
+        check(got["reachable"] is reachable, f"{service}: {got}")
+        check(text.startswith("reachable" if reachable else "unreachable"), f"{service}: {text!r}")
+        log(f"test connection {service}: {text} (operator {op_ms:.1f} ms)")
+    results["reconfigure"] = {"litellm_connections": after["connections_created"],
+                              "probes": {k: v.get("reachable") for k, v in probes.items()}}
+    prefs.comfyui_url = WS_URL
+    yield from disable_and_wait_clean(baseline)
+
+
 def scenario():
     show_sidebar()
     warm = yield from settle()
@@ -1349,6 +1406,7 @@ def scenario():
     yield from cycles_phase(after_first)
     yield from blocked_disable_phase(after_first)
     yield from cancel_phase(after_first)
+    yield from reconfigure_phase(after_first)
     yield from render_phase(after_first)
     yield from screenshot_phase(after_first)
     results["final_counts"] = counts()

@@ -111,7 +111,7 @@ def main() -> None:
     for name in ("comfyui", "wan2gp", "rvc"):
         setattr(addon_prefs, f"{name}_url", "")
     addon_prefs.litellm_key = KEY
-    addon_prefs.litellm_url = url  # each change restarts the pool with the new settings
+    addon_prefs.litellm_url = url  # each change applies the new settings to the pool (apply)
     check(backend_pool.get().services == ["litellm"], f"services: {backend_pool.get().services}")
 
     result = bpy.ops.backend_pool.run_requests(

@@ -12,6 +12,11 @@
   then a worker uploads it to ComfyUI, runs an image-to-image prompt on it and downloads the
   result with a progress bar (uploading, running, downloading; Cancel in each); the timer
   loads the result into ``bpy.data.images``.
+* A preference edit changes the running manager (``manager.apply``): services that did not
+  change keep their connections and calls in flight. The preferences have a "Test
+  connection" button per service (``manager.probe`` on a helper thread, at most 2 s).
+* A ComfyUI job (a prompt, a render) runs in one ``manager.session("comfyui")``: with
+  several ComfyUI machines, its upload, prompt, events and download stay on one.
 * The panel (3D View > Sidebar > Backends, ``dashboard.py``) shows one line per service with
   its state, the pool figures on demand, and each job with a progress bar and Cancel.
 
@@ -67,24 +72,26 @@ def _config_from_prefs(prefs):
     return runtime.build_config(urls, prefs.litellm_key)
 
 
-def _restart(self, context):
-    """Preference update: restart the manager with the new URLs."""
-    runtime.restart(_config_from_prefs(self), self.shutdown_timeout)
+def _reconfigure(self, context):
+    """Preference update: changes the running manager to the new settings without a restart
+    (``manager.apply``): the services whose settings did not change keep their connections
+    and their calls in flight; a changed one's calls get ``shutdown_timeout`` to finish."""
+    runtime.reconfigure(_config_from_prefs(self), self.shutdown_timeout)
 
 
 class BackendPoolPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
-    comfyui_url: bpy.props.StringProperty(name="ComfyUI", default=DEFAULT_URLS["comfyui"], update=_restart)
-    litellm_url: bpy.props.StringProperty(name="LiteLLM", default=DEFAULT_URLS["litellm"], update=_restart)
-    wan2gp_url: bpy.props.StringProperty(name="Wan2GP", default=DEFAULT_URLS["wan2gp"], update=_restart)
-    rvc_url: bpy.props.StringProperty(name="RVC", default=DEFAULT_URLS["rvc"], update=_restart)
-    litellm_key: bpy.props.StringProperty(name="LiteLLM key", subtype="PASSWORD", update=_restart)
+    comfyui_url: bpy.props.StringProperty(name="ComfyUI", default=DEFAULT_URLS["comfyui"], update=_reconfigure)
+    litellm_url: bpy.props.StringProperty(name="LiteLLM", default=DEFAULT_URLS["litellm"], update=_reconfigure)
+    wan2gp_url: bpy.props.StringProperty(name="Wan2GP", default=DEFAULT_URLS["wan2gp"], update=_reconfigure)
+    rvc_url: bpy.props.StringProperty(name="RVC", default=DEFAULT_URLS["rvc"], update=_reconfigure)
+    litellm_key: bpy.props.StringProperty(name="LiteLLM key", subtype="PASSWORD", update=_reconfigure)
     config_file: bpy.props.StringProperty(
         name="Config file",
         description="A backend-pool TOML/JSON file; replaces the URLs above when set",
         subtype="FILE_PATH",
-        update=_restart,
+        update=_reconfigure,
     )
     shutdown_timeout: bpy.props.FloatProperty(
         name="Shutdown deadline (s)", default=1.0, min=0.05, max=30.0
@@ -98,6 +105,43 @@ class BackendPoolPreferences(bpy.types.AddonPreferences):
         col.prop(self, "litellm_key")
         col.prop(self, "config_file")
         col.prop(self, "shutdown_timeout")
+        manager = runtime.bp.get()
+        if manager is None:
+            return
+        box = self.layout.box()
+        box.label(text="Test connection")
+        for name in manager.services:
+            row = box.row()
+            row.operator(TEST_CONNECTION, text=name).service = name
+            row.label(text=_probe_text(runtime.probes.get(name)))
+
+
+TEST_CONNECTION = "backend_pool.test_connection"
+
+
+def _probe_text(report) -> str:
+    """One line for a "Test connection" result."""
+    if report is None:
+        return ""
+    if report.get("running"):
+        return "testing..."
+    if report.get("reachable"):
+        return f"reachable ({report.get('check', '')}, {report.get('elapsed_ms', 0)} ms)"
+    return f"unreachable: {report.get('error') or 'no answer'}"
+
+
+class BACKENDPOOL_OT_test_connection(bpy.types.Operator):
+    """Check now that the service answers (on a helper thread, at most 2 s)"""
+
+    bl_idname = TEST_CONNECTION
+    bl_label = "Test Connection"
+
+    service: bpy.props.StringProperty(name="Service")
+
+    def execute(self, context):
+        runtime.test_connection(self.service, timeout_s=2.0)
+        _redraw_preferences()
+        return {"FINISHED"}
 
 
 class BACKENDPOOL_OT_run_requests(bpy.types.Operator):
@@ -283,8 +327,17 @@ def _redraw_sidebars():
                         region.tag_redraw()
 
 
+def _redraw_preferences():
+    """Tags the Preferences editors for redraw (a "Test connection" result)."""
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "PREFERENCES":
+                area.tag_redraw()
+
+
 _ticks = 0
 _last_states: list = []
+_last_probes: dict = {}
 
 
 def _tick():
@@ -299,6 +352,10 @@ def _tick():
         _last_states = states
     if changed:
         _redraw_sidebars()
+    if runtime.probes != _last_probes:
+        _last_probes.clear()
+        _last_probes.update(runtime.probes)
+        _redraw_preferences()
     return TIMER_INTERVAL
 
 
@@ -310,6 +367,7 @@ CLASSES = (
     BACKENDPOOL_OT_queue_prompt,
     BACKENDPOOL_OT_send_render,
     BACKENDPOOL_OT_cancel_job,
+    BACKENDPOOL_OT_test_connection,
     dashboard.BACKENDPOOL_PT_dashboard,
 )
 

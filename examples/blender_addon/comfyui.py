@@ -17,6 +17,12 @@ The protocol (ComfyUI's ``server.py``; ``tests/backends/comfyui_server.py`` spea
 
 Cancel (``stop_prompt``) is the caller's part: the pool can only stop *waiting*.
 
+Every call of a job goes through one ``backend_pool.Session`` of the service
+(``manager.session("comfyui")``, the ``session`` argument below): with several ComfyUI
+machines (``urls = [...]``), a prompt's WebSocket events, its ``/history`` record, its
+``/view`` outputs, the image it loads and the ``/interrupt`` that stops it all live on the
+machine that took the prompt, so none of them may go to another.
+
 The render job (``run_render``) adds a phase on each side, with the same token:
 
 * uploading: ``POST /upload/image``, multipart: field ``image`` (the file), ``subfolder``,
@@ -98,7 +104,7 @@ def set_image(graph: dict, image: str) -> None:
     spec["inputs"] = dict(spec.get("inputs") or {}, image=image)
 
 
-def run_prompt(manager, service: str, graph: dict, prompt_id: str, token, report,
+def run_prompt(session, graph: dict, prompt_id: str, token, report,
                sent: threading.Event | None = None, over: threading.Event | None = None) -> None:
     """Queues ``graph`` and follows it to its end (worker thread). ``report(event, value)``:
     ("queued", prompt_id), ("node", node_id), ("progress", (value, max)), and last, always,
@@ -107,9 +113,9 @@ def run_prompt(manager, service: str, graph: dict, prompt_id: str, token, report
     Cancel stops it on the server only in between (``stop_prompt``)."""
     state, detail = "failed", ""
     try:
-        state, detail = queue_and_follow(manager, service, graph, prompt_id, token, report, sent, over)
+        state, detail = queue_and_follow(session, graph, prompt_id, token, report, sent, over)
     except Exception as e:  # noqa: BLE001 - every failure is the job's state
-        state, detail = _job_outcome(service, e)
+        state, detail = _job_outcome(session.service, e)
     finally:
         report("end", (state, detail))
 
@@ -128,17 +134,17 @@ def _job_outcome(service: str, e: Exception) -> tuple[str, str]:
     raise e
 
 
-def queue_and_follow(manager, service: str, graph: dict, prompt_id: str, token, report,
+def queue_and_follow(session, graph: dict, prompt_id: str, token, report,
                      sent: threading.Event | None = None,
                      over: threading.Event | None = None) -> tuple[str, str]:
     """``run_prompt``'s work: (state, detail) of a prompt that ran; raises what a call raised."""
-    with manager.websocket(service, cancel=token) as ws:
+    with session.websocket(cancel=token) as ws:
         body = {"prompt": graph, "client_id": ws.client_id, "prompt_id": prompt_id}
         if sent is not None:
             # Before the request: a Cancel that finds this unset cancelled the token first,
             # so the request below raises Cancelled without sending anything.
             sent.set()
-        r = manager.request(service, "POST", "/prompt", json=body, cancel=token,
+        r = session.request("POST", "/prompt", json=body, cancel=token,
                             timeout=HTTP_TIMEOUT_S)
         if not r.ok:  # rejected (validation): nothing runs, the socket can be reused
             if over is not None:
@@ -146,14 +152,14 @@ def queue_and_follow(manager, service: str, graph: dict, prompt_id: str, token, 
             ws.finish()
             return "failed", _rejection(r)
         report("queued", prompt_id)
-        ended = _follow(manager, service, ws, prompt_id, token, report)
+        ended = _follow(session, ws, prompt_id, token, report)
         if over is not None:
             over.set()
         ws.finish()
         return ended
 
 
-def run_render(manager, service: str, render: str, graph: dict, prompt_id: str, out_dir: str,
+def run_render(session, render: str, graph: dict, prompt_id: str, out_dir: str,
                token, report, sent: threading.Event | None = None,
                over: threading.Event | None = None) -> None:
     """The render job (worker thread): uploads the PNG ``render``, runs ``graph`` with its
@@ -163,20 +169,20 @@ def run_render(manager, service: str, render: str, graph: dict, prompt_id: str, 
     Reports ("phase", "uploading" | "running" | "downloading"); ("bytes", (done, total)) while
     uploading and downloading (``total`` 0 when unknown); what ``run_prompt`` reports while
     running; ("output", path) once the downloaded file is whole; and last, always,
-    ("end", (state, detail)). A cancelled download leaves no file (``manager.download``
+    ("end", (state, detail)). A cancelled download leaves no file (``download``
     writes beside ``dest`` and renames once whole)."""
     state, detail = "failed", ""
     try:
         report("phase", "uploading")
-        image = upload_image(manager, service, render, token,
+        image = upload_image(session, render, token,
                              lambda done, total: report("bytes", (done, total)))
         _remove(render)
         set_image(graph, image)
         report("phase", "running")
-        state, detail = queue_and_follow(manager, service, graph, prompt_id, token, report, sent, over)
+        state, detail = queue_and_follow(session, graph, prompt_id, token, report, sent, over)
         if state != "done":
             return
-        image = output_image(manager, service, prompt_id, token)
+        image = output_image(session, prompt_id, token)
         if image is None:
             state, detail = "failed", "the prompt made no image (no SaveImage or PreviewImage node?)"
             return
@@ -185,11 +191,11 @@ def run_render(manager, service: str, render: str, graph: dict, prompt_id: str, 
         # The prompt id makes the name unique: a second job never replaces a loaded image.
         name = os.path.basename(image["filename"].replace("\\", "/")) or "output.png"
         dest = os.path.join(out_dir, f"{prompt_id[:8]}_{name}")
-        manager.download(service, "/view", dest, params=image, cancel=token, timeout=TRANSFER_TIMEOUT,
+        session.download("/view", dest, params=image, cancel=token, timeout=TRANSFER_TIMEOUT,
                          progress=lambda done, total: report("bytes", (done, total or 0)))
         report("output", dest)
     except Exception as e:  # noqa: BLE001 - every failure is the job's state
-        state, detail = _job_outcome(service, e)
+        state, detail = _job_outcome(session.service, e)
     finally:
         _remove(render)
         report("end", (state, detail))
@@ -239,14 +245,14 @@ class _ProgressFile:
         self._file.close()
 
 
-def upload_image(manager, service: str, path: str, token, progress) -> str:
+def upload_image(session, path: str, token, progress) -> str:
     """Uploads the image file ``path`` (multipart, streamed from the file); returns the name
     a ``LoadImage`` node takes for it (``subfolder/name``). ``progress(done, total)``: bytes
     of the file sent so far."""
     f = _ProgressFile(path, progress)
     try:
-        r = manager.request(
-            service, "POST", "/upload/image",
+        r = session.request(
+            "POST", "/upload/image",
             files={"image": (os.path.basename(path), f, "image/png")},
             # overwrite: the name chosen here is the one used (ComfyUI would otherwise save
             # other bytes under a taken name as "name (1).png").
@@ -259,11 +265,11 @@ def upload_image(manager, service: str, path: str, token, progress) -> str:
     return f"{up['subfolder']}/{up['name']}" if up.get("subfolder") else up["name"]
 
 
-def output_image(manager, service: str, prompt_id: str, token) -> dict | None:
+def output_image(session, prompt_id: str, token) -> dict | None:
     """The first image the prompt saved (``type`` "output"), else the first it previewed
     ("temp"), as ``/view``'s query; None if it made none. An image a ``LoadImage`` node
     reports ("input") is not a result."""
-    r = manager.request(service, "GET", f"/history/{prompt_id}", cancel=token, timeout=HTTP_TIMEOUT_S)
+    r = session.request("GET", f"/history/{prompt_id}", cancel=token, timeout=HTTP_TIMEOUT_S)
     entry = r.raise_for_status().json().get(prompt_id) or {}
     images = [image for output in (entry.get("outputs") or {}).values() if isinstance(output, dict)
               for image in output.get("images") or () if isinstance(image, dict) and image.get("filename")]
@@ -274,13 +280,13 @@ def output_image(manager, service: str, prompt_id: str, token) -> dict | None:
     return None
 
 
-def _follow(manager, service, ws, prompt_id, token, report) -> tuple[str, str]:
+def _follow(session, ws, prompt_id, token, report) -> tuple[str, str]:
     outcome = ("failed", "ComfyUI ended the prompt without saying how")
     while True:
         try:
             event = ws.recv_json(timeout=SILENCE_S)
         except bp.TimeoutException:
-            ended = _ended_in_history(manager, service, prompt_id, token)
+            ended = _ended_in_history(session, prompt_id, token)
             if ended is not None:
                 return ended
             continue
@@ -305,10 +311,10 @@ def _follow(manager, service, ws, prompt_id, token, report) -> tuple[str, str]:
             outcome = ("failed", f"{node}: {message}")
 
 
-def _ended_in_history(manager, service, prompt_id, token) -> tuple[str, str] | None:
+def _ended_in_history(session, prompt_id, token) -> tuple[str, str] | None:
     """The outcome recorded in ``GET /history/<id>`` if the prompt has ended (ComfyUI does not
     replay events a socket missed), else None."""
-    r = manager.request(service, "GET", f"/history/{prompt_id}", cancel=token, timeout=HTTP_TIMEOUT_S)
+    r = session.request("GET", f"/history/{prompt_id}", cancel=token, timeout=HTTP_TIMEOUT_S)
     entry = r.json().get(prompt_id) if r.ok else None
     if not isinstance(entry, dict):
         return None
@@ -329,7 +335,7 @@ def _rejection(r) -> str:
         return f"ComfyUI refused the prompt ({r.status}): {r.text[:200]}"
 
 
-def stop_prompt(manager, service: str, prompt_id: str, token) -> str:
+def stop_prompt(session, prompt_id: str, token) -> str:
     """Stops the prompt on the server (helper thread): the caller's part of Cancel.
 
     Cancelling the job's token ends the wait on our side at once, but ComfyUI goes on running
@@ -345,9 +351,9 @@ def stop_prompt(manager, service: str, prompt_id: str, token) -> str:
     what happened, for the panel.
     """
     try:
-        manager.request(service, "POST", "/queue", json={"delete": [prompt_id]}, cancel=token,
+        session.request("POST", "/queue", json={"delete": [prompt_id]}, cancel=token,
                         timeout=HTTP_TIMEOUT_S).raise_for_status()
-        manager.request(service, "POST", "/interrupt", json={"prompt_id": prompt_id}, cancel=token,
+        session.request("POST", "/interrupt", json={"prompt_id": prompt_id}, cancel=token,
                         timeout=HTTP_TIMEOUT_S).raise_for_status()
         return "stopped on the server"
     except (bp.Cancelled, bp.ShuttingDown):

@@ -89,6 +89,7 @@ last_shutdown: dict | None = None  # the last shutdown report, for the UI and te
 def start(config) -> None:
     """Starts the process-wide manager (``config``: dict, TOML text or a file path)."""
     _served.clear()
+    probes.clear()
     bp.init(config)
 
 
@@ -114,10 +115,28 @@ def stop(deadline_s: float) -> dict | None:
     return report
 
 
-def restart(config, deadline_s: float) -> None:
-    stop(deadline_s)
-    _stop.clear()
-    start(config)
+last_apply: dict | None = None  # the last reconfiguration's report, or {"error": ...}
+
+
+def reconfigure(config, deadline_s: float) -> dict | None:
+    """A preference edit: changes the running manager to ``config`` (dict, TOML text or a
+    file path, as ``start``) without a restart, by ``manager.apply``. Services whose settings
+    did not change keep their pools, connections and calls in flight (a LiteLLM stream goes
+    on); a changed or removed one takes no new work, its calls in flight get ``deadline_s`` to
+    finish, then are interrupted (their jobs end "cancelled"), and it closes; a new one starts
+    on first use. Returns the report; an invalid configuration changes nothing and is kept
+    as ``{"error": ...}``. Starts the manager if none runs."""
+    global last_apply
+    manager = bp.get()
+    if manager is None:
+        _stop.clear()
+        start(config)
+        return None
+    try:
+        last_apply = manager.apply(config, timeout=deadline_s)
+    except bp.ConfigError as e:
+        last_apply = {"error": str(e)}
+    return last_apply
 
 
 # --- jobs: worker threads -> queue.Queue -> main thread --------------------------------------
@@ -157,6 +176,10 @@ class Job:
     # Set by the worker: before it sends the prompt, once the prompt has ended on the server.
     prompt_sent: threading.Event = field(default_factory=threading.Event, repr=False)
     prompt_over: threading.Event = field(default_factory=threading.Event, repr=False)
+    # comfyui, render: the backend_pool.Session every call of the job goes through (one
+    # machine of the service); dropped when the job ends: its pin ends once the worker and a
+    # Cancel's helper let go of it too.
+    session: object = field(default=None, repr=False)
 
     @property
     def running(self) -> bool:
@@ -174,6 +197,9 @@ _helper_tokens: list = []  # tokens of helper calls (a Cancel's POST /interrupt)
 _stop = threading.Event()
 _served: dict[str, int] = {}  # per service: calls of this add-on's jobs it answered
 _next_id = 0
+# "Test connection" (main thread only): per service, the last probe's report as a dict
+# (``reachable``, ``error``, ``elapsed_ms``, ...), or {"running": True} while one runs.
+probes: dict[str, dict] = {}
 # The main thread's part of a render job: loads the downloaded file into Blender and returns
 # the image's name (set by the add-on's register(); this module does not touch bpy).
 load_output = None
@@ -238,15 +264,16 @@ def start_job(service: str, method: str, path: str, threads: int, per_thread: in
 
 def start_comfyui_job(graph: dict, service: str = "comfyui") -> Job:
     """Queues ``graph`` (ComfyUI's API format) and follows it on a worker thread."""
-    manager = _manager()
+    session = _manager().session(service)  # no I/O: picks the machine
     job = _new_job(service, "comfyui", 0, 1)
     job.prompt_id = str(uuid.uuid4())
     job.graph = graph
+    job.session = session
 
     def report(event, value):
         _post(job.id, event, value)
 
-    _spawn(lambda: comfyui.run_prompt(manager, service, graph, job.prompt_id, job.token, report,
+    _spawn(lambda: comfyui.run_prompt(session, graph, job.prompt_id, job.token, report,
                                       job.prompt_sent, job.prompt_over),
            f"bp-dashboard-comfyui-{job.id}")
     return job
@@ -258,18 +285,41 @@ def start_render_job(render: str, graph: dict, out_dir: str, service: str = "com
     result is loaded on the main thread by ``load_output``."""
     manager = _manager()
     comfyui.load_image_node(graph)  # ValueError now, before anything is sent
+    # One machine for the upload, the prompt, its events and the download.
+    session = manager.session(service)
     job = _new_job(service, "render", 0, 1)
     job.prompt_id = str(uuid.uuid4())
     job.graph = graph
     job.phase = "uploading"
+    job.session = session
 
     def report(event, value):
         _post(job.id, event, value)
 
-    _spawn(lambda: comfyui.run_render(manager, service, render, graph, job.prompt_id, out_dir,
+    _spawn(lambda: comfyui.run_render(session, render, graph, job.prompt_id, out_dir,
                                       job.token, report, job.prompt_sent, job.prompt_over),
            f"bp-dashboard-render-{job.id}")
     return job
+
+
+def test_connection(service: str, timeout_s: float = 2.0) -> bool:
+    """The "Test connection" button (main thread): probes ``service`` now on a helper thread
+    (``manager.probe``, at most ``timeout_s``); the report reaches ``probes`` through the
+    queue. False if the manager is not running or a probe of it is already running."""
+    manager = bp.get()
+    if manager is None or probes.get(service, {}).get("running"):
+        return False
+    probes[service] = {"running": True}
+
+    def probe():
+        try:
+            report = manager.probe(service, timeout=timeout_s)
+        except bp.BackendPoolError as e:  # UnknownService, ShuttingDown
+            report = {"reachable": False, "error": str(e), "elapsed_ms": None}
+        _post(0, "probe", (service, report))
+
+    _spawn(probe, f"bp-dashboard-probe-{service}")  # bounded by timeout_s: nothing to cancel
+    return True
 
 
 def cancel_job(job_id: int) -> bool:
@@ -286,7 +336,9 @@ def cancel_job(job_id: int) -> bool:
     # cancelled above, so a worker that had not sent it yet never will (comfyui.queue_and_follow);
     # a render cancelled while uploading or downloading has no prompt running. (ComfyUI before
     # mid-2025 stops whatever runs on an interrupt: never send one for nothing.)
-    if job.prompt_id and job.prompt_sent.is_set() and not job.prompt_over.is_set() and manager is not None:
+    session = job.session  # the machine the prompt went to
+    if (job.prompt_id and job.prompt_sent.is_set() and not job.prompt_over.is_set()
+            and manager is not None and session is not None):
         # The caller's part: ComfyUI keeps running the prompt until told. Two short requests,
         # sent from a helper thread (the UI never waits on a backend), cancelled in turn if
         # the add-on is disabled meanwhile: see comfyui.stop_prompt.
@@ -294,7 +346,7 @@ def cancel_job(job_id: int) -> bool:
         _helper_tokens.append(token)
 
         def interrupt():
-            _post(job.id, "note", comfyui.stop_prompt(manager, job.service, job.prompt_id, token))
+            _post(job.id, "note", comfyui.stop_prompt(session, job.prompt_id, token))
 
         _spawn(interrupt, f"bp-dashboard-interrupt-{job.id}")
     return True
@@ -307,6 +359,7 @@ def _finish(job: Job, state: str | None = None, detail: str = "") -> None:
     if detail:
         job.last_error = detail
     job.finished = time.monotonic()
+    job.session = None
 
 
 def drain(limit: int = 5000) -> int:
@@ -318,6 +371,10 @@ def drain(limit: int = 5000) -> int:
         except queue.Empty:
             break
         n += 1
+        if event == "probe":
+            service, report = value
+            probes[service] = report
+            continue
         job = jobs.get(job_id)
         if job is None:
             continue

@@ -82,6 +82,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<manager::PyPoolManager>()?;
     m.add_class::<cancel::PyCancelToken>()?;
     m.add_class::<client::PyClient>()?;
+    m.add_class::<client::PySession>()?;
     m.add_class::<timeout::PyTimeout>()?;
     m.add_class::<response::PyResponse>()?;
     m.add_class::<stream::PyStreamingResponse>()?;

@@ -3,13 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use backend_pool::{global, Error, ManagerConfig, ManagerStats, PoolManager, ShutdownReport};
+use backend_pool::{
+    global, Error, HttpClient, ManagerConfig, ManagerStats, PoolManager, Session, ShutdownReport,
+};
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::cancel::{CallToken, PyCancelToken};
-use crate::client::PyClient;
+use crate::client::{PyClient, PySession};
 use crate::download::{download, PyDownload};
 use crate::errors::{config_to_py, to_py};
 use crate::request::{prepare, Args};
@@ -118,17 +120,30 @@ fn close(m: Arc<PoolManager>, deadline: std::time::Duration) -> (ShutdownReport,
 }
 
 impl PyPoolManager {
-    /// Sends a request to `service` and reads the whole response.
+    /// The HTTP client a call goes through: `service`'s, routed per call, or with `pinned`,
+    /// the session's endpoint (never another). Either way, after the manager's shutdown the
+    /// call raises `ShuttingDown`.
+    fn http(&self, service: &str, pinned: Option<&Session>) -> PyResult<HttpClient> {
+        let m = self.manager()?;
+        match pinned {
+            None => m.http(service),
+            Some(session) => session.http(),
+        }
+        .map_err(to_py)
+    }
+
+    /// Sends a request to `service` (to `pinned`'s endpoint if given) and reads the whole
+    /// response.
     pub(crate) fn send(
         &self,
         py: Python<'_>,
         service: &str,
+        pinned: Option<&Session>,
         method: &str,
         path: &str,
         args: &Args<'_>,
     ) -> PyResult<PyResponse> {
-        let m = self.manager()?;
-        let client = m.http(service).map_err(to_py)?;
+        let client = self.http(service, pinned)?;
         let token = args.cancel.as_ref().map(|c| c.get().token());
         let prepared = prepare(py, &client, method, path, args, token)?;
         let line = prepared.line.clone();
@@ -136,17 +151,18 @@ impl PyPoolManager {
         Ok(PyResponse::new(py, service, line, response))
     }
 
-    /// Sends a request to `service` and returns the response with its body unread.
+    /// Sends a request to `service` (to `pinned`'s endpoint if given) and returns the
+    /// response with its body unread.
     pub(crate) fn open(
         &self,
         py: Python<'_>,
         service: &str,
+        pinned: Option<&Session>,
         method: &str,
         path: &str,
         args: &Args<'_>,
     ) -> PyResult<PyStreamingResponse> {
-        let m = self.manager()?;
-        let client = m.http(service).map_err(to_py)?;
+        let client = self.http(service, pinned)?;
         let call = CallToken::new(args.cancel.as_ref().map(|c| c.get()));
         let prepared = prepare(py, &client, method, path, args, Some(call.token()))?;
         let line = prepared.line.clone();
@@ -154,19 +170,45 @@ impl PyPoolManager {
         Ok(PyStreamingResponse::new(service, line, response, call))
     }
 
-    /// Downloads `GET path` of `service` to `dest` (`download.rs`).
+    /// Downloads `GET path` of `service` (of `pinned`'s endpoint if given) to `dest`
+    /// (`download.rs`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn fetch(
         &self,
         py: Python<'_>,
         service: &str,
+        pinned: Option<&Session>,
         path: &str,
         dest: PathBuf,
         args: &Args<'_>,
         progress: Option<Bound<'_, PyAny>>,
     ) -> PyResult<PyDownload> {
-        let m = self.manager()?;
-        let client = m.http(service).map_err(to_py)?;
+        let client = self.http(service, pinned)?;
         download(py, &client, path, dest, args, progress)
+    }
+
+    /// Checks out a WebSocket of `service` (of `pinned`'s endpoint if given).
+    pub(crate) fn lease(
+        &self,
+        py: Python<'_>,
+        service: &str,
+        pinned: Option<&Session>,
+        wait_timeout: Option<f64>,
+        cancel: Option<Bound<'_, PyCancelToken>>,
+    ) -> PyResult<PyWebSocket> {
+        let m = self.manager()?;
+        let wait = ws::wait(wait_timeout)?;
+        let call = CallToken::new(cancel.as_ref().map(|c| c.get()));
+        let token = call.token();
+        let guard = py
+            .detach(|| match (pinned, wait) {
+                (None, Some(w)) => m.websocket_wait_cancellable(service, w, token),
+                (None, None) => m.websocket_cancellable(service, token),
+                (Some(s), Some(w)) => s.websocket_wait(w, Some(token)),
+                (Some(s), None) => s.websocket_cancellable(token),
+            })
+            .map_err(to_py)?;
+        Ok(PyWebSocket::new(service, guard, call))
     }
 
     fn manager(&self) -> PyResult<Arc<PoolManager>> {
@@ -236,7 +278,7 @@ impl PyPoolManager {
             wait_timeout,
             cancel,
         };
-        self.send(py, service, method, path, &args)
+        self.send(py, service, None, method, path, &args)
     }
 
     /// Sends a request and returns the response with its body unread (server-sent events,
@@ -268,7 +310,7 @@ impl PyPoolManager {
             cancel,
             ..Args::default()
         };
-        self.open(py, service, method, path, &args)
+        self.open(py, service, None, method, path, &args)
     }
 
     /// Downloads `GET path` of `service` to the file `dest`, with the interpreter detached
@@ -296,7 +338,7 @@ impl PyPoolManager {
             cancel,
             ..Args::default()
         };
-        self.fetch(py, service, path, dest, &args, progress)
+        self.fetch(py, service, None, path, dest, &args, progress)
     }
 
     /// A client for one service's HTTP pool, with `get`, `post`, ... (as Rust's
@@ -317,17 +359,17 @@ impl PyPoolManager {
         wait_timeout: Option<f64>,
         cancel: Option<Bound<'_, PyCancelToken>>,
     ) -> PyResult<PyWebSocket> {
-        let m = self.manager()?;
-        let wait = ws::wait(wait_timeout)?;
-        let call = CallToken::new(cancel.as_ref().map(|c| c.get()));
-        let token = call.token();
-        let guard = py
-            .detach(|| match wait {
-                Some(w) => m.websocket_wait_cancellable(service, w, token),
-                None => m.websocket_cancellable(service, token),
-            })
-            .map_err(to_py)?;
-        Ok(PyWebSocket::new(service, guard, call))
+        self.lease(py, service, None, wait_timeout, cancel)
+    }
+
+    /// A session of `service`: its HTTP calls and WebSocket leases all go to one endpoint,
+    /// chosen now by health, sessions already pinned there and the queue length the server
+    /// last reported (as Rust's `manager.session(service)`). Its pin ends with `close()`, at
+    /// the end of a `with` block, or when it is garbage collected. Raises `UnknownService`,
+    /// `ShuttingDown`.
+    fn session(slf: Bound<'_, Self>, service: &str) -> PyResult<Py<PySession>> {
+        let session = slf.get().manager()?.session(service).map_err(to_py)?;
+        PySession::create(slf.py(), slf.unbind(), session)
     }
 
     /// A snapshot of every figure as a dict (after shutdown: the final snapshot).

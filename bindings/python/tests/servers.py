@@ -398,6 +398,9 @@ class WsHandler(socketserver.BaseRequestHandler):
                     self.server.interrupts.append(json.loads(body or b"{}"))
                 reply = {}
             else:
+                if path == "/view":  # counted: a job's output fetched (never a health probe)
+                    with self.server.lock:
+                        self.server.views += 1
                 reply = {"exec_info": {"queue_remaining": 0}}
             body = json.dumps(reply).encode()
             sock.sendall(
@@ -460,6 +463,7 @@ class WsServer(socketserver.ThreadingTCPServer):
         self.hangups = 0  # sockets that ended without a close frame
         self.prompts = 0  # POST /prompt
         self.interrupts = []  # the JSON bodies of POST /interrupt
+        self.views = 0  # GET /view
 
 
 class Backends:

@@ -32,6 +32,7 @@ from ._native import (
     PoolManager,
     Response,
     ServerSentEvent,
+    Session,
     StreamingResponse,
     Timeout,
     WebSocket,
@@ -62,6 +63,7 @@ from .headers import Headers
 __all__ = [
     "PoolManager",
     "Client",
+    "Session",
     "CancelToken",
     "Timeout",
     "Response",

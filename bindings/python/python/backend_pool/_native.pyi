@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, final
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 from backend_pool.headers import Headers
 from backend_pool.types import (
@@ -26,6 +26,7 @@ __all__ = [
     "PoolManager",
     "CancelToken",
     "Client",
+    "Session",
     "Timeout",
     "Response",
     "StreamingResponse",
@@ -154,6 +155,11 @@ class PoolManager:
     def client(self, service: str) -> Client:
         """The service's HTTP pool as a ``Client`` (``get``, ``post``, ...); raises
         ``UnknownService`` if it has none."""
+    def session(self, service: str) -> Session:
+        """A ``Session`` of the service: its HTTP calls and WebSocket leases all go to one
+        endpoint, chosen now by health, sessions already pinned there and the queue length the
+        server last reported (as Rust's ``manager.session(service)``); never another. Raises
+        ``UnknownService``, ``ShuttingDown``."""
     def websocket(
         self,
         service: str,
@@ -197,7 +203,7 @@ class PoolManager:
         tb: TracebackType | None,
     ) -> None: ...
 
-@final
+@disjoint_base
 class Client:
     """One service's HTTP pool (``manager.client("comfyui")``), as Rust's
     ``manager.http(service)``: every method takes ``PoolManager.request``'s keyword
@@ -311,6 +317,36 @@ class Client:
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
     ) -> Response: ...
+
+@final
+class Session(Client):
+    """One job's affinity to one endpoint of a service (``manager.session("comfyui")``): a
+    ``Client`` whose calls, and whose ``websocket()`` leases, all go to ``endpoint``, never
+    elsewhere (not even a retried GET). Its pin ends with ``close()``, at the end of a ``with``
+    block, or when it is garbage collected; calls after ``close()`` raise ``ValueError``.
+    Responses, streams and leases taken before keep working."""
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL of the endpoint the session is pinned to."""
+    @property
+    def closed(self) -> bool: ...
+    def websocket(
+        self,
+        *,
+        wait_timeout: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> WebSocket:
+        """Checks out a WebSocket of the session's endpoint (as ``PoolManager.websocket``)."""
+    def close(self) -> None:
+        """Ends the pin. Idempotent."""
+    def __enter__(self) -> Session: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 @final
 class Timeout:
