@@ -303,6 +303,12 @@ class DrawClock:
 
 
 lateness = Lateness()
+
+
+def measured_ok(lat: dict) -> bool:
+    """A try counts when the timer ran enough to measure (a stall of the whole machine can
+    leave it a tick or two: that try is repeated, not failed) and stayed within the bound."""
+    return lat["ticks"] >= 5 and lat["max_without_swap_ms"] <= MAX_LATENESS_MS
 DrawClock(lateness.draws)
 
 
@@ -611,11 +617,10 @@ def load_phase(baseline):
         tries.append({"requests": job.total, "seconds": round(load_s, 3),
                       "req_per_s": round(job.total / load_s), "lateness": lat})
         log("8 threads x 100 requests:", tries[-1])
-        check(lat["ticks"] >= 5, f"the timer barely ran: {lat}")
-        if lat["max_without_swap_ms"] <= MAX_LATENESS_MS:
+        if measured_ok(lat):
             break
     results["load"] = tries
-    check(min(t["lateness"]["max_without_swap_ms"] for t in tries) <= MAX_LATENESS_MS,
+    check(any(measured_ok(t["lateness"]) for t in tries),
           f"main thread stalled in each try: {tries}")
 
     rows = {r["service"]: r for r in runtime().dashboard_rows()}
@@ -758,13 +763,12 @@ def blocked_disable_phase(baseline, attempts: int = 3):
         check(blocked["all_gone_ms"] <= MAX_GONE_MS, f"threads and sockets gone after {blocked}")
         check(blocked["job"] == "cancelled 0/8", f"job {blocked['job']}")
         lat = blocked["lateness"]
-        check(lat["ticks"] >= 5, f"the timer barely ran: {lat}")
-        if lat["max_without_swap_ms"] <= MAX_LATENESS_MS:
+        if measured_ok(lat):
             break
     restore_editors(saved)
     results["blocked_disable"] = tries
-    best = min(t["blocked"]["lateness"]["max_without_swap_ms"] for t in tries)
-    check(best <= MAX_LATENESS_MS, f"main thread stalled in each of {attempts} tries: {tries}")
+    check(any(measured_ok(t["blocked"]["lateness"]) for t in tries),
+          f"main thread stalled in each of {attempts} tries: {tries}")
 
 
 def comfy_history(prompt_id: str) -> dict:
@@ -1085,12 +1089,11 @@ def render_phase(baseline):
             lat = figures["lateness"]
             tries.append(figures)
             log("render sent and back, lateness measured:", figures)
-            check(lat["ticks"] >= 5, f"the timer barely ran: {lat}")
-            if lat["max_without_swap_ms"] <= MAX_LATENESS_MS:
+            if measured_ok(lat):
                 break
         restore_editors(saved)
         results_render["lateness_tries"] = tries
-        check(min(t["lateness"]["max_without_swap_ms"] for t in tries) <= MAX_LATENESS_MS,
+        check(any(measured_ok(t["lateness"]) for t in tries),
               f"main thread stalled in each try: {tries}")
         yield from settle(20, 10)
 
