@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use backend_pool::{Error, ErrorClass, Phase};
+use backend_pool::{Error, ErrorClass, Phase, RequestBuilder};
 use backend_pool_testkit::{Blackhole, Fault, Response, TestServer};
 use support::{manager, service};
 
@@ -101,38 +101,26 @@ fn a_total_timeout_while_sending_names_the_send_phase() {
     holder.join().unwrap();
 }
 
-#[test]
-fn a_total_timeout_while_connecting_is_a_connect_failure_naming_the_total() {
+/// A GET to a listener that never accepts, with `limit` applied to the request: it fails
+/// within the 300 ms the limit sets, as a connect failure naming that limit.
+fn connect_to_a_blackhole(limit: impl FnOnce(RequestBuilder) -> RequestBuilder) {
     let hole = Blackhole::new().unwrap();
     let m = manager(service("svc", &format!("http://{}", hole.addr())));
     let start = Instant::now();
-    let err = m
-        .http("svc")
-        .unwrap()
-        .get("/")
-        .total_timeout(MS_300)
-        .call()
-        .unwrap_err();
+    let err = limit(m.http("svc").unwrap().get("/")).call().unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(2), "{err}");
     assert_timeout(&err, Phase::Connect, MS_300);
     assert_eq!(err.class(), ErrorClass::Connect);
 }
 
 #[test]
+fn a_total_timeout_while_connecting_is_a_connect_failure_naming_the_total() {
+    connect_to_a_blackhole(|r| r.total_timeout(MS_300));
+}
+
+#[test]
 fn a_connect_timeout_of_the_request_replaces_the_services() {
-    let hole = Blackhole::new().unwrap();
-    let m = manager(service("svc", &format!("http://{}", hole.addr())));
-    let start = Instant::now();
-    let err = m
-        .http("svc")
-        .unwrap()
-        .get("/")
-        .connect_timeout(MS_300)
-        .call()
-        .unwrap_err();
-    assert!(start.elapsed() < Duration::from_secs(2), "{err}");
-    assert_timeout(&err, Phase::Connect, MS_300);
-    assert_eq!(err.class(), ErrorClass::Connect);
+    connect_to_a_blackhole(|r| r.connect_timeout(MS_300));
 }
 
 #[test]

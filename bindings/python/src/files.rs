@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyIsADirectoryError, PyOSError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyString, PyTuple};
 
 /// The most a file object's `read()` is asked for at once.
 const FILE_PIECE: usize = 256 * 1024;
@@ -64,32 +64,10 @@ pub(crate) fn form(
     for (name, value) in fields {
         form = form.text(&name, &value);
     }
-    for (name, value) in entries(files)? {
+    for (name, value) in crate::request::named_items("files", "file", files)? {
         form = form.part(&name, part(py, &name, &value, raised)?);
     }
     Ok(form)
-}
-
-/// `(name, value)` from a mapping or a list or tuple of pairs.
-fn entries<'py>(files: &Bound<'py, PyAny>) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
-    let bad = || PyTypeError::new_err("files must be a dict or a list of (name, file) pairs");
-    let items = if files.hasattr("items")? {
-        files.call_method0("items")?
-    } else if files.is_instance_of::<PyList>() || files.is_instance_of::<PyTuple>() {
-        files.clone()
-    } else {
-        return Err(bad());
-    };
-    let mut out = Vec::new();
-    for item in items.try_iter()? {
-        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
-            item?.extract().map_err(|_| bad())?;
-        let name: String = name
-            .extract()
-            .map_err(|_| PyTypeError::new_err("files: names must be str"))?;
-        out.push((name, value));
-    }
-    Ok(out)
 }
 
 /// One part: see the module docs.

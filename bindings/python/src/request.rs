@@ -224,9 +224,31 @@ fn is_form(data: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// repeats its name for each item. Values are str, int, float, bool (`"true"` / `"false"`)
 /// or None (`""`), as httpx writes them.
 fn pairs(what: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (name, value) in named_items(what, "value", v)? {
+        if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+            for one in value.try_iter()? {
+                let text = scalar(what, &name, &one?)?;
+                out.push((name.clone(), text));
+            }
+        } else {
+            let text = scalar(what, &name, &value)?;
+            out.push((name, text));
+        }
+    }
+    Ok(out)
+}
+
+/// `(name, item)` from a mapping or a list or tuple of pairs, in order, names checked to be
+/// str (`params=`, `data=`, `files=`); `what` and `item` name them in the errors.
+pub(crate) fn named_items<'py>(
+    what: &str,
+    item: &str,
+    v: &Bound<'py, PyAny>,
+) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
     let bad = || {
         PyTypeError::new_err(format!(
-            "{what} must be a dict or a list of (name, value) pairs"
+            "{what} must be a dict or a list of (name, {item}) pairs"
         ))
     };
     let items = if v.hasattr("items")? {
@@ -237,21 +259,13 @@ fn pairs(what: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
         return Err(bad());
     };
     let mut out = Vec::new();
-    for item in items.try_iter()? {
-        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
-            item?.extract().map_err(|_| bad())?;
+    for entry in items.try_iter()? {
+        let (name, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) =
+            entry?.extract().map_err(|_| bad())?;
         let name: String = name
             .extract()
             .map_err(|_| PyTypeError::new_err(format!("{what}: names must be str")))?;
-        if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
-            for one in value.try_iter()? {
-                let text = scalar(what, &name, &one?)?;
-                out.push((name.clone(), text));
-            }
-        } else {
-            let text = scalar(what, &name, &value)?;
-            out.push((name, text));
-        }
+        out.push((name, value));
     }
     Ok(out)
 }
