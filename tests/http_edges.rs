@@ -12,7 +12,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backend_pool::{Error, ErrorClass, HealthState, Phase, PoolManager, PoolStats, ServiceConfig};
 use support::{http_echo_server as echo_server, manager, service};
@@ -132,22 +132,7 @@ impl Peer {
 
     /// Closes with a TCP reset (SO_LINGER 0) instead of a FIN.
     fn reset(&mut self) {
-        use std::os::fd::AsRawFd;
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: a valid socket fd and a correctly sized `linger` value.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::setsockopt(
-                self.reader.get_ref().as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
+        let _ = socket2::SockRef::from(self.reader.get_ref()).set_linger(Some(Duration::ZERO));
         let _ = self.reader.get_ref().shutdown(std::net::Shutdown::Both);
     }
 
@@ -530,6 +515,7 @@ fn an_unresolvable_host_is_a_connect_failure_and_fails_fast() {
 
 /// Runs one `#[ignore]`d test of this binary in a child process with `env` set; the child's
 /// output is shown when it fails.
+#[cfg(unix)]
 fn run_child(test: &str, env: &[(&str, String)]) {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = std::process::Command::new(exe);
@@ -552,6 +538,7 @@ fn run_child(test: &str, env: &[(&str, String)]) {
     );
 }
 
+#[cfg(unix)] // RLIMIT_NOFILE; Windows has no per-process limit on sockets
 #[test]
 fn running_out_of_file_descriptors_is_a_connect_failure_and_fails_fast() {
     let server = echo_server();
@@ -564,6 +551,7 @@ fn running_out_of_file_descriptors_is_a_connect_failure_and_fails_fast() {
 
 /// Run by `running_out_of_file_descriptors_is_a_connect_failure_and_fails_fast` in its own
 /// process: lowers RLIMIT_NOFILE and uses up every descriptor, then makes calls.
+#[cfg(unix)]
 #[test]
 #[ignore = "runs in a child process of running_out_of_file_descriptors_…"]
 fn fd_exhaustion_child() {
@@ -871,6 +859,7 @@ fn a_connection_the_server_spoiled_after_a_response_is_not_reused() {
 mod eintr {
     use super::support::signals::{current_thread, install_handler, Interrupter};
     use super::*;
+    use std::time::Instant;
 
     const EVERY: Duration = Duration::from_millis(2);
 
