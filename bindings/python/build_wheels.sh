@@ -26,13 +26,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 START=$(date +%s)
-OUT=$ROOT/target/dist
+DIST=$ROOT/target/dist
 TEST=0
 for arg in "$@"; do
     case "$arg" in
         --test) TEST=1 ;;
         -*) echo "unknown option $arg (usage: build_wheels.sh [OUT_DIR] [--test])" >&2; exit 2 ;;
-        *) OUT=$(mkdir -p "$arg" && cd "$arg" && pwd) ;;
+        *) DIST=$(mkdir -p "$arg" && cd "$arg" && pwd) ;;
     esac
 done
 TOOLS=$ROOT/target/wheels-venv
@@ -65,13 +65,13 @@ fi
 maturin --version
 python -m ziglang version
 
-mkdir -p "$OUT"
-rm -f "$OUT"/backend_pool-*.whl "$OUT"/backend_pool_dashboard-*.zip
+mkdir -p "$DIST"
+rm -f "$DIST"/backend_pool-*.whl "$DIST"/backend_pool_dashboard-*.zip
 build() {
     step "wheel for $1"
     # Each target has its own folder under target/ (--target always given): the host's
     # target/release, which the demo and ci.sh's wheel build use, is left alone.
-    maturin build --release -m bindings/python/Cargo.toml --out "$OUT" --target "$@"
+    maturin build --release -m bindings/python/Cargo.toml --out "$DIST" --target "$@"
 }
 # glibc 2.28, as official Blender builds for Linux: zig links against that glibc's symbols.
 build x86_64-unknown-linux-gnu --zig --compatibility manylinux_2_28
@@ -85,8 +85,8 @@ build aarch64-apple-darwin --zig
 build x86_64-apple-darwin --zig
 
 step "check the wheels"
-"$TOOLS/bin/python" bindings/python/check_wheels.py wheels "$OUT"
-LINUX_WHEEL=$OUT/$(cd "$OUT" && ls backend_pool-*-manylinux_2_28_x86_64.whl)
+"$TOOLS/bin/python" bindings/python/check_wheels.py wheels "$DIST"
+LINUX_WHEEL=$DIST/$(cd "$DIST" && ls backend_pool-*-manylinux_2_28_x86_64.whl)
 auditwheel show "$LINUX_WHEEL" | tee "$ROOT/target/auditwheel.txt"
 tr '\n' ' ' <"$ROOT/target/auditwheel.txt" | grep -q 'consistent with the following platform tag: "manylinux_2_28_x86_64"' || {
     echo "auditwheel: $LINUX_WHEEL is not manylinux_2_28_x86_64" >&2
@@ -94,15 +94,15 @@ tr '\n' ' ' <"$ROOT/target/auditwheel.txt" | grep -q 'consistent with the follow
 }
 
 step "extension zips (Blender's extension build --split-platforms)"
-WHEEL_DIR=$OUT OUT=$OUT BPY_PYTHON=$BPY_PYTHON bash examples/blender_addon/package.sh
-for zip in "$OUT"/backend_pool_dashboard-*.zip; do
+WHEEL_DIR=$DIST OUT=$DIST BPY_PYTHON=$BPY_PYTHON bash examples/blender_addon/package.sh
+for zip in "$DIST"/backend_pool_dashboard-*.zip; do
     if [ -n "$BPY_PYTHON" ]; then
         "$BPY_PYTHON" bindings/python/blender_extension.py validate "$zip"
     else
         blender --command extension validate "$zip"
     fi
 done
-"$TOOLS/bin/python" bindings/python/check_wheels.py zips "$OUT"
+"$TOOLS/bin/python" bindings/python/check_wheels.py zips "$DIST"
 
 if [ "$TEST" = 1 ]; then
     PYENV_ROOT=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
@@ -125,5 +125,5 @@ if [ "$TEST" = 1 ]; then
     done
 fi
 
-step "done: $OUT"
-ls -l "$OUT"
+step "done: $DIST"
+ls -l "$DIST"
