@@ -17,7 +17,7 @@ use backend_pool::{
     CancelToken, Error, ErrorClass, HttpClient, ManagerConfig, Phase, PoolKind, PoolManager,
     PoolStats, ServiceConfig, WsPoolConfig,
 };
-use backend_pool_testkit::{fd_count, Blackhole, Response, TestServer};
+use backend_pool_testkit::{fd_count, thread_names, Blackhole, Response, TestServer};
 use support::stall::StallServer;
 use support::{eventually, manager, service, with_http_size};
 
@@ -78,26 +78,36 @@ impl Baseline {
     }
 }
 
-/// The process's threads (Linux), less libtest's threads for the other tests: those queued
-/// behind [`serial`] come and go at libtest's pace. libtest names a test's thread after the
-/// test (every name here has an `_`); the crate's threads and the test servers' have none,
-/// and a thread spawned unnamed carries its creator's name, so the current test's count.
-/// (Linux keeps 15 bytes of a name: the tests' names differ within them.)
+/// The process's threads, less libtest's threads for the other tests: those queued behind
+/// [`serial`] come and go at libtest's pace. libtest names a test's thread after the test
+/// (every name here has an `_`); the crate's threads and the test servers' have none, and on
+/// Linux a thread spawned unnamed carries its creator's name, so the current test's count
+/// (on Windows its name is empty: counted too). (Linux keeps 15 bytes of a name: the tests'
+/// names differ within them.)
 fn threads() -> usize {
-    let own = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default();
-    let own = own.trim();
-    let names = thread_names();
-    names
+    let own = own_name();
+    thread_names()
         .iter()
-        .filter(|n| !n.contains('_') || *n == own)
+        .filter(|n| !n.contains('_') || **n == own)
         .count()
+}
+
+/// The current thread's name as [`thread_names`] reports it.
+fn own_name() -> String {
+    if cfg!(windows) {
+        thread::current().name().unwrap_or_default().to_string()
+    } else {
+        let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default();
+        comm.trim_end().to_string()
+    }
 }
 
 /// Whether every other thread of the current test (those it spawned unnamed carry its name,
 /// see [`threads`]) sleeps: its calls are blocked in the kernel, not still working their way
 /// there (a debug build masks an 8 MiB WebSocket message for milliseconds before it sends).
+#[cfg(target_os = "linux")]
 fn others_asleep() -> bool {
-    let own = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default();
+    let own = own_name();
     let me = std::fs::read_link("/proc/thread-self").unwrap_or_default();
     let me = me.file_name().unwrap_or_default();
     let tasks = std::fs::read_dir("/proc/self/task")
@@ -109,20 +119,16 @@ fn others_asleep() -> bool {
         let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
         // "tid (name) S ...": the state follows the name's closing parenthesis.
         let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
-        comm != own || state != Some(Some('R'))
+        comm.trim_end() != own || state != Some(Some('R'))
     })
 }
 
-/// The names of the process's threads (Linux), for a failure's message.
-fn thread_names() -> Vec<String> {
-    let tasks = std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten();
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .map(|name| name.trim().to_string())
-        .collect()
+/// Elsewhere no thread states are read: a pause long enough for the other threads to reach
+/// their blocking calls.
+#[cfg(not(target_os = "linux"))]
+fn others_asleep() -> bool {
+    thread::sleep(Duration::from_millis(100));
+    true
 }
 
 fn http_server() -> TestServer {

@@ -13,7 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backend_pool::{Error, ErrorClass, HealthState, Phase, PoolManager, PoolStats, ServiceConfig};
 use support::raw::{Peer, RawServer};
@@ -388,6 +388,7 @@ fn an_unresolvable_host_is_a_connect_failure_and_fails_fast() {
 
 /// Runs one `#[ignore]`d test of this binary in a child process with `env` set; the child's
 /// output is shown when it fails.
+#[cfg(unix)]
 fn run_child(test: &str, env: &[(&str, String)]) {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = std::process::Command::new(exe);
@@ -410,6 +411,7 @@ fn run_child(test: &str, env: &[(&str, String)]) {
     );
 }
 
+#[cfg(unix)] // RLIMIT_NOFILE; Windows has no per-process limit on sockets
 #[test]
 fn running_out_of_file_descriptors_is_a_connect_failure_and_fails_fast() {
     let server = echo_server();
@@ -422,6 +424,7 @@ fn running_out_of_file_descriptors_is_a_connect_failure_and_fails_fast() {
 
 /// Run by `running_out_of_file_descriptors_is_a_connect_failure_and_fails_fast` in its own
 /// process: lowers RLIMIT_NOFILE and uses up every descriptor, then makes calls.
+#[cfg(unix)]
 #[test]
 #[ignore = "runs in a child process of running_out_of_file_descriptors_…"]
 fn fd_exhaustion_child() {
@@ -730,6 +733,7 @@ mod eintr {
     use super::support::raw::content_length;
     use super::support::signals::{current_thread, install_handler, Interrupter};
     use super::*;
+    use std::time::Instant;
 
     const EVERY: Duration = Duration::from_millis(2);
 

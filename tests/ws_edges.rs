@@ -18,7 +18,9 @@ use backend_pool::{
 use backend_pool_testkit::backends::{comfyui_with, ComfyOptions};
 use serde_json::{json, Value};
 use support::raw::{idle_until, RawServer};
-use support::{eventually, manager, service, signals};
+#[cfg(unix)]
+use support::signals;
+use support::{eventually, manager, service};
 use tungstenite::WebSocket;
 
 /// The shared raw server (`support::raw`) running `serve` on every accepted connection's bare
@@ -44,6 +46,7 @@ fn accept(stream: TcpStream) -> WebSocket<TcpStream> {
 
 /// Echoes text until the client goes away or the server stops; a ping is answered after
 /// `pong_delay`.
+#[cfg(unix)]
 fn echo(mut ws: WebSocket<TcpStream>, stop: &AtomicBool, pong_delay: Duration) {
     while !stop.load(SeqCst) {
         match ws.read() {
@@ -277,6 +280,7 @@ fn a_tls_handshake_answered_one_byte_at_a_time_times_out_at_connect_timeout() {
 
 // ---------------------------------------------------------------- signals (EINTR)
 
+#[cfg(unix)]
 #[test]
 fn a_read_interrupted_by_signals_resumes_within_its_deadline() {
     let server = raw(|s, stop| {
@@ -316,8 +320,10 @@ fn a_read_interrupted_by_signals_resumes_within_its_deadline() {
 
 /// A stream that reads at most 64 KiB per call, 2 ms apart: a large message keeps the
 /// sender blocked in many short waits.
+#[cfg(unix)]
 struct Throttled(TcpStream);
 
+#[cfg(unix)]
 impl Read for Throttled {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         thread::sleep(Duration::from_millis(2));
@@ -326,6 +332,7 @@ impl Read for Throttled {
     }
 }
 
+#[cfg(unix)]
 impl Write for Throttled {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.write(buf)
@@ -335,6 +342,7 @@ impl Write for Throttled {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn a_send_interrupted_by_signals_completes() {
     // The server reads slowly and answers with the length of what it received.
@@ -365,6 +373,7 @@ fn a_send_interrupted_by_signals_completes() {
     );
 }
 
+#[cfg(unix)]
 #[test]
 fn a_handshake_interrupted_by_signals_completes() {
     let server = raw(|s, stop| {
@@ -381,6 +390,7 @@ fn a_handshake_interrupted_by_signals_completes() {
     assert_eq!(ws.read().unwrap().into_text().unwrap().as_str(), "hello");
 }
 
+#[cfg(unix)]
 #[test]
 fn health_pings_interrupted_by_signals_do_not_fail() {
     // Pongs come 20 ms late, so the maintenance thread waits in every ping while signals

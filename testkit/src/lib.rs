@@ -6,7 +6,8 @@
 //! - [`backends`]: ready-made mocks of ComfyUI, LiteLLM, Gradio (Wan2GP), RVC and a
 //!   generic fifth service.
 //! - [`Blackhole`]: an address where a TCP connect waits (its SYNs are dropped).
-//! - [`fd_count`], [`thread_count`], [`rss_kib`]: leak checks from `/proc/self`.
+//! - [`fd_count`], [`thread_count`], [`thread_names`], [`rss_kib`]: leak checks from
+//!   `/proc/self` (Linux) or the Win32 process and thread APIs (Windows).
 //!
 //! Everything binds `127.0.0.1:0` and uses plain threads (no async runtime).
 //!
@@ -25,7 +26,9 @@
 //! assert!(reply.ends_with("you asked for /x"));
 //! server.stop();
 //! ```
-#![forbid(unsafe_code)]
+// Windows' process counters (proc_stats) call Win32; nothing else may use `unsafe`.
+#![cfg_attr(not(windows), forbid(unsafe_code))]
+#![cfg_attr(windows, deny(unsafe_code))]
 #![warn(missing_docs)]
 
 pub mod backends;
@@ -34,5 +37,5 @@ pub mod proc_stats;
 mod server;
 
 pub use blackhole::Blackhole;
-pub use proc_stats::{fd_count, rss_kib, thread_count};
+pub use proc_stats::{fd_count, rss_kib, thread_count, thread_names};
 pub use server::{Fault, Request, Response, ServerBuilder, TaskCtx, TestServer, WsHandle};

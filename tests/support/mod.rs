@@ -46,16 +46,12 @@ pub fn with_http_size(mut s: ServiceConfig, max: u32, min: u32) -> ServiceConfig
     s
 }
 
-/// Threads of this crate still alive (named `backend-pool-*`).
+/// Threads of this crate still alive (named `backend-pool-*`; Linux and Windows).
 pub fn pool_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
-                .filter(|name| name.starts_with("backend-pool"))
-                .count()
-        })
-        .unwrap_or(0)
+    backend_pool_testkit::thread_names()
+        .iter()
+        .filter(|name| name.starts_with("backend-pool"))
+        .count()
 }
 
 /// Signal delivery to a blocked thread (EINTR).

@@ -176,24 +176,8 @@ impl Peer {
     }
 
     /// Closes with a TCP reset (SO_LINGER 0) instead of a FIN.
-    #[cfg(unix)]
     pub fn reset(&mut self) {
-        use std::os::fd::AsRawFd;
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: a valid socket fd and a correctly sized `linger` value.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::setsockopt(
-                self.reader.get_ref().as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
+        let _ = socket2::SockRef::from(self.reader.get_ref()).set_linger(Some(Duration::ZERO));
         self.shutdown();
     }
 

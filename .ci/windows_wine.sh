@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The core crate's test suite (unit and integration tests, and the testkit's) built for
+# x86_64-pc-windows-gnu and run under Wine: the pool's sockets, timeouts and shutdown with
+# Windows' semantics (Winsock as Wine implements it), on this Linux machine.
+#
+#   bash .ci/windows_wine.sh [TEST-FILTER...]
+#
+# Installs what is missing: Debian's gcc-mingw-w64-x86-64 (the linker) and wine64 (8.0 in
+# Debian 12), Rust's x86_64-pc-windows-gnu target. The Wine prefix is target/wine, made anew.
+# cargo runs each test binary through wine64 (CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER).
+# Tests that cannot pass on Windows, or under Wine, are skipped by name below, each with its
+# reason; RELIABILITY.md ("Windows under Wine") lists them. Doc tests are not run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+START=$(date +%s)
+TARGET=x86_64-pc-windows-gnu
+WINE=/usr/lib/wine/wine64
+step() { echo; echo "=== windows (wine): $* ($(( $(date +%s) - START )) s) ==="; }
+
+step "tools"
+need=()
+command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-x86-64)
+[ -x "$WINE" ] || need+=(wine64)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+rustup target add "$TARGET" 2>&1 | grep -v 'is up to date' || true
+"$WINE" --version
+
+# Line tables only (backtraces keep file and line): full debug info makes each of the ~30
+# test executables about 95 MB, and their links the slowest part of the build.
+export CARGO_PROFILE_DEV_DEBUG=line-tables-only
+
+step "build the tests for $TARGET"
+cargo test --target "$TARGET" -p backend-pool -p backend-pool-testkit --lib --tests --no-run
+
+step "Wine prefix (target/wine)"
+export WINEPREFIX=$ROOT/target/wine WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
+rm -rf "$WINEPREFIX"
+"$WINE" wineboot --init >/dev/null 2>&1 || true
+WINESERVER=/usr/lib/wine/wineserver
+"$WINESERVER" -w
+# One server for the whole run: by default it exits 3 s after its last client, and a test
+# binary starting in that moment loses it ("wine client error: recvmsg"). Its services
+# (winedevice.exe) start now, with no output: started by a test binary, they would hold
+# cargo's output open after the run. Stopped on exit, whatever the outcome.
+trap '"$WINESERVER" -k 2>/dev/null || true' EXIT
+"$WINESERVER" -p </dev/null >/dev/null 2>&1
+"$WINE" wineboot </dev/null >/dev/null 2>&1 || true
+# Rust's standard library (1.78 and later) draws random numbers with ProcessPrng from
+# bcryptprimitives.dll, which every Windows 10 has and Wine 8.0 lacks (every test binary
+# fails to start: "bcryptprimitives.dll not found"). A stand-in DLL with that one function,
+# over RtlGenRandom, goes into the prefix's system32: test support, never shipped.
+SHIM=$ROOT/target/wine-shim
+mkdir -p "$SHIM"
+cat >"$SHIM/bcryptprimitives.c" <<'EOF'
+#include <windows.h>
+#include <ntsecapi.h>
+
+__declspec(dllexport) BOOL WINAPI ProcessPrng(PBYTE data, SIZE_T len) {
+    while (len > 0) {
+        ULONG n = len > 0x10000 ? 0x10000 : (ULONG)len;
+        if (!RtlGenRandom(data, n)) return FALSE;
+        data += n;
+        len -= n;
+    }
+    return TRUE;
+}
+EOF
+x86_64-w64-mingw32-gcc -O2 -shared -s -o "$SHIM/bcryptprimitives.dll" "$SHIM/bcryptprimitives.c" -ladvapi32
+cp "$SHIM/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/"
+
+# Skipped, each with its reason (RELIABILITY.md, "Windows under Wine"). cargo's --skip
+# matches a substring of a test's path.
+SKIP=(
+    # Windows' semantics, not Wine's: shutdown() of a socket does not wake a call already
+    # blocked on it in another thread (on Windows only closesocket does), so a cancel, an
+    # abort handle or the manager's shutdown ends a blocked read, send or handshake at the
+    # call's own deadline, not at once; and a connect in progress is not cancellable at all
+    # off unix (src/net.rs makes the socket first, to register it, on unix only). A gap of
+    # the crate on Windows.
+    abort::tests::abort_all_wakes_a_blocked_read_and_later_watches_fire_at_once
+    cancel::tests::cancel_shuts_a_watched_socket_down_and_later_registrations_never_fire
+    an_abort_handle_ends_a_send_to_a_reader_that_stopped
+    http_connects_in_progress_are_cancelled_and_leave_no_thread
+    websocket_connects_in_progress_are_cancelled_and_leave_no_thread
+    shutdown_abandons_connects_and_handshakes_in_progress
+    websocket_sends_to_a_reader_that_stopped_are_cancelled # hangs
+    websocket_upgrades_in_progress_are_cancelled # hangs
+    a_health_probe_that_never_answers_does_not_stall_others_or_the_shutdown
+    a_cancelled_upload_stops_in_the_send_phase # passes when the cancel lands between sends
+    # The same semantics in the test server: kill_connections() and stop() shut its sockets
+    # down, which does not end its threads blocked in a read while the client keeps the
+    # connection open: server.open() stays above 0, and stop() waits for ever.
+    every_fault_is_classified_or_recovered_and_leaks_nothing
+    kill_connections_drops_every_socket
+    upgrade_echo_broadcast_close
+    stop_returns_to_baseline # hangs
+    # Hangs under Wine (after the streamed 500's first 64 KiB); not explained yet.
+    a_500_with_a_huge_body_keeps_64_kib_and_a_bounded_message
+    # Windows: opening a directory fails ("Access denied") before the crate's own check
+    # ("not a regular file"), so the message differs. A gap of the crate's message.
+    an_invalid_form_or_file_is_rejected_before_checkout
+    # Wine 8.0's GetProcessHandleCount answers 0: no handle count to compare.
+    a_pooled_socket_holds_one_descriptor
+)
+skip_args=()
+for t in "${SKIP[@]}"; do skip_args+=(--skip "$t"); done
+
+step "run under Wine"
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=$WINE
+run_tests() {
+    timeout 900 cargo test --target "$TARGET" -p backend-pool -p backend-pool-testkit --lib --tests \
+        --no-fail-fast -- "${skip_args[@]}" "$@"
+}
+LOG=$ROOT/target/wine-tests.log
+set +e
+run_tests "$@" 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" != 0 ]; then
+    # Wine schedules threads unlike Linux: a test that failed is run once more, alone. The
+    # run fails if any fails again, or if the failure was not a test's (a build error, a
+    # hang past the timeout).
+    failed=$(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$LOG" | sort -u)
+    binaries=$(grep -c '^test result: FAILED' "$LOG" || true)
+    targets=$(sed -n 's/^error: \([0-9]*\) targets failed:$/\1/p' "$LOG")
+    if [ "$status" = 124 ] || [ -z "$failed" ] || [ "${targets:-1}" != "$binaries" ]; then
+        echo "cargo test failed ($status) and not only by failed tests (a build error, a" \
+            "crashed binary or the 900 s timeout): nothing to retry" >&2
+        exit 1
+    fi
+    for t in $failed; do
+        step "once more, alone: $t"
+        run_tests --exact "$t" 2>&1 | tee "$LOG.retry" || true
+        grep -q '^test .* \.\.\. ok$' "$LOG.retry" || { echo "$t failed again" >&2; exit 1; }
+        echo "flaky under Wine (failed, then passed alone): $t"
+    done
+fi
+
+step "done"
