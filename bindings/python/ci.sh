@@ -6,6 +6,8 @@
 #
 #   bash bindings/python/ci.sh            # everything
 #   SKIP_BLENDER=1 bash bindings/python/ci.sh
+#   BLENDER_WHEEL=target/dist/backend_pool-*-manylinux_2_28_x86_64.whl bash bindings/python/ci.sh
+#       # Blender gets the wheel users get (build_wheels.sh), not this machine's own build
 #
 # Needs: python3 (3.11+), cargo, network access to PyPI and Debian's archive on a cold run.
 set -euo pipefail
@@ -69,7 +71,7 @@ BLENDER_USER_CONFIG=$BLENDER_HOME/config BLENDER_USER_SCRIPTS=$BLENDER_HOME/scri
     timeout 600 xvfb-run -a -s "-screen 0 1280x800x24" \
     blender --factory-startup --enable-event-simulate -p 0 0 960 600 --python-exit-code 1 \
     --python bindings/python/blender_test.py -- \
-    --wheel "$WHEEL" --pip-python "$VENV/bin/python" --addon "$ROOT/examples/blender_addon" \
+    --wheel "${BLENDER_WHEEL:-$WHEEL}" --pip-python "$VENV/bin/python" --addon "$ROOT/examples/blender_addon" \
     --screenshot "$ROOT/target/dashboard.png"
 
 step "done"

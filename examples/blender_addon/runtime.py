@@ -11,7 +11,6 @@ backend.
 
 from __future__ import annotations
 
-import glob
 import os
 import queue
 import sys
@@ -20,35 +19,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from .vendoring import import_backend_pool
+
 ADDON_DIR = os.path.dirname(os.path.abspath(__file__))
 
-
-def _import_backend_pool():
-    """``backend_pool`` from Blender's Python path (an extension's bundled wheel, or a wheel
-    installed into ``scripts/modules``); as a legacy add-on folder with a wheel in
-    ``wheels/``, unpack that wheel next to the add-on first."""
-    try:
-        import backend_pool
-
-        return backend_pool
-    except ImportError:
-        wheels = sorted(glob.glob(os.path.join(ADDON_DIR, "wheels", "backend_pool-*.whl")))
-        if not wheels:
-            raise
-        import zipfile
-
-        vendor = os.path.join(ADDON_DIR, "_vendor")
-        if not os.path.isdir(os.path.join(vendor, "backend_pool")):
-            with zipfile.ZipFile(wheels[-1]) as z:
-                z.extractall(vendor)
-        if vendor not in sys.path:
-            sys.path.insert(0, vendor)
-        import backend_pool
-
-        return backend_pool
-
-
-bp = _import_backend_pool()
+bp = import_backend_pool(ADDON_DIR)
 
 from . import comfyui  # noqa: E402 - needs backend_pool on the path first
 
