@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 START=$(date +%s)
 TARGET=x86_64-pc-windows-gnu
-WINE=/usr/lib/wine/wine64
+WINE=/usr/lib/wine/wine64 # as in .ci/wine_prefix.sh
 step() { echo; echo "=== windows (wine): $* ($(( $(date +%s) - START )) s) ==="; }
 
 step "tools"
@@ -37,40 +37,9 @@ step "build the tests for $TARGET"
 cargo test --target "$TARGET" -p backend-pool -p backend-pool-testkit --lib --tests --no-run
 
 step "Wine prefix (target/wine)"
-export WINEPREFIX=$ROOT/target/wine WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
-rm -rf "$WINEPREFIX"
-"$WINE" wineboot --init >/dev/null 2>&1 || true
-WINESERVER=/usr/lib/wine/wineserver
-"$WINESERVER" -w
-# One server for the whole run: by default it exits 3 s after its last client, and a test
-# binary starting in that moment loses it ("wine client error: recvmsg"). Its services
-# (winedevice.exe) start now, with no output: started by a test binary, they would hold
-# cargo's output open after the run. Stopped on exit, whatever the outcome.
-trap '"$WINESERVER" -k 2>/dev/null || true' EXIT
-"$WINESERVER" -p </dev/null >/dev/null 2>&1
-"$WINE" wineboot </dev/null >/dev/null 2>&1 || true
-# Rust's standard library (1.78 and later) draws random numbers with ProcessPrng from
-# bcryptprimitives.dll, which every Windows 10 has and Wine 8.0 lacks (every test binary
-# fails to start: "bcryptprimitives.dll not found"). A stand-in DLL with that one function,
-# over RtlGenRandom, goes into the prefix's system32: test support, never shipped.
-SHIM=$ROOT/target/wine-shim
-mkdir -p "$SHIM"
-cat >"$SHIM/bcryptprimitives.c" <<'EOF'
-#include <windows.h>
-#include <ntsecapi.h>
-
-__declspec(dllexport) BOOL WINAPI ProcessPrng(PBYTE data, SIZE_T len) {
-    while (len > 0) {
-        ULONG n = len > 0x10000 ? 0x10000 : (ULONG)len;
-        if (!RtlGenRandom(data, n)) return FALSE;
-        data += n;
-        len -= n;
-    }
-    return TRUE;
-}
-EOF
-x86_64-w64-mingw32-gcc -O2 -shared -s -o "$SHIM/bcryptprimitives.dll" "$SHIM/bcryptprimitives.c" -ladvapi32
-cp "$SHIM/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/"
+# Made anew; the stand-in for bcryptprimitives.dll that Rust's std needs (.ci/wine_prefix.sh).
+source .ci/wine_prefix.sh
+wine_prefix "$ROOT/target/wine"
 
 # Skipped, each with its reason (RELIABILITY.md, "Windows under Wine"). cargo's --skip
 # matches a substring of a test's path.
