@@ -76,10 +76,13 @@ def check_stats_and_health(manager):
         manager.request("api", "GET", "/ok")
     with pytest.raises(Exception):
         manager.request("down", "GET", "/")
+    # A health probe (every 100 ms) holds one of api's connections while it runs: in use,
+    # though never counted as a request.
+    assert wait_until(lambda: manager.stats()["services"][0]["http"]["in_use"] == 0)
     stats = manager.stats()
     assert [s["name"] for s in stats["services"]] == ["api", "comfy", "down"]
     api = stats["services"][0]
-    assert 5 <= api["http"]["requests"] <= 25 and api["http"]["in_use"] == 0  # + probes
+    assert api["http"]["requests"] == 5
     assert {"p50_us", "p99_us", "count"} <= set(api["http"]["acquire_time"])
     assert stats["services"][2]["http"]["errors"]["connect"] == 1
     assert stats["totals"]["requests"] >= 5
