@@ -175,8 +175,9 @@ impl Session {
             }
             let load = (
                 state != HealthState::Healthy,
-                member.core.sessions.load(Relaxed) as u64
-                    + member.core.queue_remaining().unwrap_or(0),
+                // Saturating: the queue length is the server's word, up to u64::MAX - 1.
+                (member.core.sessions.load(Relaxed) as u64)
+                    .saturating_add(member.core.queue_remaining().unwrap_or(0)),
             );
             if best.map_or(true, |(_, least)| load < least) {
                 best = Some((member, load));

@@ -222,3 +222,35 @@ fn a_session_websocket_lease_is_cancellable_and_stays_on_its_endpoint() {
     );
     assert_eq!(servers[1 - mine].ws_accepted(), 0);
 }
+
+/// A server may report any queue length JSON can carry: the largest does not overflow the
+/// load sum (sessions pinned + queue), which still orders endpoints.
+#[test]
+fn a_huge_reported_queue_neither_overflows_nor_wins() {
+    let depth: Vec<Arc<AtomicU64>> = [u64::MAX, u64::MAX - 1, 3]
+        .map(|n| Arc::new(AtomicU64::new(n)))
+        .into();
+    let servers: Vec<TestServer> = depth.iter().map(|q| comfy(Arc::clone(q))).collect();
+    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
+    let m = manager(service(urls.clone()));
+    assert!(eventually(Duration::from_secs(5), || {
+        queues(&m).iter().all(Option::is_some)
+    }));
+    // The two huge queues saturate; the short one takes sessions until it is as long.
+    let sessions: Vec<_> = (0..4).map(|_| m.session("comfyui").unwrap()).collect();
+    for s in &sessions {
+        assert_eq!(s.endpoint(), urls[2]);
+    }
+    // Pinned sessions on a huge queue: still no overflow.
+    depth[2].store(u64::MAX, SeqCst);
+    assert!(eventually(Duration::from_secs(5), || {
+        queues(&m)[2] == Some(u64::MAX - 1)
+    }));
+    // Loads now: MAX - 1, MAX - 1, MAX (saturated): the next two go to the first two.
+    let more: Vec<_> = (0..2).map(|_| m.session("comfyui").unwrap()).collect();
+    let mut chosen: Vec<&str> = more.iter().map(|s| s.endpoint()).collect();
+    chosen.sort_unstable();
+    let mut expected = vec![urls[0].as_str(), urls[1].as_str()];
+    expected.sort_unstable();
+    assert_eq!(chosen, expected);
+}
