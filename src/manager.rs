@@ -483,7 +483,7 @@ impl PoolManager {
                 .plan(&changes, &config.service, force.as_deref())?;
             let interval = config.maintenance_interval();
             if let Some(m) = self.maintenance.lock().as_mut() {
-                m.grow(plan.services.len())
+                m.grow(maintenance::steps(&plan.services))
                     .map_err(|e| thread_refused("could not be started for a new service", &e))?;
                 if interval != changes.interval {
                     m.set_interval(interval);
