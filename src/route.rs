@@ -166,8 +166,8 @@ pub(crate) struct Pin {
     at: AtomicUsize,
     /// Something of the job reached the endpoint: the session never moves again.
     bound: AtomicBool,
-    /// Bit `i`: endpoint `i` failed this session before it was bound (endpoints past the
-    /// 64th are never ruled out; moving stops when none is left).
+    /// Bit `i`: endpoint `i` failed this session before it was bound (a session never
+    /// moves off an endpoint past the 64th); moving stops when none is left.
     failed: AtomicU64,
 }
 
@@ -244,12 +244,11 @@ impl Pin {
                 return None;
             }
         }
-        if self.bound.load(Acquire) {
+        // Past the 64th endpoint, nothing records that it failed: stay (the call fails).
+        if self.bound.load(Acquire) || from >= 64 {
             return None;
         }
-        if from < 64 {
-            self.failed.fetch_or(1 << from, Relaxed);
-        }
+        self.failed.fetch_or(1 << from, Relaxed);
         let to = choose(&self.service, self.failed.load(Relaxed))?;
         // Another clone may have moved the session meanwhile: follow it, don't move twice.
         match self.at.compare_exchange(from, to, AcqRel, Acquire) {

@@ -342,3 +342,48 @@ fn a_session_whose_job_reached_its_endpoint_never_moves() {
     assert!(jobs_seen(&servers[0]).is_empty());
     assert_eq!(servers[0].ws_accepted(), 0);
 }
+
+#[test]
+fn a_session_whose_endpoints_are_all_dead_unnoticed_fails_its_first_call_once_per_endpoint() {
+    let depth = [0, 5].map(|n| Arc::new(AtomicU64::new(n)));
+    let servers: Vec<TestServer> = depth.iter().map(|q| comfy(Arc::clone(q))).collect();
+    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
+    let mut s = service(urls.clone());
+    s.health_interval_ms = 60_000;
+    s.unhealthy_after = 5;
+    let m = manager(s);
+    assert!(eventually(Duration::from_secs(5), || {
+        queues(&m) == [Some(0), Some(5)]
+    }));
+    drop(servers);
+    let job = m.session("comfyui").unwrap();
+    let err = job
+        .http()
+        .unwrap()
+        .post("/prompt")
+        .send_json(&json!({}))
+        .unwrap_err();
+    assert_eq!(err.class(), backend_pool::ErrorClass::Connect, "{err}");
+    // Each endpoint was tried once (one connect failure each), and the session stays
+    // counted once, where it ended.
+    let stats = m.stats();
+    let endpoints = &stats.service("comfyui").unwrap().endpoints;
+    let failures: Vec<u64> = endpoints
+        .iter()
+        .map(|e| e.http.as_ref().unwrap().connect_failures)
+        .collect();
+    assert_eq!(failures, [1, 1]);
+    assert_eq!(endpoints.iter().map(|e| e.sessions).sum::<usize>(), 1);
+    let err = job.websocket().unwrap_err();
+    assert!(
+        matches!(
+            err.class(),
+            backend_pool::ErrorClass::Connect | backend_pool::ErrorClass::Unavailable
+        ),
+        "{err}"
+    );
+    drop(job);
+    let stats = m.stats();
+    let endpoints = &stats.service("comfyui").unwrap().endpoints;
+    assert_eq!(endpoints.iter().map(|e| e.sessions).sum::<usize>(), 0);
+}
