@@ -414,10 +414,15 @@ fn three_comfyui_machines_sticky_jobs_one_killed_and_back() {
                 out
             })
         });
-        thread::sleep(Duration::from_millis(1_500));
+        thread::sleep(Duration::from_millis(1_000));
+        // Killed while at least two jobs are in progress on it (their sessions open).
+        let busy = eventually(Duration::from_secs(10), || {
+            m.stats().service("comfyui").unwrap().endpoints[1].sessions >= 2
+        });
         victim.kill();
         *killed2.lock().unwrap() = Some(Instant::now());
-        thread::sleep(Duration::from_millis(2_500));
+        assert!(busy, "c1 never had two jobs at once");
+        thread::sleep(Duration::from_millis(3_000));
         stop.store(true, SeqCst);
         running.join().unwrap()
     });
@@ -454,7 +459,7 @@ fn three_comfyui_machines_sticky_jobs_one_killed_and_back() {
         "no job was in flight on the killed machine"
     );
     assert!(
-        after.len() >= 8,
+        after.len() >= 6,
         "too few jobs after the kill: {}",
         after.len()
     );
