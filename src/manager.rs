@@ -27,8 +27,8 @@ pub(crate) const ABORT_MARGIN: Duration = Duration::from_millis(50);
 ///
 /// Create one per process (or use [`global`](crate::global)), share it by reference or in an
 /// `Arc`; all methods take `&self` and are safe from any thread (it is `Send` and `Sync`). Its
-/// background threads: the maintenance scheduler, one maintenance worker per service (at
-/// most 16, so a slow service never delays another's health checks) and the worker that
+/// background threads: the maintenance scheduler, one maintenance worker per endpoint (at
+/// most 16, so a slow service or machine never delays another's health checks) and the worker that
 /// creates HTTP pool slots. Its services can change while it runs: [`PoolManager::apply`].
 ///
 /// ```
@@ -519,7 +519,8 @@ impl PoolManager {
     /// acquisition are counted, and a connection it opens counts in `probe_connections`.
     /// `deadline` bounds it all (a host name's lookup excepted: it ends by
     /// `connect_timeout_ms`); shutdown, or a reconfiguration retiring the service, cuts it
-    /// short.
+    /// short. A service with several endpoints (`urls`) has each checked at the same time,
+    /// so a silent one does not delay the answer past `deadline`.
     ///
     /// ```
     /// # fn main() -> Result<(), backend_pool::Error> {
