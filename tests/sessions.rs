@@ -387,3 +387,34 @@ fn a_session_whose_endpoints_are_all_dead_unnoticed_fails_its_first_call_once_pe
     let endpoints = &stats.service("comfyui").unwrap().endpoints;
     assert_eq!(endpoints.iter().map(|e| e.sessions).sum::<usize>(), 0);
 }
+
+#[test]
+fn a_session_whose_endpoint_turned_unhealthy_before_its_first_call_moves() {
+    let depth = [0, 5].map(|n| Arc::new(AtomicU64::new(n)));
+    let mut servers: Vec<TestServer> = depth.iter().map(|q| comfy(Arc::clone(q))).collect();
+    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
+    let mut s = service(urls.clone());
+    s.unhealthy_after = 2;
+    let m = manager(s);
+    assert!(eventually(Duration::from_secs(5), || {
+        queues(&m) == [Some(0), Some(5)]
+    }));
+    let job = m.session("comfyui").unwrap();
+    assert_eq!(job.endpoint(), urls[0]);
+    // Its machine dies and health notices before the job's first call: the fail-fast
+    // gate turns the call away (nothing sent), and the session takes the other machine.
+    drop(servers.remove(0));
+    assert!(eventually(Duration::from_secs(5), || {
+        m.stats().service("comfyui").unwrap().endpoints[0]
+            .health
+            .state
+            == backend_pool::HealthState::Unhealthy
+    }));
+    job.http()
+        .unwrap()
+        .post("/prompt?job=c")
+        .send_json(&json!({}))
+        .expect("moved to the live endpoint");
+    assert_eq!(job.endpoint(), urls[1]);
+    assert_eq!(jobs_seen(&servers[0]), [("POST".into(), "c".into())]);
+}
