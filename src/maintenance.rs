@@ -7,19 +7,22 @@
 //!   the manager's [`Registry`], wakes on a crossbeam `tick` (`maintenance_interval_ms`) and stops
 //!   when the stop channel fires or disconnects. It does no I/O: on each tick it decides, per
 //!   service, whether a health check is due and queues that service's *step*.
-//! * **A step** is everything one service needs in one pass (`maintain_service`): HTTP idle
-//!   upkeep and health probe, WebSocket eviction, drain, pings and refill, leak scan. A
-//!   service has at most one step queued or running (its `scheduled` flag): a tick that finds
-//!   the previous step still running skips that service, so steps never overlap and the
-//!   queue never holds more than one step per service. A step that must connect, ping or
-//!   probe can block, but each wait has its own deadline (`connect_timeout_ms`,
-//!   `pong_timeout_ms` for all of a pool's pings together, `health_timeout_ms`).
-//! * **Workers** (`backend-pool-maint-N`) run the steps: one per service, at most
+//! * **A step** is everything one endpoint of a service needs in one pass
+//!   (`maintain_member`): HTTP idle upkeep and health probe, WebSocket eviction, drain,
+//!   pings and refill, leak scan. A service with several endpoints (`urls`) has a step per
+//!   endpoint, each queued on its own: a silent endpoint whose probe waits its whole
+//!   `health_timeout_ms` holds back no sibling's probe. An endpoint has at most one step
+//!   queued or running (its `scheduled` flag): a tick that finds the previous step still
+//!   running skips that endpoint, so steps never overlap and the queue never holds more
+//!   than one step per endpoint. A step that must connect, ping or probe can block, but
+//!   each wait has its own deadline (`connect_timeout_ms`, `pong_timeout_ms` for all of a
+//!   pool's pings together, `health_timeout_ms`).
+//! * **Workers** (`backend-pool-maint-N`) run the steps: one per endpoint, at most
 //!   [`MAX_WORKERS`], started with the manager, and more when a reconfiguration adds
-//!   services ([`Maintenance::grow`]; never fewer: an idle worker costs a parked thread).
-//!   With no more services than workers, a queued step always finds a free worker, so a
-//!   service stuck in a dripping handshake or waiting for a probe that never answers delays
-//!   nobody else. (Beyond [`MAX_WORKERS`] services, that many stuck services at once would
+//!   endpoints ([`Maintenance::grow`]; never fewer: an idle worker costs a parked thread).
+//!   With no more endpoints than workers, a queued step always finds a free worker, so an
+//!   endpoint stuck in a dripping handshake or waiting for a probe that never answers delays
+//!   nobody else. (Beyond [`MAX_WORKERS`] endpoints, that many stuck endpoints at once would
 //!   make the others wait for a worker.)
 //! * **Reconfiguration.** Each tick walks the services in service *now* (the registry's
 //!   snapshot), so an added service is tended from the next tick and a removed one no
@@ -35,11 +38,12 @@
 //!   before shutdown finds the manager closed and does nothing. Dropping the manager does the
 //!   same and waits at most [`DROP_JOIN`] for the threads; a thread not joined by then
 //!   finishes its bounded step on its own and exits.
-//! * [`run_now`] (`PoolManager::run_maintenance`) runs every service's step on the caller's
-//!   thread, one after another, with every health check due; a per-service lock keeps it from
-//!   overlapping a background step of the same service.
-//! * [`probe_now`] (`PoolManager::probe`) runs one service's health check on the caller's
-//!   thread, within the caller's deadline, and records it as a maintenance probe would.
+//! * [`run_now`] (`PoolManager::run_maintenance`) runs every endpoint's step on the caller's
+//!   thread, one after another, with every health check due; a per-endpoint lock keeps it
+//!   from overlapping a background step of the same endpoint.
+//! * [`probe_now`] (`PoolManager::probe`) runs one service's health check within the
+//!   caller's deadline (each endpoint's at once, on threads of its own, when it has
+//!   several), and records it as a maintenance probe would.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -58,10 +62,17 @@ pub(crate) const MAX_WORKERS: usize = 16;
 /// aborted first, so they end within microseconds to milliseconds).
 pub(crate) const DROP_JOIN: Duration = Duration::from_millis(50);
 
-/// A service's step, queued by the scheduler for the workers.
+/// An endpoint's step, queued by the scheduler for the workers.
 struct Task {
     service: Arc<Service>,
+    /// The endpoint's index in `service.endpoints`.
+    member: usize,
     probe_due: bool,
+}
+
+/// How many steps `services` can have queued at once: one per endpoint.
+pub(crate) fn steps(services: &[Arc<Service>]) -> usize {
+    services.iter().map(|s| s.endpoints.len()).sum()
 }
 
 /// The scheduler and workers of one manager.
@@ -81,7 +92,7 @@ pub(crate) struct Maintenance {
 }
 
 impl Maintenance {
-    /// Starts the scheduler and one worker per service (at most [`MAX_WORKERS`]).
+    /// Starts the scheduler and one worker per endpoint (at most [`MAX_WORKERS`]).
     ///
     /// # Errors
     /// When the system refuses a thread; those already started stop and are joined.
@@ -89,7 +100,7 @@ impl Maintenance {
         let (stop_tx, stop_rx) = bounded::<()>(1);
         let (retick_tx, retick_rx) = unbounded::<Duration>();
         let (exited_tx, exited_rx) = bounded::<()>(0);
-        // At most one task per service (its `scheduled` flag): bounded by the services.
+        // At most one task per endpoint (its `scheduled` flag): bounded by the endpoints.
         let (task_tx, task_rx) = unbounded::<Task>();
         let mut m = Maintenance {
             stop: stop_tx,
@@ -101,7 +112,7 @@ impl Maintenance {
             threads: Vec::new(),
             workers: 0,
         };
-        if let Err(e) = m.grow(registry.current().len()) {
+        if let Err(e) = m.grow(steps(&registry.current())) {
             // The started workers see the queue disconnect and exit.
             drop((task_tx, exited_tx));
             m.stop(Instant::now() + Duration::from_secs(1));
@@ -124,13 +135,13 @@ impl Maintenance {
         Ok(m)
     }
 
-    /// Starts workers until there is one per service, `services` of them (at most
-    /// [`MAX_WORKERS`]); never stops one.
+    /// Starts workers until there is one per endpoint, `steps` of them (at most
+    /// [`MAX_WORKERS`]; see [`steps`]); never stops one.
     ///
     /// # Errors
     /// When the system refuses a thread (the workers started so far stay).
-    pub(crate) fn grow(&mut self, services: usize) -> std::io::Result<()> {
-        while self.workers < services.min(MAX_WORKERS) {
+    pub(crate) fn grow(&mut self, steps: usize) -> std::io::Result<()> {
+        while self.workers < steps.min(MAX_WORKERS) {
             let (weak, tasks, exited) = (
                 Weak::clone(&self.registry),
                 self.tasks.clone(),
@@ -180,8 +191,8 @@ impl Maintenance {
     }
 }
 
-/// The scheduler's loop: on each tick, queue a step for every service in service without one
-/// in flight.
+/// The scheduler's loop: on each tick, queue a step for every endpoint of the services in
+/// service without one in flight.
 fn schedule(
     registry: &Weak<Registry>,
     interval: Duration,
@@ -204,13 +215,15 @@ fn schedule(
                 }
                 let now = Instant::now();
                 for service in registry.current().iter() {
-                    if service.step.scheduled.swap(true, Ordering::AcqRel) {
-                        continue; // its last step is still running: never two at once
-                    }
                     let probe_due = due(service, now);
-                    let task = Task { service: Arc::clone(service), probe_due };
-                    if tasks.try_send(task).is_err() {
-                        service.step.scheduled.store(false, Ordering::Release);
+                    for (member, m) in service.endpoints.iter().enumerate() {
+                        if m.step.scheduled.swap(true, Ordering::AcqRel) {
+                            continue; // its last step is still running: never two at once
+                        }
+                        let task = Task { service: Arc::clone(service), member, probe_due };
+                        if tasks.try_send(task).is_err() {
+                            m.step.scheduled.store(false, Ordering::Release);
+                        }
                     }
                 }
             }
@@ -218,14 +231,14 @@ fn schedule(
     }
 }
 
-/// Is a health check of `service` due now? (Every tick while it is unhealthy.) Advances its
-/// next check when it is.
+/// Is a health check of `service`'s endpoints due now? (Every tick while one is unhealthy;
+/// an endpoint whose last step still runs skips it.) Advances its next check when it is.
 fn due(service: &Service, now: Instant) -> bool {
     let unhealthy = service
         .endpoints
         .iter()
         .any(|m| m.core.health.state() == HealthState::Unhealthy);
-    let mut next = service.step.next_probe.lock();
+    let mut next = service.next_probe.lock();
     let due = unhealthy || next.map_or(true, |next| now >= next);
     if due {
         *next = Some(crate::clock::deadline(
@@ -238,19 +251,27 @@ fn due(service: &Service, now: Instant) -> bool {
 
 /// A worker's loop: run queued steps until the queue disconnects (the scheduler stopped).
 fn work(registry: &Weak<Registry>, tasks: &Receiver<Task>) {
-    while let Ok(Task { service, probe_due }) = tasks.recv() {
+    while let Ok(Task {
+        service,
+        member,
+        probe_due,
+    }) = tasks.recv()
+    {
+        let Some(member) = service.endpoints.get(member) else {
+            continue;
+        };
         // Clears `scheduled` even if the step panics.
-        let _done = Scheduled(&service.step.scheduled);
+        let _done = Scheduled(&member.step.scheduled);
         let Some(registry) = registry.upgrade() else {
             return;
         };
         if registry.is_closed() || service.core.is_retired() {
             continue;
         }
-        // Busy only while `run_now` runs this service's step: then this one is not needed.
-        let running = service.step.running.try_lock();
+        // Busy only while `run_now` runs this endpoint's step: then this one is not needed.
+        let running = member.step.running.try_lock();
         if running.is_some() {
-            maintain_service(&service, Instant::now(), probe_due);
+            maintain_member(member, Instant::now(), probe_due);
         }
     }
 }
@@ -263,14 +284,17 @@ impl Drop for Scheduled<'_> {
     }
 }
 
-/// One pass over every service on the calling thread, every health check due.
+/// One pass over every endpoint of every service on the calling thread, every health check
+/// due.
 pub(crate) fn run_now(registry: &Registry) {
     for service in registry.current().iter() {
-        if registry.is_closed() {
-            return;
+        for member in service.endpoints.iter() {
+            if registry.is_closed() {
+                return;
+            }
+            let _running = member.step.running.lock();
+            maintain_member(member, Instant::now(), true);
         }
-        let _running = service.step.running.lock();
-        maintain_service(service, Instant::now(), true);
     }
 }
 
@@ -287,13 +311,54 @@ pub(crate) struct Probed {
 /// every connection busy (waiting for one would say nothing about the server), a TCP
 /// connect to its host (counted as a probe connection). Recorded in the service's health
 /// as a maintenance probe is; shutdown or a reconfiguration cuts it short, and then records
-/// nothing. With several endpoints, each is checked (one after another, each within
-/// `timeout`) and recorded in its own health; the answer is the first reachable one's, or
-/// the last one's failure.
+/// nothing. With several endpoints, each is checked at the same time, on a thread of its
+/// own (the caller's for the first), each within `timeout`, so the answer comes within
+/// `timeout` however many endpoints are silent; each is recorded in its own health. The
+/// answer is the first reachable one's in configuration order, or the last one's failure.
+/// If the system refuses a thread, that endpoint is checked on the caller's thread after
+/// the others started.
 pub(crate) fn probe_now(service: &Service, timeout: Duration) -> Probed {
+    let (first, rest) = match &*service.endpoints {
+        [] => {
+            return Probed {
+                check: "none".into(),
+                outcome: Err("the service has no endpoint".into()),
+            }
+        }
+        [only] => return probe_member(only, timeout),
+        [first, rest @ ..] => (first, rest),
+    };
+    let mut answers = Vec::with_capacity(service.endpoints.len());
+    std::thread::scope(|scope| {
+        let mut inline = Vec::new();
+        let handles: Vec<_> = rest
+            .iter()
+            .filter_map(|member| {
+                let spawned = std::thread::Builder::new()
+                    .name("backend-pool-probe".into())
+                    .spawn_scoped(scope, move || probe_member(member, timeout));
+                match spawned {
+                    Ok(handle) => Some(handle),
+                    Err(_) => {
+                        inline.push(member);
+                        None
+                    }
+                }
+            })
+            .collect();
+        answers.push(probe_member(first, timeout));
+        answers.extend(inline.into_iter().map(|m| probe_member(m, timeout)));
+        for handle in handles {
+            // A panicking probe says nothing about its endpoint: left out of the answer.
+            if let Ok(probed) = handle.join() {
+                answers.push(probed);
+            }
+        }
+    });
+    // `answers` is in configuration order but for endpoints checked inline: fine for
+    // "a reachable one", and the failure reported is one of the endpoints'.
     let mut last = None;
-    for member in service.endpoints.iter() {
-        let probed = probe_member(member, timeout);
+    for probed in answers {
         if probed.outcome.is_ok() {
             return probed;
         }
@@ -301,7 +366,7 @@ pub(crate) fn probe_now(service: &Service, timeout: Duration) -> Probed {
     }
     last.unwrap_or_else(|| Probed {
         check: "none".into(),
-        outcome: Err("the service has no endpoint".into()),
+        outcome: Err("no endpoint's check finished".into()),
     })
 }
 
@@ -324,13 +389,6 @@ fn probe_member(member: &Member, timeout: Duration) -> Probed {
         core.health.probed(probed.outcome.clone());
     }
     probed
-}
-
-/// One service's step: each endpoint's in turn.
-fn maintain_service(service: &Service, now: Instant, probe_due: bool) {
-    for member in service.endpoints.iter() {
-        maintain_member(member, now, probe_due);
-    }
 }
 
 /// One endpoint's step. Its health is not updated once shutdown has begun (an aborted

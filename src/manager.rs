@@ -27,8 +27,8 @@ pub(crate) const ABORT_MARGIN: Duration = Duration::from_millis(50);
 ///
 /// Create one per process (or use [`global`](crate::global)), share it by reference or in an
 /// `Arc`; all methods take `&self` and are safe from any thread (it is `Send` and `Sync`). Its
-/// background threads: the maintenance scheduler, one maintenance worker per service (at
-/// most 16, so a slow service never delays another's health checks) and the worker that
+/// background threads: the maintenance scheduler, one maintenance worker per endpoint (at
+/// most 16, so a slow service or machine never delays another's health checks) and the worker that
 /// creates HTTP pool slots. Its services can change while it runs: [`PoolManager::apply`].
 ///
 /// ```
@@ -483,7 +483,7 @@ impl PoolManager {
                 .plan(&changes, &config.service, force.as_deref())?;
             let interval = config.maintenance_interval();
             if let Some(m) = self.maintenance.lock().as_mut() {
-                m.grow(plan.services.len())
+                m.grow(maintenance::steps(&plan.services))
                     .map_err(|e| thread_refused("could not be started for a new service", &e))?;
                 if interval != changes.interval {
                     m.set_interval(interval);
@@ -519,7 +519,8 @@ impl PoolManager {
     /// acquisition are counted, and a connection it opens counts in `probe_connections`.
     /// `deadline` bounds it all (a host name's lookup excepted: it ends by
     /// `connect_timeout_ms`); shutdown, or a reconfiguration retiring the service, cuts it
-    /// short.
+    /// short. A service with several endpoints (`urls`) has each checked at the same time,
+    /// so a silent one does not delay the answer past `deadline`.
     ///
     /// ```
     /// # fn main() -> Result<(), backend_pool::Error> {

@@ -209,10 +209,10 @@ impl Registry {
         }
         let list: Vec<Arc<Service>> = services.iter().map(|(s, _)| Arc::clone(s)).collect();
         let still = drain(&list, end);
-        for service in &list {
+        for member in list.iter().flat_map(|s| s.endpoints.iter()) {
             // Its maintenance step, if one runs, was aborted: it ends within moments and
             // closes what it had borrowed.
-            let _step = service.step.running.try_lock_for(ABORT_MARGIN);
+            let _step = member.step.running.try_lock_for(ABORT_MARGIN);
         }
         self.retiring
             .lock()
@@ -270,11 +270,14 @@ pub(crate) struct Plan {
     pub unchanged: Vec<String>,
 }
 
-/// One endpoint of a service: what its pools share (URL, health, blocked I/O) and its pools.
+/// One endpoint of a service: what its pools share (URL, health, blocked I/O), its pools
+/// and its maintenance step (each endpoint's its own: a silent endpoint's probe holds back
+/// no sibling's).
 pub(crate) struct Member {
     pub core: Arc<ServiceContext>,
     pub http: Option<Arc<HttpPool>>,
     pub ws: Option<Arc<WsPool>>,
+    pub step: MaintenanceStep,
 }
 
 impl Member {
@@ -292,7 +295,12 @@ impl Member {
             .websocket
             .clone()
             .map(|wc| Arc::new(WsPool::new(Arc::clone(&core), wc)));
-        Ok(Member { core, http, ws })
+        Ok(Member {
+            core,
+            http,
+            ws,
+            step: MaintenanceStep::default(),
+        })
     }
 
     /// The counters of the endpoint's first pool (HTTP, else WebSocket).
@@ -320,8 +328,8 @@ impl Member {
     }
 }
 
-/// One service: its endpoints (each with its context and pools), how calls choose among
-/// them, its maintenance step.
+/// One service: its endpoints (each with its context, pools and maintenance step), how
+/// calls choose among them, when its health checks are due.
 ///
 /// `core`, `http` and `ws` are the first endpoint's (the only one's, for a service with one
 /// URL): what names, configures and retires the service, and what a one-URL service's
@@ -333,8 +341,8 @@ pub(crate) struct Service {
     /// Every endpoint, the first included, in configuration order.
     pub endpoints: Box<[Member]>,
     pub route: Option<Arc<Route>>,
-    /// Its maintenance step: one at a time.
-    pub step: MaintenanceStep,
+    /// When its next health check is due (the scheduler's; `None`: at its first tick).
+    pub next_probe: Mutex<Option<Instant>>,
 }
 
 impl Service {
@@ -366,7 +374,7 @@ impl Service {
             ws: first.ws.clone(),
             route,
             endpoints,
-            step: MaintenanceStep::default(),
+            next_probe: Mutex::new(None),
         }))
     }
 
@@ -469,13 +477,11 @@ impl Service {
     }
 }
 
-/// The state of a service's maintenance step (see `maintenance`): one at a time.
+/// The state of an endpoint's maintenance step (see `maintenance`): one at a time.
 #[derive(Default)]
 pub(crate) struct MaintenanceStep {
-    /// A step of this service is queued or running.
+    /// A step of this endpoint is queued or running.
     pub scheduled: AtomicBool,
     /// Held while a step runs: keeps `run_now` and a background step apart.
     pub running: Mutex<()>,
-    /// When its next health check is due (the scheduler's; `None`: at its first tick).
-    pub next_probe: Mutex<Option<Instant>>,
 }

@@ -701,3 +701,67 @@ fn probe_checks_each_endpoint_and_answers_with_a_reachable_one() {
     let report = m.probe("gpu", Duration::from_secs(1)).unwrap();
     assert!(!report.reachable && report.error.is_some(), "{report:?}");
 }
+
+/// A loopback server answering `GET /health` 200 and counting those requests.
+fn counting_health() -> (backend_pool_testkit::TestServer, Arc<AtomicUsize>) {
+    let probes = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&probes);
+    let server = backend_pool_testkit::TestServer::builder()
+        .http(move |req| {
+            if req.path_only() == "/health" {
+                seen.fetch_add(1, SeqCst);
+            }
+            backend_pool_testkit::Response::text(200, "ok")
+        })
+        .build()
+        .unwrap();
+    (server, probes)
+}
+
+#[test]
+fn a_silent_endpoint_does_not_hold_back_its_siblings_health_probes() {
+    // The first endpoint accepts and never answers: its probe waits its whole 3 s timeout.
+    let silent = support::stall::StallServer::silent();
+    let (alive, probes) = counting_health();
+    let mut s = service(&[silent.url(), alive.http_url()]);
+    s.health_timeout_ms = 3_000;
+    let m = manager(s);
+    // The live endpoint is probed every 20 ms meanwhile, not once per silent timeout.
+    assert!(
+        eventually(Duration::from_millis(1_500), || probes.load(SeqCst) >= 5),
+        "the live endpoint was probed {} times in 1.5 s beside a silent one",
+        probes.load(SeqCst)
+    );
+    assert!(
+        silent.accepted() >= 1,
+        "the silent endpoint was never probed"
+    );
+    drop(m);
+}
+
+#[test]
+fn probe_answers_within_its_deadline_whatever_the_silent_endpoints() {
+    let silent: Vec<_> = (0..3)
+        .map(|_| support::stall::StallServer::silent())
+        .collect();
+    let (alive, _) = counting_health();
+    let mut urls: Vec<String> = silent.iter().map(|s| s.url()).collect();
+    urls.push(alive.http_url());
+    let m = manager(service(&urls));
+    let deadline = Duration::from_millis(800);
+    let start = Instant::now();
+    let report = m.probe("gpu", deadline).unwrap();
+    let took = start.elapsed();
+    assert!(report.reachable, "{report:?}");
+    // One deadline for all the endpoints together (one after another: 3 × 800 ms).
+    assert!(
+        took < Duration::from_millis(2_000),
+        "probe took {took:?} with a deadline of {deadline:?}"
+    );
+    let stats = m.stats();
+    let endpoints = &stats.service("gpu").unwrap().endpoints;
+    for e in &endpoints[..3] {
+        assert!(e.health.consecutive_failures >= 1, "{e:?}");
+    }
+    assert_eq!(endpoints[3].health.consecutive_failures, 0);
+}

@@ -34,5 +34,7 @@ mod litellm;
 mod rvc;
 #[path = "real_backends/server_kills.rs"]
 mod server_kills;
+#[path = "real_backends/several_endpoints.rs"]
+mod several_endpoints;
 #[path = "real_backends/support.rs"]
 mod support;

@@ -223,6 +223,202 @@ fn a_session_websocket_lease_is_cancellable_and_stays_on_its_endpoint() {
     assert_eq!(servers[1 - mine].ws_accepted(), 0);
 }
 
+/// Three endpoints whose first reported the shortest queue at its one health probe, then
+/// died unnoticed (no probe since): a new session is pinned to the dead one. Returns the
+/// manager, the two live servers and the three URLs.
+fn first_endpoint_dead_unnoticed() -> (PoolManager, Vec<TestServer>, Vec<String>) {
+    let depth = [0, 5, 5].map(|n| Arc::new(AtomicU64::new(n)));
+    let mut servers: Vec<TestServer> = depth.iter().map(|q| comfy(Arc::clone(q))).collect();
+    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
+    let mut s = service(urls.clone());
+    s.health_interval_ms = 60_000; // the first probe only
+    let m = manager(s);
+    assert!(eventually(Duration::from_secs(5), || {
+        queues(&m) == [Some(0), Some(5), Some(5)]
+    }));
+    drop(servers.remove(0));
+    let health = m.stats().service("comfyui").unwrap().endpoints[0]
+        .health
+        .clone();
+    assert_eq!(health.consecutive_failures, 0, "noticed too soon");
+    (m, servers, urls)
+}
+
+#[test]
+fn a_session_on_an_endpoint_dead_before_its_first_call_moves_to_a_live_one() {
+    // A POST first: its connect is refused (nothing sent), so it goes to a live endpoint,
+    // once, and the session stays there for the rest of the job.
+    let (m, servers, urls) = first_endpoint_dead_unnoticed();
+    let job = m.session("comfyui").unwrap();
+    assert_eq!(job.endpoint(), urls[0]);
+    job.http()
+        .unwrap()
+        .post("/prompt?job=a")
+        .send_json(&json!({}))
+        .expect("the first call moves to a live endpoint");
+    let now = job.endpoint().to_string();
+    let live = urls.iter().position(|u| *u == now).unwrap();
+    assert_ne!(live, 0);
+    job.http().unwrap().get("/view?job=a").call().unwrap();
+    let mut ws = job.websocket().unwrap();
+    ws.send_text("hi").unwrap();
+    ws.read().unwrap();
+    ws.finish();
+    // The prompt was sent once, and every part of the job met on one machine.
+    let seen = jobs_seen(&servers[live - 1]);
+    assert_eq!(
+        seen,
+        [("POST".into(), "a".into()), ("GET".into(), "a".into())]
+    );
+    assert!(jobs_seen(&servers[2 - live]).is_empty());
+    assert_eq!(servers[2 - live].ws_accepted(), 0);
+    let stats = m.stats();
+    let sessions: Vec<usize> = stats
+        .service("comfyui")
+        .unwrap()
+        .endpoints
+        .iter()
+        .map(|e| e.sessions)
+        .collect();
+    assert_eq!(sessions[0], 0, "the dead endpoint still counts the session");
+    assert_eq!(sessions[live], 1);
+
+    // A WebSocket first: the same.
+    let (m, servers, urls) = first_endpoint_dead_unnoticed();
+    let job = m.session("comfyui").unwrap();
+    assert_eq!(job.endpoint(), urls[0]);
+    let mut ws = job
+        .websocket()
+        .expect("the first lease moves to a live endpoint");
+    ws.send_text("hi").unwrap();
+    ws.read().unwrap();
+    ws.finish();
+    let live = urls.iter().position(|u| u == job.endpoint()).unwrap();
+    assert_ne!(live, 0);
+    assert_eq!(servers[live - 1].ws_accepted(), 1);
+    assert_eq!(servers[2 - live].ws_accepted(), 0);
+}
+
+#[test]
+fn a_session_whose_job_reached_its_endpoint_never_moves() {
+    let depth = [0, 5].map(|n| Arc::new(AtomicU64::new(n)));
+    let mut servers: Vec<TestServer> = depth.iter().map(|q| comfy(Arc::clone(q))).collect();
+    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
+    let mut s = service(urls.clone());
+    s.health_interval_ms = 60_000;
+    let m = manager(s);
+    assert!(eventually(Duration::from_secs(5), || {
+        queues(&m) == [Some(0), Some(5)]
+    }));
+    let job = m.session("comfyui").unwrap();
+    assert_eq!(job.endpoint(), urls[0]);
+    job.http()
+        .unwrap()
+        .post("/prompt?job=b")
+        .send_json(&json!({}))
+        .unwrap();
+    // Its machine dies: the job's state was there, so its next calls fail (classified),
+    // and are not sent to the other machine.
+    drop(servers.remove(0));
+    for _ in 0..3 {
+        let err = job.http().unwrap().get("/view?job=b").call().unwrap_err();
+        assert!(
+            matches!(
+                err.class(),
+                backend_pool::ErrorClass::Connect | backend_pool::ErrorClass::Unavailable
+            ),
+            "{err}"
+        );
+        let err = job.websocket().unwrap_err();
+        assert!(
+            matches!(
+                err.class(),
+                backend_pool::ErrorClass::Connect | backend_pool::ErrorClass::Unavailable
+            ),
+            "{err}"
+        );
+        assert_eq!(job.endpoint(), urls[0]);
+    }
+    assert!(jobs_seen(&servers[0]).is_empty());
+    assert_eq!(servers[0].ws_accepted(), 0);
+}
+
+#[test]
+fn a_session_whose_endpoints_are_all_dead_unnoticed_fails_its_first_call_once_per_endpoint() {
+    let depth = [0, 5].map(|n| Arc::new(AtomicU64::new(n)));
+    let servers: Vec<TestServer> = depth.iter().map(|q| comfy(Arc::clone(q))).collect();
+    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
+    let mut s = service(urls.clone());
+    s.health_interval_ms = 60_000;
+    s.unhealthy_after = 5;
+    let m = manager(s);
+    assert!(eventually(Duration::from_secs(5), || {
+        queues(&m) == [Some(0), Some(5)]
+    }));
+    drop(servers);
+    let job = m.session("comfyui").unwrap();
+    let err = job
+        .http()
+        .unwrap()
+        .post("/prompt")
+        .send_json(&json!({}))
+        .unwrap_err();
+    assert_eq!(err.class(), backend_pool::ErrorClass::Connect, "{err}");
+    // Each endpoint was tried once (one connect failure each), and the session stays
+    // counted once, where it ended.
+    let stats = m.stats();
+    let endpoints = &stats.service("comfyui").unwrap().endpoints;
+    let failures: Vec<u64> = endpoints
+        .iter()
+        .map(|e| e.http.as_ref().unwrap().connect_failures)
+        .collect();
+    assert_eq!(failures, [1, 1]);
+    assert_eq!(endpoints.iter().map(|e| e.sessions).sum::<usize>(), 1);
+    let err = job.websocket().unwrap_err();
+    assert!(
+        matches!(
+            err.class(),
+            backend_pool::ErrorClass::Connect | backend_pool::ErrorClass::Unavailable
+        ),
+        "{err}"
+    );
+    drop(job);
+    let stats = m.stats();
+    let endpoints = &stats.service("comfyui").unwrap().endpoints;
+    assert_eq!(endpoints.iter().map(|e| e.sessions).sum::<usize>(), 0);
+}
+
+#[test]
+fn a_session_whose_endpoint_turned_unhealthy_before_its_first_call_moves() {
+    let depth = [0, 5].map(|n| Arc::new(AtomicU64::new(n)));
+    let mut servers: Vec<TestServer> = depth.iter().map(|q| comfy(Arc::clone(q))).collect();
+    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
+    let mut s = service(urls.clone());
+    s.unhealthy_after = 2;
+    let m = manager(s);
+    assert!(eventually(Duration::from_secs(5), || {
+        queues(&m) == [Some(0), Some(5)]
+    }));
+    let job = m.session("comfyui").unwrap();
+    assert_eq!(job.endpoint(), urls[0]);
+    // Its machine dies and health notices before the job's first call: the fail-fast
+    // gate turns the call away (nothing sent), and the session takes the other machine.
+    drop(servers.remove(0));
+    assert!(eventually(Duration::from_secs(5), || {
+        m.stats().service("comfyui").unwrap().endpoints[0]
+            .health
+            .state
+            == backend_pool::HealthState::Unhealthy
+    }));
+    job.http()
+        .unwrap()
+        .post("/prompt?job=c")
+        .send_json(&json!({}))
+        .expect("moved to the live endpoint");
+    assert_eq!(job.endpoint(), urls[1]);
+    assert_eq!(jobs_seen(&servers[0]), [("POST".into(), "c".into())]);
+}
+
 /// A server may report any queue length JSON can carry: the largest does not overflow the
 /// load sum (sessions pinned + queue), which still orders endpoints.
 #[test]

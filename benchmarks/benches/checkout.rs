@@ -9,6 +9,12 @@
 //!   (the inverse of throughput), not the latency one caller sees.
 //! * Before criterion runs, a percentile pass prints p50 / p99 / max of single uncontended
 //!   checkouts (criterion reports means and medians of batches, not tail latency).
+//! * `routing/{one_url,three_urls,session}`: the cost of choosing an endpoint (issue 14):
+//!   `HttpClient::checkout()`+drop on a one-URL service, the same on a service with three
+//!   `urls` (least in flight among three), and a session's pinned call
+//!   (`session.http()` then `checkout()`+drop). Before criterion, the three are timed in
+//!   alternating rounds and their median ratio to the one-URL checkout printed (`routing
+//!   ratio ...`): on a noisy machine, compare within one run.
 //!
 //! Run: `cargo bench -p backend-pool-benchmarks --bench checkout` (about a minute on 2 cores).
 
@@ -185,6 +191,100 @@ fn uncontended(c: &mut Criterion) {
     server.stop();
 }
 
+/// A manager with one service "multi" over three `urls` (one server each), HTTP only, with
+/// maintenance parked; every endpoint has had a connection.
+fn three_url_manager(servers: &[TestServer]) -> PoolManager {
+    let mut service = ServiceConfig::new("multi", "");
+    service.url = String::new();
+    service.urls = Some(servers.iter().map(TestServer::http_url).collect());
+    service.http = Some(HttpPoolConfig {
+        max_connections: 4,
+        min_connections: 0,
+        ..HttpPoolConfig::default()
+    });
+    let config = ManagerConfig {
+        maintenance_interval_ms: 3_600_000,
+        ..ManagerConfig::empty()
+    }
+    .with_service(service);
+    let manager = PoolManager::new(config).expect("manager");
+    let http = manager.http("multi").expect("http pool");
+    // Three at once: the least-in-flight rule puts one on each endpoint.
+    let held: Vec<_> = (0..3).map(|_| http.checkout().expect("checkout")).collect();
+    drop(held);
+    manager
+}
+
+/// Median ns per operation of each of `ops`, timed in alternating rounds of `n`, with its
+/// ratio to the first.
+fn ratios(rounds: usize, n: u32, ops: &mut [(&str, &mut dyn FnMut())]) {
+    let mut per: Vec<Vec<f64>> = vec![Vec::new(); ops.len()];
+    for _ in 0..rounds {
+        for (i, (_, op)) in ops.iter_mut().enumerate() {
+            let t = Instant::now();
+            for _ in 0..n {
+                op();
+            }
+            per[i].push(t.elapsed().as_nanos() as f64 / f64::from(n));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = per.iter_mut().map(median).collect();
+    for (i, (name, _)) in ops.iter().enumerate() {
+        println!(
+            "routing ratio {name:<12} {:>7.0} ns  {:.2}x of {}  ({rounds} rounds of {n})",
+            medians[i],
+            medians[i] / medians[0],
+            ops[0].0
+        );
+    }
+}
+
+fn routing(c: &mut Criterion) {
+    let one_server = server();
+    let one = warm_manager(&one_server, 4);
+    let servers: Vec<TestServer> = (0..3).map(|_| server()).collect();
+    let three = three_url_manager(&servers);
+    let one_http = one.http("svc").unwrap();
+    let three_http = three.http("multi").unwrap();
+    let session = three.session("multi").unwrap();
+
+    let mut a = || drop(one_http.checkout().unwrap());
+    let mut b = || drop(three_http.checkout().unwrap());
+    let mut s = || drop(session.http().unwrap().checkout().unwrap());
+    ratios(
+        15,
+        20_000,
+        &mut [
+            ("one_url", &mut a),
+            ("three_urls", &mut b),
+            ("session", &mut s),
+        ],
+    );
+
+    let mut group = c.benchmark_group("routing");
+    group
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(30);
+    group.bench_function("one_url", |b| b.iter(|| drop(one_http.checkout().unwrap())));
+    group.bench_function("three_urls", |b| {
+        b.iter(|| drop(three_http.checkout().unwrap()))
+    });
+    group.bench_function("session", |b| {
+        b.iter(|| drop(session.http().unwrap().checkout().unwrap()))
+    });
+    group.finish();
+    drop((session, one, three));
+    one_server.stop();
+    for s in servers {
+        s.stop();
+    }
+}
+
 fn contended(c: &mut Criterion) {
     let server = server();
     let mut group = c.benchmark_group("contended");
@@ -223,5 +323,5 @@ fn contended(c: &mut Criterion) {
     server.stop();
 }
 
-criterion_group!(benches, uncontended, contended);
+criterion_group!(benches, uncontended, routing, contended);
 criterion_main!(benches);

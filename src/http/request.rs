@@ -16,7 +16,7 @@ use super::send::Payload;
 use super::validate;
 use super::{HttpConnection, HttpPool};
 use crate::error::Error;
-use crate::route::Route;
+use crate::route::{Pin, Route};
 
 /// A handle on one service's HTTP pool; cheap to clone, usable from any thread.
 ///
@@ -38,11 +38,26 @@ pub struct HttpClient {
     pool: Arc<HttpPool>,
     /// With several endpoints, every endpoint's pool; `None` for one URL.
     route: Option<Arc<Route>>,
+    /// A session's pin (`crate::route::Session`): its requests follow it.
+    session: Option<Arc<Pin>>,
 }
 
 impl HttpClient {
     pub(crate) fn routed(pool: Arc<HttpPool>, route: Option<Arc<Route>>) -> Self {
-        HttpClient { pool, route }
+        HttpClient {
+            pool,
+            route,
+            session: None,
+        }
+    }
+
+    /// A session's handle: `pool` is its endpoint's now.
+    pub(crate) fn pinned(pool: Arc<HttpPool>, session: Arc<Pin>) -> Self {
+        HttpClient {
+            pool,
+            route: None,
+            session: Some(session),
+        }
     }
 
     /// A request with `method` (any case: `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `OPTIONS`,
@@ -51,6 +66,7 @@ impl HttpClient {
     pub fn request(&self, method: &str, path: &str) -> RequestBuilder {
         let mut builder = RequestBuilder::new(Arc::clone(&self.pool), method, path);
         builder.route = self.route.clone();
+        builder.session = self.session.clone();
         builder
     }
 
@@ -177,6 +193,8 @@ pub struct RequestBuilder {
     pub(super) pool: Arc<HttpPool>,
     /// With several endpoints, every endpoint's pool; `None` for one URL.
     pub(super) route: Option<Arc<Route>>,
+    /// A session's pin: sent where the session is when sent (`crate::route::Session`).
+    pub(super) session: Option<Arc<Pin>>,
     /// Upper case; a standard method's name is borrowed, not allocated.
     pub(super) method: Cow<'static, str>,
     pub(super) path: String,
@@ -198,6 +216,7 @@ impl RequestBuilder {
         RequestBuilder {
             pool,
             route: None,
+            session: None,
             method: match validate::METHODS
                 .iter()
                 .find(|known| known.eq_ignore_ascii_case(method))

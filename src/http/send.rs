@@ -21,6 +21,7 @@ use super::validate;
 use super::HttpConnection;
 use crate::cancel::Registration;
 use crate::error::{Error, ErrorClass, Phase};
+use crate::route::{Outcome, Pin};
 
 /// What a request sends.
 pub(super) enum Payload<'a> {
@@ -97,6 +98,9 @@ impl RequestBuilder {
         mut progress: Option<&mut Progress>,
     ) -> Result<Sent, Error> {
         let Some(route) = self.route.clone() else {
+            if let Some(pin) = self.session.clone() {
+                return self.execute_pinned(&pin, payload, progress);
+            }
             return Ok(self.execute(&mut payload, progress, false)?);
         };
         self.choose_endpoint();
@@ -112,6 +116,36 @@ impl RequestBuilder {
                     self.pool.core.name, self.method, self.path, self.pool.core.url, other.core.url);
                 self.pool = std::sync::Arc::clone(other);
                 Ok(self.execute(&mut payload, progress, false)?)
+            }
+        }
+    }
+}
+
+impl RequestBuilder {
+    /// A session's request: sent at its endpoint, and, while the session is not bound to
+    /// it, at the endpoint it moves to when nothing could be sent (`crate::route::Session`).
+    fn execute_pinned(
+        &mut self,
+        pin: &Pin,
+        mut payload: Payload<'_>,
+        mut progress: Option<&mut Progress>,
+    ) -> Result<Sent, Error> {
+        if let Some(now) = pin.http() {
+            if !std::sync::Arc::ptr_eq(now, &self.pool) {
+                self.pool = std::sync::Arc::clone(now);
+            }
+        }
+        loop {
+            let result = self
+                .execute(&mut payload, progress.as_deref_mut(), false)
+                .map_err(Error::from);
+            let outcome = match &result {
+                Ok(_) => Outcome::Reached,
+                Err(e) => Outcome::Failed(e),
+            };
+            match pin.after_http(&self.pool, outcome) {
+                Some(next) => self.pool = next,
+                None => return result,
             }
         }
     }

@@ -6,8 +6,13 @@ default keep-alive, WebSocket with ``heartbeat=None`` so the server never pings)
 same routes (each also under ``/api``), same event order on the socket. Jobs are
 simulated: no model, a tiny PNG as output.
 
-Usage: comfyui_server.py [--host 127.0.0.1] [--port 8188]   (or env PORT; 0: a free port,
-       named in the first line it prints: "comfyui mock listening on http://HOST:PORT ...")
+Usage: comfyui_server.py [--host 127.0.0.1] [--port 8188] [--instance NAME]
+       (or env PORT; 0: a free port, named in the first line it prints: "comfyui mock
+       listening on http://HOST:PORT ...")
+
+``--instance NAME`` (several stand-ins as one service, a test of sticky jobs): every HTTP
+response carries ``X-Mock-Instance: NAME`` and every WebSocket event's ``data`` an
+``"instance": NAME`` field, so a client can tell which machine served each part of a job.
 
 Knobs a test can use, all optional, in the POST /prompt body:
   * node ``inputs.steps`` (int)         number of ``progress`` events (default 4)
@@ -105,7 +110,8 @@ class PeerAccessLogger(AbstractAccessLogger):
 
 
 class Comfy:
-    def __init__(self):
+    def __init__(self, instance=None):
+        self.instance = instance
         self.sockets = {}  # client_id -> WebSocketResponse
         self.number = 0
         self.pending = []  # [number, prompt_id, prompt, extra_data, outputs]
@@ -158,6 +164,8 @@ class Comfy:
         return {"exec_info": {"queue_remaining": len(self.pending) + len(self.running)}}
 
     async def send_json(self, event, data, sid=None):
+        if self.instance is not None:
+            data = {**data, "instance": self.instance}
         msg = json.dumps({"type": event, "data": data})
         if sid is None:
             targets = list(self.sockets.values())
@@ -322,8 +330,8 @@ def json_response(data, status=200):
     return web.json_response(data, status=status)
 
 
-def build_app():
-    comfy = Comfy()
+def build_app(instance=None):
+    comfy = Comfy(instance)
     routes = web.RouteTableDef()
 
     @routes.get("/ws")
@@ -563,7 +571,15 @@ def build_app():
                 return web.Response(status=403)
         return await handler(request)
 
-    app = web.Application(client_max_size=100 * 1024 * 1024, middlewares=[origin_only_middleware])
+    @web.middleware
+    async def instance_middleware(request, handler):
+        response = await handler(request)
+        if instance is not None and not response.prepared:
+            response.headers["X-Mock-Instance"] = instance
+        return response
+
+    app = web.Application(client_max_size=100 * 1024 * 1024,
+                          middlewares=[origin_only_middleware, instance_middleware])
     # Every route twice, as in ComfyUI: /x and /api/x.
     api_routes = web.RouteTableDef()
     for route in routes:
@@ -582,9 +598,9 @@ def build_app():
     return app
 
 
-async def main(host, port):
+async def main(host, port, instance=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    app = build_app()
+    app = build_app(instance)
     # Like ComfyUI: AppRunner + TCPSite, aiohttp's default keep-alive (no keepalive_timeout given).
     runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access"), access_log_class=PeerAccessLogger)
     await runner.setup()
@@ -605,5 +621,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8188")))
+    parser.add_argument("--instance", default=None, help="name sent in X-Mock-Instance and in events")
     args = parser.parse_args()
-    asyncio.run(main(args.host, args.port))
+    asyncio.run(main(args.host, args.port, args.instance))
