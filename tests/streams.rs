@@ -493,7 +493,12 @@ fn a_stream_s_status_error_counts_once_whatever_reading_its_evidence_met() {
     assert_eq!(err.body().unwrap().len(), 100);
     assert!(err.body().unwrap().is_truncated());
     let stats = m.stats().services[0].http.clone().unwrap();
-    assert_eq!(stats.errors.get(ErrorClass::Status), 1, "{:?}", stats.errors);
+    assert_eq!(
+        stats.errors.get(ErrorClass::Status),
+        1,
+        "{:?}",
+        stats.errors
+    );
     assert_eq!(stats.errors.total(), 1, "{:?}", stats.errors);
 
     // A head, some bytes, then silence.
@@ -524,6 +529,11 @@ fn a_stream_s_status_error_counts_once_whatever_reading_its_evidence_met() {
     assert_eq!(err.status(), Some(503), "{err:?}");
     assert_eq!(&err.body().unwrap()[..], b"busy");
     let stats = m.stats().services[0].http.clone().unwrap();
-    assert_eq!(stats.errors.get(ErrorClass::Status), 1, "{:?}", stats.errors);
+    assert_eq!(
+        stats.errors.get(ErrorClass::Status),
+        1,
+        "{:?}",
+        stats.errors
+    );
     assert_eq!(stats.errors.total(), 1, "{:?}", stats.errors);
 }

@@ -245,7 +245,12 @@ fn a_download_names_the_request_s_read_timeout_when_the_body_stalls() {
     assert_timeout(&err, Phase::Read, MS_300);
     assert_eq!(err.class(), ErrorClass::Timeout);
     let stats = m.stats().services[0].http.clone().unwrap();
-    assert_eq!(stats.errors.get(ErrorClass::Timeout), 1, "{:?}", stats.errors);
+    assert_eq!(
+        stats.errors.get(ErrorClass::Timeout),
+        1,
+        "{:?}",
+        stats.errors
+    );
 
     // To a file: the same.
     let dest = std::env::temp_dir().join(format!("bp-timeouts-{}.bin", std::process::id()));
@@ -282,7 +287,12 @@ fn a_stream_read_names_the_request_s_read_timeout_and_counts_it_once() {
     assert_eq!(again.kind(), std::io::ErrorKind::TimedOut, "{again:?}");
     drop(stream);
     let stats = m.stats().services[0].http.clone().unwrap();
-    assert_eq!(stats.errors.get(ErrorClass::Timeout), 1, "{:?}", stats.errors);
+    assert_eq!(
+        stats.errors.get(ErrorClass::Timeout),
+        1,
+        "{:?}",
+        stats.errors
+    );
     assert_eq!(stats.errors.total(), 1, "{:?}", stats.errors);
 }
 

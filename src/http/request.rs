@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::body::Progress;
-use super::classify;
 use super::response::{Response, StreamingResponse};
 use super::send::Payload;
 use super::validate;
@@ -368,8 +367,7 @@ impl RequestBuilder {
         let mut progress = self.progress.take().map(parking_lot::Mutex::into_inner);
         let sent = self.execute_routed(payload, progress.as_mut())?;
         let cancel = sent.watch.as_ref().map(|w| w.token());
-        let result = Response::read_whole(&self.pool, sent.response, cancel)
-            .map_err(|e| classify::restate_body_timeout(e, &sent.limits, sent.deadline));
+        let result = Response::read_whole(&self.pool, sent.response, &sent.limits, cancel);
         if result.is_err() {
             sent.conn.discard();
         }
@@ -407,6 +405,7 @@ impl RequestBuilder {
             sent.conn,
             turn,
             sent.response,
+            sent.limits,
             sent.watch,
         ))
     }
