@@ -537,3 +537,55 @@ fn a_stream_s_status_error_counts_once_whatever_reading_its_evidence_met() {
     );
     assert_eq!(stats.errors.total(), 1, "{:?}", stats.errors);
 }
+
+/// A multipart form sent with a streamed answer (`stream_multipart`): the form arrives with
+/// its length and boundary, the answer is read as it comes, with upload progress; the stream
+/// holds one of the stream turns; a form the encoder refuses costs no connection.
+#[test]
+fn a_multipart_form_can_be_sent_with_a_streamed_answer() {
+    let server = TestServer::builder()
+        .http(|req| {
+            let summary = format!(
+                "{} {} {}",
+                req.header("content-type").unwrap_or(""),
+                req.header("content-length").unwrap_or(""),
+                req.body.windows(5).any(|w| w == b"hello")
+            );
+            Response::sse(vec![("got".into(), summary)], Duration::ZERO)
+        })
+        .build()
+        .unwrap();
+    let m = manager(service("svc", &server.http_url()));
+    let http = m.http("svc").unwrap();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let form = backend_pool::Form::new()
+        .text("field", "hello")
+        .part("data", backend_pool::Part::bytes(vec![7u8; 100_000]));
+    let mut stream = http
+        .post("/convert")
+        .header("Content-Type", "text/plain")
+        .upload_progress(move |sent, total| seen.lock().unwrap().push((sent, total)))
+        .stream_multipart(form)
+        .unwrap();
+    let event = stream.events().next().unwrap().unwrap();
+    let mut words = event.data.split(' ');
+    assert!(
+        words.next().unwrap().starts_with("multipart/form-data;"),
+        "{}",
+        event.data
+    );
+    let len: u64 = words.nth(1).unwrap().parse().unwrap();
+    assert!(len > 100_000, "{}", event.data);
+    assert_eq!(words.next(), Some("true"), "{}", event.data);
+    assert_eq!(calls.lock().unwrap().last(), Some(&(len, len)));
+    drop(stream);
+    assert_eq!(server.accepted(), 1);
+    let bad = backend_pool::Form::new().part(
+        "x",
+        backend_pool::Part::bytes(vec![1]).content_type("bad\nvalue"),
+    );
+    let err = http.post("/convert").stream_multipart(bad).unwrap_err();
+    assert_eq!(err.class(), ErrorClass::InvalidRequest, "{err:?}");
+    assert_eq!(server.accepted(), 1);
+}

@@ -387,7 +387,16 @@ impl RequestBuilder {
     /// # Errors
     /// As [`RequestBuilder::call`]. An [`Error::PoolTimeout`] while waiting for a stream's
     /// turn counts streams in its state: open (`in_use`), waiting, and the cap as `max`.
-    pub fn stream(mut self, body: &[u8]) -> Result<StreamingResponse, Error> {
+    pub fn stream(self, body: &[u8]) -> Result<StreamingResponse, Error> {
+        self.stream_payload(Payload::Bytes(body))
+    }
+
+    /// Sends `payload` and returns the response with its body unread (see
+    /// [`RequestBuilder::stream`]).
+    pub(super) fn stream_payload(
+        mut self,
+        mut payload: Payload<'_>,
+    ) -> Result<StreamingResponse, Error> {
         let start = Instant::now();
         // A stream stays on the endpoint it starts on (no retry elsewhere).
         self.choose_endpoint();
@@ -398,7 +407,6 @@ impl RequestBuilder {
         let service = self.pool.core.name.clone();
         self.wait = Some(wait.saturating_sub(start.elapsed()));
         let mut progress = self.progress.take().map(parking_lot::Mutex::into_inner);
-        let mut payload = Payload::Bytes(body);
         let sent = self.execute(&mut payload, progress.as_mut(), false)?;
         Ok(StreamingResponse::new(
             service,

@@ -150,6 +150,25 @@ impl Response {
         self.body
     }
 
+    /// Moves the body out, leaving it empty: for a caller that keeps the body elsewhere and
+    /// the response for its head and [`Response::error_for_status`] (the status error it
+    /// makes then has an empty body).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), backend_pool::Error> {
+    /// # let manager = backend_pool::PoolManager::new(backend_pool::ManagerConfig::default())?;
+    /// let mut reply = manager.http("comfyui")?.get("/history").call()?;
+    /// let body = reply.take_body();
+    /// assert!(reply.body().is_empty());
+    /// if let Err(err) = reply.error_for_status() {
+    ///     eprintln!("{err}: {} bytes", body.len()); // counted under `status`
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn take_body(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.body)
+    }
+
     /// The body as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
