@@ -468,3 +468,124 @@ fn a_huge_wait_timeout_does_not_panic() {
     assert_eq!(s.status(), 200);
     drop(s);
 }
+
+/// A status error of a stream is one failure, counted once under `status`, even when
+/// reading its evidence (the body's first 64 KiB) fails: the server closes mid-body, or the
+/// body stalls past the request's read timeout. (A cut once counted as `closed` too.)
+#[test]
+fn a_stream_s_status_error_counts_once_whatever_reading_its_evidence_met() {
+    let server = TestServer::builder()
+        .http(|_| {
+            Response::generated(500, "text/plain", 1000, |_, buf| buf.fill(b'e')).cut_after(100)
+        })
+        .build()
+        .unwrap();
+    let m = manager(service("svc", &server.http_url()));
+    let err = m
+        .http("svc")
+        .unwrap()
+        .get("/x")
+        .stream(b"")
+        .unwrap()
+        .error_for_status()
+        .unwrap_err();
+    assert_eq!(err.status(), Some(500), "{err:?}");
+    assert_eq!(err.body().unwrap().len(), 100);
+    assert!(err.body().unwrap().is_truncated());
+    let stats = m.stats().services[0].http.clone().unwrap();
+    assert_eq!(
+        stats.errors.get(ErrorClass::Status),
+        1,
+        "{:?}",
+        stats.errors
+    );
+    assert_eq!(stats.errors.total(), 1, "{:?}", stats.errors);
+
+    // A head, some bytes, then silence.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = mpsc::channel::<()>();
+    let stalling = thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request);
+        let answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 1000\r\n\r\nbusy";
+        socket.write_all(answer).unwrap();
+        let _ = stopped.recv_timeout(Duration::from_secs(10));
+    });
+    let m = manager(service("stalling", &url));
+    let err = m
+        .http("stalling")
+        .unwrap()
+        .get("/x")
+        .read_timeout(Duration::from_millis(200))
+        .stream(b"")
+        .unwrap()
+        .error_for_status()
+        .unwrap_err();
+    stop.send(()).unwrap();
+    stalling.join().unwrap();
+    assert_eq!(err.status(), Some(503), "{err:?}");
+    assert_eq!(&err.body().unwrap()[..], b"busy");
+    let stats = m.stats().services[0].http.clone().unwrap();
+    assert_eq!(
+        stats.errors.get(ErrorClass::Status),
+        1,
+        "{:?}",
+        stats.errors
+    );
+    assert_eq!(stats.errors.total(), 1, "{:?}", stats.errors);
+}
+
+/// A multipart form sent with a streamed answer (`stream_multipart`): the form arrives with
+/// its length and boundary, the answer is read as it comes, with upload progress; the stream
+/// holds one of the stream turns; a form the encoder refuses costs no connection.
+#[test]
+fn a_multipart_form_can_be_sent_with_a_streamed_answer() {
+    let server = TestServer::builder()
+        .http(|req| {
+            let summary = format!(
+                "{} {} {}",
+                req.header("content-type").unwrap_or(""),
+                req.header("content-length").unwrap_or(""),
+                req.body.windows(5).any(|w| w == b"hello")
+            );
+            Response::sse(vec![("got".into(), summary)], Duration::ZERO)
+        })
+        .build()
+        .unwrap();
+    let m = manager(service("svc", &server.http_url()));
+    let http = m.http("svc").unwrap();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let form = backend_pool::Form::new()
+        .text("field", "hello")
+        .part("data", backend_pool::Part::bytes(vec![7u8; 100_000]));
+    let mut stream = http
+        .post("/convert")
+        .header("Content-Type", "text/plain")
+        .upload_progress(move |sent, total| seen.lock().unwrap().push((sent, total)))
+        .stream_multipart(form)
+        .unwrap();
+    let event = stream.events().next().unwrap().unwrap();
+    let mut words = event.data.split(' ');
+    assert!(
+        words.next().unwrap().starts_with("multipart/form-data;"),
+        "{}",
+        event.data
+    );
+    let len: u64 = words.nth(1).unwrap().parse().unwrap();
+    assert!(len > 100_000, "{}", event.data);
+    assert_eq!(words.next(), Some("true"), "{}", event.data);
+    assert_eq!(calls.lock().unwrap().last(), Some(&(len, len)));
+    drop(stream);
+    assert_eq!(server.accepted(), 1);
+    let bad = backend_pool::Form::new().part(
+        "x",
+        backend_pool::Part::bytes(vec![1]).content_type("bad\nvalue"),
+    );
+    let err = http.post("/convert").stream_multipart(bad).unwrap_err();
+    assert_eq!(err.class(), ErrorClass::InvalidRequest, "{err:?}");
+    assert_eq!(server.accepted(), 1);
+}

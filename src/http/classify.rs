@@ -6,10 +6,12 @@
 //! A timeout names the phase it cut short and the deadline that fired, which is the
 //! request's own where it set one ([`Limits`]): ureq says which of its timeouts fired; for
 //! its total ("global") deadline, which holds across every phase, the phase is where the
-//! attempt stood ([`Stage`]).
+//! attempt stood ([`Stage`]). A request's body is read under the same [`Limits`] as the
+//! request (whole, streamed, server-sent events, downloads: the `Limits` travel with the
+//! response), so a body's timeout names the request's deadline too.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::HttpPool;
 use crate::error::{Error, Phase, HEADER_LINES};
@@ -109,7 +111,7 @@ pub(super) fn classify_attempt(
         return timeout(pool, which, limits, stage);
     }
     if stage != Stage::Connect {
-        return classify(pool, e);
+        return classify(pool, e, limits);
     }
     let service = pool.core.name.clone();
     match e {
@@ -128,12 +130,12 @@ pub(super) fn classify_attempt(
 }
 
 /// Maps a ureq error onto this crate's phases and classes; a timeout as one while reading a
-/// body under the service's own limits (see [`classify_attempt`] for a request's).
-pub(super) fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
+/// body under `limits`, the deadlines the request ran under (see [`classify_attempt`] for an
+/// attempt that failed before its response head).
+pub(super) fn classify(pool: &HttpPool, e: ureq::Error, limits: &Limits) -> Error {
     let service = pool.core.name.clone();
-    let t = pool.core.timeouts;
     match e {
-        ureq::Error::Timeout(which) => timeout(pool, which, &Limits::service(pool), Stage::Read),
+        ureq::Error::Timeout(which) => timeout(pool, which, limits, Stage::Read),
         ureq::Error::Io(io) => {
             use io::ErrorKind as K;
             match io.kind() {
@@ -157,7 +159,7 @@ pub(super) fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
                 K::TimedOut | K::WouldBlock => Error::Timeout {
                     service,
                     phase: Phase::Read,
-                    after: t.read_idle,
+                    after: limits.read_idle,
                 },
                 _ => Error::Transport {
                     service,
@@ -198,25 +200,23 @@ pub(super) fn classify(pool: &HttpPool, e: ureq::Error) -> Error {
     }
 }
 
-/// A timeout while reading a body, restated under the request's own `limits` (reading a
-/// body maps a timeout under the service's, in [`classify`]). ureq's reason is gone by then:
-/// the total deadline fired if it has passed (`deadline`), the read-idle limit otherwise.
-pub(super) fn restate_body_timeout(
-    err: Error,
-    limits: &Limits,
-    deadline: Option<Instant>,
-) -> Error {
-    match err {
-        Error::Timeout { service, .. } => {
-            let total = limits
-                .total
-                .filter(|_| deadline.is_some_and(|at| Instant::now() >= at));
-            Error::Timeout {
-                service,
-                phase: Phase::Read,
-                after: total.unwrap_or(limits.read_idle),
-            }
-        }
-        other => other,
+/// A timeout of a body read that came back as an I/O error (a streamed body's reader wraps
+/// ureq's error in one), as the pool's error under `limits`; `None` for any other failure.
+pub(super) fn body_timeout(pool: &HttpPool, e: &io::Error, limits: &Limits) -> Option<Error> {
+    let which = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>());
+    match which {
+        Some(ureq::Error::Timeout(which)) => Some(timeout(pool, *which, limits, Stage::Read)),
+        Some(_) => None,
+        None => matches!(
+            e.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        )
+        .then(|| Error::Timeout {
+            service: pool.core.name.clone(),
+            phase: Phase::Read,
+            after: limits.read_idle,
+        }),
     }
 }

@@ -289,7 +289,7 @@ impl HttpPool {
                             break Ok(());
                         }
                         Ok(_) => break Err(format!("{method} {path} answered {status}")),
-                        Err(e) => classify::classify(self, e),
+                        Err(e) => classify::classify(self, e, &classify::Limits::service(self)),
                     }
                 }
                 Err(ureq::Error::Timeout(_)) => {
@@ -301,7 +301,7 @@ impl HttpPool {
                     };
                     break Err(format!("{method} {path}: no answer within {t:?} ({which})"));
                 }
-                Err(e) => classify::classify(self, e),
+                Err(e) => classify::classify(self, e, &classify::Limits::service(self)),
             };
             // A keep-alive connection the server closed meanwhile: once more on a fresh one.
             if !retried && matches!(err, Error::ConnectionClosed { .. }) {

@@ -34,7 +34,7 @@ use super::body::{open_file, Exact};
 use super::request::RequestBuilder;
 use super::send::Payload;
 use super::validate::header_value;
-use super::Response;
+use super::{Response, StreamingResponse};
 use crate::error::Error;
 
 /// A `multipart/form-data` body being built: text fields and file parts, in order.
@@ -263,7 +263,47 @@ impl RequestBuilder {
     /// # Errors
     /// [`Error::InvalidRequest`], before any connection is taken, for a part's content type
     /// that is not a valid header value; then as [`RequestBuilder::send_reader`].
-    pub fn send_multipart(mut self, form: Form) -> Result<Response, Error> {
+    pub fn send_multipart(self, form: Form) -> Result<Response, Error> {
+        let (this, mut body) = self.multipart(form)?;
+        let len = body.len;
+        this.send_payload(Payload::Reader {
+            reader: &mut body,
+            len,
+            what: Cow::Borrowed("the multipart form"),
+        })
+    }
+
+    /// Sends `form` as [`RequestBuilder::send_multipart`] does, and returns the response
+    /// with its body unread, as [`RequestBuilder::stream`] does (its stream cap, its wait
+    /// for a turn); the form is sent once, never again on a fresh connection.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let manager = backend_pool::PoolManager::new(backend_pool::ManagerConfig::default())?;
+    /// use backend_pool::{Form, Part};
+    ///
+    /// let form = Form::new().part("file", Part::file("voice.wav")?);
+    /// let mut reply = manager.http("rvc")?.post("/convert_file").stream_multipart(form)?;
+    /// let mut wav = Vec::new();
+    /// std::io::copy(&mut reply, &mut wav)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`RequestBuilder::send_multipart`] and [`RequestBuilder::stream`].
+    pub fn stream_multipart(self, form: Form) -> Result<StreamingResponse, Error> {
+        let (this, mut body) = self.multipart(form)?;
+        let len = body.len;
+        this.stream_payload(Payload::Reader {
+            reader: &mut body,
+            len,
+            what: Cow::Borrowed("the multipart form"),
+        })
+    }
+
+    /// The form encoded (checked: an invalid one is counted and costs no connection), and
+    /// this request with its `Content-Type` (the boundary) in place of any the caller set.
+    fn multipart(mut self, form: Form) -> Result<(RequestBuilder, Encoded), Error> {
         let mut body = match form.encode() {
             Ok(body) => body,
             Err(why) => return Err(self.invalid(why)),
@@ -271,13 +311,7 @@ impl RequestBuilder {
         self.headers
             .retain(|(name, _)| !name.eq_ignore_ascii_case("content-type"));
         let content_type = std::mem::take(&mut body.content_type);
-        let len = body.len;
-        self.header("Content-Type", &content_type)
-            .send_payload(Payload::Reader {
-                reader: &mut body,
-                len,
-                what: Cow::Borrowed("the multipart form"),
-            })
+        Ok((self.header("Content-Type", &content_type), body))
     }
 }
 

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::body::Progress;
-use super::classify;
 use super::response::{Response, StreamingResponse};
 use super::send::Payload;
 use super::validate;
@@ -387,8 +386,7 @@ impl RequestBuilder {
         let mut progress = self.progress.take().map(parking_lot::Mutex::into_inner);
         let sent = self.execute_routed(payload, progress.as_mut())?;
         let cancel = sent.watch.as_ref().map(|w| w.token());
-        let result = Response::read_whole(&self.pool, sent.response, cancel)
-            .map_err(|e| classify::restate_body_timeout(e, &sent.limits, sent.deadline));
+        let result = Response::read_whole(&self.pool, sent.response, &sent.limits, cancel);
         if result.is_err() {
             sent.conn.discard();
         }
@@ -408,7 +406,16 @@ impl RequestBuilder {
     /// # Errors
     /// As [`RequestBuilder::call`]. An [`Error::PoolTimeout`] while waiting for a stream's
     /// turn counts streams in its state: open (`in_use`), waiting, and the cap as `max`.
-    pub fn stream(mut self, body: &[u8]) -> Result<StreamingResponse, Error> {
+    pub fn stream(self, body: &[u8]) -> Result<StreamingResponse, Error> {
+        self.stream_payload(Payload::Bytes(body))
+    }
+
+    /// Sends `payload` and returns the response with its body unread (see
+    /// [`RequestBuilder::stream`]).
+    pub(super) fn stream_payload(
+        mut self,
+        mut payload: Payload<'_>,
+    ) -> Result<StreamingResponse, Error> {
         let start = Instant::now();
         // A stream stays on the endpoint it starts on (no retry elsewhere).
         self.choose_endpoint();
@@ -419,13 +426,13 @@ impl RequestBuilder {
         let service = self.pool.core.name.clone();
         self.wait = Some(wait.saturating_sub(start.elapsed()));
         let mut progress = self.progress.take().map(parking_lot::Mutex::into_inner);
-        let mut payload = Payload::Bytes(body);
         let sent = self.execute(&mut payload, progress.as_mut(), false)?;
         Ok(StreamingResponse::new(
             service,
             sent.conn,
             turn,
             sent.response,
+            sent.limits,
             sent.watch,
         ))
     }

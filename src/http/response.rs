@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use ureq::http::HeaderMap;
 
-use super::classify::classify;
+use super::classify::{self, classify, Limits};
 use super::transport::{DRAIN_BYTES, DRAIN_WAIT};
 use super::{HttpConnection, HttpPool, StreamTurn};
 use crate::error::{Error, ErrorClass, Phase, StatusBody};
@@ -67,10 +67,12 @@ impl Response {
     /// the news. A body cut short names what was announced and what arrived.
     ///
     /// A failure once `cancel` is cancelled is [`Error::Cancelled`] (the cancel shut the
-    /// agent down), counted as such and not against health.
+    /// agent down), counted as such and not against health. A timeout names the deadline
+    /// of `limits` (the request's) that fired.
     pub(super) fn read_whole(
         pool: &HttpPool,
         response: ureq::http::Response<ureq::Body>,
+        limits: &Limits,
         cancel: Option<&crate::CancelToken>,
     ) -> Result<Response, Error> {
         let (parts, mut body) = response.into_parts();
@@ -122,7 +124,7 @@ impl Response {
                     return Err(err);
                 }
                 e if cut_short_kind(&e) => cut_short(service, declared, bytes.len() as u64),
-                e => classify(pool, e),
+                e => classify(pool, e, limits),
             };
             pool.failed(&err, true);
             return Err(err);
@@ -146,6 +148,25 @@ impl Response {
     /// The body bytes, owned.
     pub fn into_body(self) -> Vec<u8> {
         self.body
+    }
+
+    /// Moves the body out, leaving it empty: for a caller that keeps the body elsewhere and
+    /// the response for its head and [`Response::error_for_status`] (the status error it
+    /// makes then has an empty body).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), backend_pool::Error> {
+    /// # let manager = backend_pool::PoolManager::new(backend_pool::ManagerConfig::default())?;
+    /// let mut reply = manager.http("comfyui")?.get("/history").call()?;
+    /// let body = reply.take_body();
+    /// assert!(reply.body().is_empty());
+    /// if let Err(err) = reply.error_for_status() {
+    ///     eprintln!("{err}: {} bytes", body.len()); // counted under `status`
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn take_body(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.body)
     }
 
     /// The body as text (invalid UTF-8 replaced).
@@ -237,6 +258,33 @@ impl fmt::Debug for Response {
 /// body cut short (the server closed the connection before its `Content-Length`, or before
 /// a chunked body's end) is a read error of kind `UnexpectedEof` wrapping an
 /// [`Error::ConnectionClosed`] that names the bytes announced and received.
+///
+/// The body's reads run under the request's deadlines: a read that waits past one is a read
+/// error of kind `TimedOut` wrapping an [`Error::Timeout`] of phase `read` that names the
+/// deadline that fired: the request's
+/// [`read_timeout`](crate::RequestBuilder::read_timeout) or
+/// [`total_timeout`](crate::RequestBuilder::total_timeout), else the service's
+/// `read_idle_timeout_ms`. A cancel or a shutdown is kind `ConnectionAborted` wrapping
+/// [`Error::Cancelled`] or the shutdown's error. The first failure of a stream's reads is
+/// counted in the statistics; reading again after one is allowed.
+///
+/// ```no_run
+/// # fn main() -> Result<(), backend_pool::Error> {
+/// # let manager = backend_pool::PoolManager::new(backend_pool::ManagerConfig::default())?;
+/// use std::io::Read;
+/// use std::time::Duration;
+///
+/// let mut stream = manager.http("comfyui")?.get("/view?filename=a.png")
+///     .read_timeout(Duration::from_millis(300))
+///     .stream(&[])?;
+/// let mut body = Vec::new();
+/// if let Err(e) = stream.read_to_end(&mut body) {
+///     if let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<backend_pool::Error>()) {
+///         println!("{err}"); // "service 'comfyui': timed out reading after 300ms"
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 pub struct StreamingResponse {
     status: u16,
     headers: Headers,
@@ -246,6 +294,9 @@ pub struct StreamingResponse {
     content_length: Option<u64>,
     /// Body bytes handed to the caller so far.
     read: u64,
+    /// The deadlines the request ran under, which its body's reads run under too: a read
+    /// timeout names the one that fired.
+    limits: Limits,
     /// How often a download calls its progress callback, at most.
     progress_every: Duration,
     /// The request's token, watching the agent while the body is read (cancel shuts it
@@ -265,6 +316,7 @@ impl StreamingResponse {
         conn: HttpConnection,
         turn: StreamTurn,
         response: ureq::http::Response<ureq::Body>,
+        limits: Limits,
         cancel: Option<crate::cancel::Registration>,
     ) -> Self {
         let (parts, body) = response.into_parts();
@@ -275,6 +327,7 @@ impl StreamingResponse {
             reader: io::BufReader::with_capacity(8 * 1024, body.into_reader()),
             service,
             read: 0,
+            limits,
             progress_every: download::PROGRESS_EVERY,
             cancel,
             counted: false,
@@ -311,15 +364,22 @@ impl StreamingResponse {
     }
 
     /// What a failed read means, if it is one of the pool's errors: shutdown interrupted it,
-    /// the request's token cancelled it, or the server closed the connection before the
+    /// the request's token cancelled it, a deadline of the request's passed (the error
+    /// names the one that fired: see [`RequestBuilder::read_timeout`] and
+    /// [`RequestBuilder::total_timeout`]), or the server closed the connection before the
     /// body's end (the error names the bytes announced and received); counted once.
     /// Otherwise the error itself, not counted.
+    ///
+    /// [`RequestBuilder::read_timeout`]: crate::RequestBuilder::read_timeout
+    /// [`RequestBuilder::total_timeout`]: crate::RequestBuilder::total_timeout
     fn read_failure(&mut self, e: io::Error) -> Result<Error, io::Error> {
         let err = if self.conn.pool.core.is_closed() {
             // Shutdown interrupted the read (its deadline passed).
             self.conn.pool.core.shutting_down()
         } else if self.is_cancelled() {
             return Ok(self.cancel_error());
+        } else if let Some(timeout) = classify::body_timeout(&self.conn.pool, &e, &self.limits) {
+            timeout
         } else if matches!(
             e.kind(),
             io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
@@ -333,15 +393,16 @@ impl StreamingResponse {
     }
 
     /// A read failed: a pool error (see [`StreamingResponse::read_failure`]) is wrapped in
-    /// the I/O error, of kind `ConnectionAborted` (shutdown, cancel) or `UnexpectedEof` (cut
-    /// short); a read timeout has kind `TimedOut`.
+    /// the I/O error, of kind `TimedOut` (a deadline passed), `UnexpectedEof` (cut short) or
+    /// `ConnectionAborted` (shutdown, cancel).
     fn read_failed(&mut self, e: io::Error) -> io::Error {
         match self.read_failure(e) {
             Ok(err @ Error::ConnectionClosed { .. }) => {
                 io::Error::new(io::ErrorKind::UnexpectedEof, err)
             }
+            Ok(err @ Error::Timeout { .. }) => io::Error::new(io::ErrorKind::TimedOut, err),
             Ok(err) => io::Error::new(io::ErrorKind::ConnectionAborted, err),
-            Err(e) => timed_out_kind(e),
+            Err(e) => e,
         }
     }
 
@@ -375,10 +436,13 @@ impl StreamingResponse {
         Err(self.into_status_error())
     }
 
-    /// The status error of this response, with its body's first 64 KiB; counted.
+    /// The status error of this response, with its body's first 64 KiB; counted once, as
+    /// a status error: a failure to read the evidence (cut short, a timeout) only marks it
+    /// truncated.
     fn into_status_error(mut self) -> Error {
         let mut bytes = Vec::new();
         let cap = StatusBody::LIMIT as u64;
+        self.counted = true;
         let failed = (&mut self).take(cap + 1).read_to_end(&mut bytes).is_err();
         self.conn.pool.counters().error(ErrorClass::Status);
         Error::Status {
@@ -393,8 +457,8 @@ impl StreamingResponse {
     head_accessors!();
 
     /// The body's server-sent events, read as they arrive: see [`crate::sse`] for the rules,
-    /// the limit and the errors (a read timeout is `sse::Error::Io` with
-    /// `ErrorKind::TimedOut`). Reads from where the stream is; [`crate::sse::Events::new`]
+    /// the limit and the errors (a read timeout is `sse::Error::Io` of kind `TimedOut`,
+    /// wrapping the [`Error::Timeout`] that names the deadline: see [`StreamingResponse`]). Reads from where the stream is; [`crate::sse::Events::new`]
     /// takes the stream itself instead of borrowing it.
     ///
     /// ```no_run
@@ -463,19 +527,6 @@ impl Drop for StreamingResponse {
             }
         }
         wire.drain_wait_us.store(0, Relaxed);
-    }
-}
-
-/// A read timeout on the body surfaces as `ErrorKind::TimedOut` (ureq wraps it otherwise).
-fn timed_out_kind(e: io::Error) -> io::Error {
-    let timeout = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
-        .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
-    if timeout && e.kind() != io::ErrorKind::TimedOut {
-        io::Error::new(io::ErrorKind::TimedOut, e)
-    } else {
-        e
     }
 }
 

@@ -51,9 +51,8 @@ pub(super) struct Sent {
     pub(super) conn: HttpConnection,
     pub(super) response: ureq::http::Response<ureq::Body>,
     pub(super) watch: Option<Registration>,
+    /// The deadlines the request ran under: its body is read under them too.
     pub(super) limits: Limits,
-    /// The total deadline of the attempt that answered, if the request has one.
-    pub(super) deadline: Option<Instant>,
 }
 
 /// How [`RequestBuilder::execute`] failed.
@@ -245,7 +244,6 @@ impl RequestBuilder {
                 return Err(cancelled(conn, stage).into());
             }
             let total = limits.total.map(|t| t.saturating_sub(started.elapsed()));
-            let deadline = total.map(|left| crate::clock::deadline(Instant::now(), left));
             let sent = self.send_once(
                 &conn,
                 attempt,
@@ -276,7 +274,6 @@ impl RequestBuilder {
                         response,
                         watch,
                         limits,
-                        deadline,
                     });
                 }
                 Err(Failure::Body { fault, sent, len }) => {

@@ -77,7 +77,7 @@ impl PyClient {
     }
 
     /// Sends a request and reads the whole response (as `PoolManager.request`).
-    #[pyo3(signature = (method, path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (method, path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None, upload_progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn request<'py>(
         &self,
@@ -92,6 +92,7 @@ impl PyClient {
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
         cancel: Option<Bound<'py, PyCancelToken>>,
+        upload_progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<PyResponse> {
         let args = Args {
             params,
@@ -102,13 +103,14 @@ impl PyClient {
             timeout,
             wait_timeout,
             cancel,
+            upload_progress,
         };
         self.send(py, method, path, &args)
     }
 
     /// Sends a request and returns the response with its body unread (as
     /// `PoolManager.stream`).
-    #[pyo3(signature = (method, path, *, params=None, data=None, json=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (method, path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None, upload_progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn stream<'py>(
         &self,
@@ -118,10 +120,12 @@ impl PyClient {
         params: Option<Bound<'py, PyAny>>,
         data: Option<Bound<'py, PyAny>>,
         json: Option<Bound<'py, PyAny>>,
+        files: Option<Bound<'py, PyAny>>,
         headers: Option<Bound<'py, PyAny>>,
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
         cancel: Option<Bound<'py, PyCancelToken>>,
+        upload_progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<PyStreamingResponse> {
         let args = Args {
             params,
@@ -131,7 +135,8 @@ impl PyClient {
             timeout,
             wait_timeout,
             cancel,
-            ..Args::default()
+            files,
+            upload_progress,
         };
         let pinned = self.pinned()?;
         self.manager
@@ -140,7 +145,7 @@ impl PyClient {
     }
 
     /// `request("GET", path, ...)`.
-    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None, upload_progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn get<'py>(
         &self,
@@ -154,6 +159,7 @@ impl PyClient {
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
         cancel: Option<Bound<'py, PyCancelToken>>,
+        upload_progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<PyResponse> {
         let args = Args {
             params,
@@ -164,12 +170,13 @@ impl PyClient {
             timeout,
             wait_timeout,
             cancel,
+            upload_progress,
         };
         self.send(py, "GET", path, &args)
     }
 
     /// `request("HEAD", path, ...)`.
-    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None, upload_progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn head<'py>(
         &self,
@@ -183,6 +190,7 @@ impl PyClient {
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
         cancel: Option<Bound<'py, PyCancelToken>>,
+        upload_progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<PyResponse> {
         let args = Args {
             params,
@@ -193,12 +201,13 @@ impl PyClient {
             timeout,
             wait_timeout,
             cancel,
+            upload_progress,
         };
         self.send(py, "HEAD", path, &args)
     }
 
     /// `request("POST", path, ...)`.
-    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None, upload_progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn post<'py>(
         &self,
@@ -212,6 +221,7 @@ impl PyClient {
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
         cancel: Option<Bound<'py, PyCancelToken>>,
+        upload_progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<PyResponse> {
         let args = Args {
             params,
@@ -222,12 +232,13 @@ impl PyClient {
             timeout,
             wait_timeout,
             cancel,
+            upload_progress,
         };
         self.send(py, "POST", path, &args)
     }
 
     /// `request("PUT", path, ...)`.
-    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None, upload_progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn put<'py>(
         &self,
@@ -241,6 +252,7 @@ impl PyClient {
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
         cancel: Option<Bound<'py, PyCancelToken>>,
+        upload_progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<PyResponse> {
         let args = Args {
             params,
@@ -251,12 +263,13 @@ impl PyClient {
             timeout,
             wait_timeout,
             cancel,
+            upload_progress,
         };
         self.send(py, "PUT", path, &args)
     }
 
     /// `request("DELETE", path, ...)`.
-    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None, upload_progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn delete<'py>(
         &self,
@@ -270,6 +283,7 @@ impl PyClient {
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
         cancel: Option<Bound<'py, PyCancelToken>>,
+        upload_progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<PyResponse> {
         let args = Args {
             params,
@@ -280,6 +294,7 @@ impl PyClient {
             timeout,
             wait_timeout,
             cancel,
+            upload_progress,
         };
         self.send(py, "DELETE", path, &args)
     }

@@ -100,8 +100,9 @@ pub(crate) fn config_to_py(err: ConfigError) -> PyErr {
 }
 
 /// Maps an I/O error while reading a streamed body of `service`. A pool error the core
-/// wrapped in it (`Cancelled`, `ShuttingDown`: kind `ConnectionAborted`) is raised as itself;
-/// a line or event over its limit is `TooLarge`.
+/// wrapped in it (`Cancelled`, `ShuttingDown`: kind `ConnectionAborted`; a `Timeout` naming
+/// the deadline that fired: kind `TimedOut`) is raised as itself; a line or event over its
+/// limit is `TooLarge`.
 pub(crate) fn stream_io(service: &str, err: io::Error) -> PyErr {
     let err = match pool_error(err) {
         Ok(err) => err,

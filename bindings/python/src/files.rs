@@ -38,13 +38,19 @@ use pyo3::types::{PyByteArray, PyBytes, PyString, PyTuple};
 /// The most a file object's `read()` is asked for at once.
 const FILE_PIECE: usize = 256 * 1024;
 
-/// The first exception a file object's `read()` raised while the body was sent.
+/// The first exception Python code raised while the body was sent: a file object's `read()`,
+/// or the `upload_progress` callback.
 #[derive(Clone, Default)]
 pub(crate) struct Raised(Arc<Mutex<Option<PyErr>>>);
 
 impl Raised {
-    fn keep(&self, err: PyErr) {
+    pub(crate) fn keep(&self, err: PyErr) {
         self.0.lock().get_or_insert(err);
+    }
+
+    /// True once an exception was kept.
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.lock().is_some()
     }
 
     /// The exception, if one was raised.

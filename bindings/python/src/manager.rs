@@ -144,7 +144,17 @@ impl PyPoolManager {
         args: &Args<'_>,
     ) -> PyResult<PyResponse> {
         let client = self.http(service, pinned)?;
-        let token = args.cancel.as_ref().map(|c| c.get().token());
+        // A progress callback's exception cancels the call: with one, the call has a token of
+        // its own, linked to the caller's (never the caller's token itself).
+        let caller = args.cancel.as_ref().map(|c| c.get());
+        let call = args
+            .upload_progress
+            .as_ref()
+            .map(|_| CallToken::new(caller));
+        let token = match &call {
+            Some(call) => Some(call.token()),
+            None => caller.map(PyCancelToken::token),
+        };
         let prepared = prepare(py, &client, method, path, args, token)?;
         let line = prepared.line.clone();
         let response = prepared.send(py)?;
@@ -251,7 +261,7 @@ impl PyPoolManager {
     }
 
     /// Sends a request to `service` and reads the whole response.
-    #[pyo3(signature = (service, method, path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (service, method, path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None, upload_progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn request<'py>(
         &self,
@@ -267,6 +277,7 @@ impl PyPoolManager {
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
         cancel: Option<Bound<'py, PyCancelToken>>,
+        upload_progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<PyResponse> {
         let args = Args {
             params,
@@ -277,6 +288,7 @@ impl PyPoolManager {
             timeout,
             wait_timeout,
             cancel,
+            upload_progress,
         };
         self.send(py, service, None, method, path, &args)
     }
@@ -284,7 +296,7 @@ impl PyPoolManager {
     /// Sends a request and returns the response with its body unread (server-sent events,
     /// large downloads). The pooled connection is held until the stream is closed. The
     /// stream has a token of its own (its `cancel()`), cancelled by `cancel` too.
-    #[pyo3(signature = (service, method, path, *, params=None, data=None, json=None, headers=None, timeout=None, wait_timeout=None, cancel=None))]
+    #[pyo3(signature = (service, method, path, *, params=None, data=None, json=None, files=None, headers=None, timeout=None, wait_timeout=None, cancel=None, upload_progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn stream<'py>(
         &self,
@@ -295,10 +307,12 @@ impl PyPoolManager {
         params: Option<Bound<'py, PyAny>>,
         data: Option<Bound<'py, PyAny>>,
         json: Option<Bound<'py, PyAny>>,
+        files: Option<Bound<'py, PyAny>>,
         headers: Option<Bound<'py, PyAny>>,
         timeout: Option<Bound<'py, PyAny>>,
         wait_timeout: Option<f64>,
         cancel: Option<Bound<'py, PyCancelToken>>,
+        upload_progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<PyStreamingResponse> {
         let args = Args {
             params,
@@ -308,7 +322,8 @@ impl PyPoolManager {
             timeout,
             wait_timeout,
             cancel,
-            ..Args::default()
+            files,
+            upload_progress,
         };
         self.open(py, service, None, method, path, &args)
     }

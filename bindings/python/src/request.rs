@@ -26,6 +26,8 @@ pub(crate) struct Args<'py> {
     pub timeout: Option<Bound<'py, PyAny>>,
     pub wait_timeout: Option<f64>,
     pub cancel: Option<Bound<'py, PyCancelToken>>,
+    /// `upload_progress(sent, total)`; the call's token must be its own (see [`prepare`]).
+    pub upload_progress: Option<Bound<'py, PyAny>>,
 }
 
 /// A request body, held while the interpreter is detached.
@@ -53,7 +55,8 @@ impl Body<'_> {
 pub(crate) struct Prepared<'py> {
     req: RequestBuilder,
     body: Body<'py>,
-    /// What a file object of `files=` raised while the body was sent.
+    /// What a file object of `files=`, or the `upload_progress` callback, raised while the
+    /// body was sent: raised by the call, whatever the core says.
     raised: Raised,
     /// `METHOD /path?query` (`params=` by name only: a value may be a secret), for the
     /// messages of status errors.
@@ -73,28 +76,75 @@ impl<'py> Prepared<'py> {
                 py.detach(move || req.send_bytes(bytes))
             }
         };
-        // A file object's own exception, rather than the core's word for it.
-        result.map_err(|e| raised.take().unwrap_or_else(|| to_py(e)))
+        python_first(result, &raised)
     }
 
     /// Sends the request and returns the response with its body unread, detached from the
-    /// interpreter. `files=` is refused: the core streams a multipart body only for a whole
-    /// response.
+    /// interpreter; `files=` as the core's `stream_multipart`.
     pub(crate) fn open(self, py: Python<'_>) -> PyResult<StreamingResponse> {
-        let (req, body) = self.into_parts()?;
-        let bytes = body.bytes();
-        py.detach(move || req.stream(bytes)).map_err(to_py)
+        let Prepared {
+            req, body, raised, ..
+        } = self;
+        let result = match body {
+            Body::Multipart(form) => py.detach(move || req.stream_multipart(form)),
+            body => {
+                let bytes = body.bytes();
+                py.detach(move || req.stream(bytes))
+            }
+        };
+        python_first(result, &raised)
     }
 
-    /// The builder and the body of a request sent as a stream (`files=` refused).
+    /// The builder and the body of a download (no `files=`: a download is a `GET`).
     pub(crate) fn into_parts(self) -> PyResult<(RequestBuilder, Body<'py>)> {
         if let Body::Multipart(_) = self.body {
-            return Err(PyTypeError::new_err(
-                "files= is for request() and the verbs (a whole response), not for a stream",
-            ));
+            return Err(PyTypeError::new_err("files= is not for a download"));
         }
         Ok((self.req, self.body))
     }
+}
+
+/// The call's result, unless Python code (a file object's `read()`, the progress callback)
+/// raised while the body was sent: then its own exception, rather than the core's word for
+/// what followed (the request stopped, or was cancelled).
+fn python_first<T>(result: Result<T, backend_pool::Error>, raised: &Raised) -> PyResult<T> {
+    match raised.take() {
+        Some(err) => Err(err),
+        None => result.map_err(to_py),
+    }
+}
+
+/// `upload_progress=`: the core calls it on the calling thread (the interpreter detached),
+/// at most every 100 ms while the body goes out and once at the end; each call attaches only
+/// for itself. What it raises (or a signal handler, as a Ctrl-C) is kept in `raised` and
+/// cancels `token`, the call's own: the core stops the upload and closes the connection,
+/// and sends nothing again (a cancelled call is never retried).
+fn upload_progress(
+    callback: &Bound<'_, PyAny>,
+    token: CancelToken,
+    raised: &Raised,
+) -> PyResult<impl FnMut(u64, u64) + Send + 'static> {
+    if !callback.is_callable() {
+        return Err(PyTypeError::new_err(
+            "upload_progress must be a callable taking (sent, total)",
+        ));
+    }
+    let callback = callback.clone().unbind();
+    let raised = raised.clone();
+    Ok(move |sent: u64, total: u64| {
+        if raised.is_set() {
+            return;
+        }
+        let called = Python::attach(|py| -> PyResult<()> {
+            py.check_signals()?;
+            callback.call1(py, (sent, total))?;
+            Ok(())
+        });
+        if let Err(e) = called {
+            raised.keep(e);
+            token.cancel();
+        }
+    })
 }
 
 /// Builds a request from Python arguments; nothing is sent.
@@ -123,6 +173,20 @@ pub(crate) fn prepare<'py>(
     if let Some(token) = cancel {
         req = req.cancel_on(token);
     }
+    let raised = Raised::default();
+    if let Some(callback) = &args.upload_progress {
+        // Its exception cancels the call's token: the call's own (the caller passes one
+        // for a call with a callback), or one made here.
+        let token = match cancel {
+            Some(token) => token.clone(),
+            None => {
+                let own = CancelToken::new();
+                req = req.cancel_on(&own);
+                own
+            }
+        };
+        req = req.upload_progress(upload_progress(callback, token, &raised)?);
+    }
     let mut has_content_type = false;
     if let Some(h) = &args.headers {
         for (name, value) in header_pairs(h)? {
@@ -130,7 +194,6 @@ pub(crate) fn prepare<'py>(
             req = req.header(&name, &value);
         }
     }
-    let raised = Raised::default();
     let (body, content_type) = match (&args.json, &args.data, &args.files) {
         (Some(_), Some(_), _) => {
             return Err(PyTypeError::new_err("pass either json= or data=, not both"))

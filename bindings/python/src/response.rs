@@ -1,6 +1,7 @@
 //! `Response` (a whole response), what both response kinds share (headers as a `Headers`,
 //! the reason phrase), and `HTTPStatusError` with the response it carries.
 
+use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList};
@@ -62,6 +63,11 @@ pub(crate) struct PyResponse {
     service: String,
     /// `METHOD /path?query`, for the status error's message.
     line: String,
+    /// A 4xx / 5xx response's core `Response` (its body moved to `content`), until the first
+    /// `raise_for_status()` turns it into the core's status error: counted under `status`
+    /// once per response, as Rust's `error_for_status` (which consumes the response) does.
+    /// None for any other status, once raised, and for a response the core counted already.
+    uncounted: Mutex<Option<backend_pool::Response>>,
 }
 
 impl PyResponse {
@@ -69,12 +75,16 @@ impl PyResponse {
         py: Python<'_>,
         service: &str,
         line: String,
-        r: backend_pool::Response,
+        mut r: backend_pool::Response,
     ) -> Self {
         let status = r.status();
         let headers = r.headers().to_vec();
-        let body = r.into_body();
-        Self::from_parts(py, service, line, status, headers, &body)
+        let body = r.take_body();
+        let mut made = Self::from_parts(py, service, line, status, headers, &body);
+        if status >= 400 {
+            made.uncounted = Mutex::new(Some(r));
+        }
+        made
     }
 
     pub(crate) fn from_parts(
@@ -92,6 +102,16 @@ impl PyResponse {
             content: PyBytes::new(py, body).unbind(),
             service: service.to_string(),
             line,
+            uncounted: Mutex::new(None),
+        }
+    }
+
+    /// Counts this response's status error, the first time only (see `uncounted`).
+    pub(crate) fn count_status_error(&self) {
+        let core = self.uncounted.lock().take();
+        if let Some(core) = core {
+            // The error is the core's count; the exception is made here.
+            let _ = core.error_for_status();
         }
     }
 }
@@ -160,9 +180,12 @@ impl PyResponse {
     }
 
     /// Raises `HTTPStatusError` (with this response as its `.response`) for a 4xx / 5xx
-    /// status; returns the response otherwise.
+    /// status, counted under the statistics' `status` class once per response (a second
+    /// raise of the same response is not a second failure); returns the response otherwise.
     fn raise_for_status(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        if slf.get().status >= 400 {
+        let this = slf.get();
+        if this.status >= 400 {
+            this.count_status_error();
             return Err(status_error(slf.unbind()));
         }
         Ok(slf)

@@ -215,7 +215,9 @@ impl PyStreamingResponse {
 
     /// For a 4xx / 5xx status: reads the body (its first MiB), closes the stream and raises
     /// `HTTPStatusError`, whose `.response` is a whole `Response` with that body. Returns the
-    /// stream otherwise, unread.
+    /// stream otherwise, unread. The status error is counted under `status` once, by the
+    /// core's `error_for_status` as the stream closes; a stream closed before (or a second
+    /// raise) raises with the status alone, not counted again.
     fn raise_for_status(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
         let py = slf.py();
         let this = slf.get();
@@ -228,7 +230,12 @@ impl PyStreamingResponse {
         } else {
             this.with_reader(py, |r| read_up_to(&mut r.body, Some(STATUS_BODY_BYTES)))?
         };
-        this.close(py);
+        // Closed through the core's status error: it counts the failure (reading at most
+        // 64 KiB more of a longer body), then the stream drops as any other.
+        py.detach(|| {
+            let end = |r: Reader| drop(r.body.stream.error_for_status());
+            this.inner.close(end, || this.cancel.cancel())
+        });
         let response = PyResponse::from_parts(
             py,
             &this.service,

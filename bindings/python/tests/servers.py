@@ -107,11 +107,14 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(n) if n else b""
         return body if len(body) == n else None
 
-    def _discard(self):
-        """Reads the body in 64 KiB pieces without keeping it: its length and SHA-256."""
+    def _discard(self, gap=0.0):
+        """Reads the body in 64 KiB pieces without keeping it, `gap` s apart (a slow reader):
+        its length and SHA-256."""
         left = int(self.headers.get("Content-Length") or 0)
         digest, n = hashlib.sha256(), 0
         while left > 0:
+            if gap and n:
+                time.sleep(gap)
             piece = self.rfile.read(min(left, 65536))
             if not piece:
                 break
@@ -158,7 +161,7 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/discard":
             with self.server.lock:
                 self.server.requests += 1
-            return self._discard()
+            return self._discard(float(q.get("gap_ms", "0")) / 1000)
         body = self._body()
         if body is None:
             self.close_connection = True

@@ -101,14 +101,12 @@ def test_a_client_verb_takes_files(manager):
     assert [(p["name"], p["filename"], p["text"]) for p in got["parts"]] == [("f", "a.txt", "abc")]
 
 
-def test_files_and_json_or_raw_data_or_a_stream_are_type_errors_before_anything_is_sent(manager, backends):
+def test_files_and_json_or_raw_data_are_type_errors_before_anything_is_sent(manager, backends):
     before = backends.http.requests
     with pytest.raises(TypeError, match="json= or files="):
         manager.request("api", "POST", "/upload", json={}, files={"f": b"x"})
     with pytest.raises(TypeError, match="data= must be a dict"):
         manager.request("api", "POST", "/upload", data=b"raw", files={"f": b"x"})
-    with pytest.raises(TypeError):
-        manager.stream("api", "POST", "/upload", files={"f": b"x"})
     with pytest.raises(TypeError, match="must be a path, a binary file object, bytes"):
         manager.request("api", "POST", "/upload", files={"f": 42})
     with pytest.raises(TypeError, match="tuple of 4"):

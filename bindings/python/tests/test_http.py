@@ -188,7 +188,7 @@ def test_stream_idle_read_timeout(backends):
                 s.read()
             assert time.monotonic() - t0 < 1.5
         assert e.value.service == "api" and e.value.phase == "read"
-        assert "'api'" in str(e.value) and "timeout" in str(e.value)
+        assert "'api'" in str(e.value) and "timed out reading after 200ms" in str(e.value)
     finally:
         m.shutdown(1)
 

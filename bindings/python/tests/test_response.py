@@ -68,3 +68,41 @@ def test_raise_for_status_names_a_server_error_and_passes_success_through(manage
     for status in (200, 204, 302):
         r = manager.request("api", "GET", f"/status/{status}")
         assert r.raise_for_status() is r
+
+
+def status_errors(manager) -> int:
+    return manager.stats()["services"][0]["http"]["errors"]["status"]
+
+
+def test_raise_for_status_counts_a_status_error_once_per_response(manager, tmp_path):
+    # As Rust's error_for_status(): a 4xx / 5xx counted under `status`, a 2xx not; one
+    # response counts once however often it is raised (Rust's consumes the response).
+    manager.request("api", "GET", "/ok").raise_for_status()
+    assert status_errors(manager) == 0
+    r = manager.request("api", "GET", "/status/404")
+    assert status_errors(manager) == 0, "a status is a response until raised"
+    for _ in range(2):
+        with pytest.raises(HTTPStatusError):
+            r.raise_for_status()
+    assert status_errors(manager) == 1
+    with pytest.raises(HTTPStatusError):
+        manager.request("api", "GET", "/status/500").raise_for_status()
+    assert status_errors(manager) == 2
+    # A stream's, the same.
+    with manager.stream("api", "GET", "/status/503") as s:
+        for _ in range(2):
+            with pytest.raises(HTTPStatusError):
+                s.raise_for_status()
+    assert status_errors(manager) == 3
+    with manager.stream("api", "GET", "/ok") as s:
+        assert s.raise_for_status() is s
+    assert status_errors(manager) == 3
+    # A download's status error is counted by the core; raising its response again is not
+    # a second failure.
+    with pytest.raises(HTTPStatusError) as e:
+        manager.download("api", "/status/404", tmp_path / "x")
+    assert status_errors(manager) == 4
+    with pytest.raises(HTTPStatusError):
+        e.value.response.raise_for_status()
+    assert status_errors(manager) == 4
+    assert manager.stats()["services"][0]["http"]["errors"]["closed"] == 0

@@ -144,3 +144,31 @@ def test_a_negative_or_non_finite_timeout_is_a_value_error(manager, bad):
 def test_a_timeout_of_another_type_is_a_type_error(manager, bad):
     with pytest.raises(TypeError):
         manager.request("api", "GET", "/ok", timeout=bad)
+
+
+@pytest.mark.parametrize(
+    "timeout", [Timeout(read=0.3), 0.3, Timeout(60, total=0.3), Timeout(read=5, total=0.3)], ids=repr
+)
+def test_a_stalled_stream_names_the_deadline_that_fired(manager, timeout):
+    # Headers and one byte, then silence: the error names the request's 300 ms (read or
+    # total), not the service's 2 s of read-idle time.
+    with manager.stream("api", "GET", "/stall", params={"ms": 3000}, timeout=timeout) as s:
+        err, took = timed(lambda: s.read())
+    assert isinstance(err, TimeoutException) and isinstance(err, TimeoutError), err
+    assert err.phase == "read" and err.error_class == "timeout", err
+    assert "300ms" in str(err) and "2s" not in str(err), err
+    assert took < 1.5, took
+
+
+def test_stalled_events_lines_and_downloads_name_the_read_timeout(manager, tmp_path):
+    # /sse holds 3 s before its first event (after a comment).
+    with manager.stream("api", "GET", "/sse?n=3&gap_ms=3000", timeout=Timeout(read=0.3)) as s:
+        err, _ = timed(lambda: list(s.iter_sse()))
+    assert isinstance(err, TimeoutException) and "300ms" in str(err), err
+    with manager.stream("api", "GET", "/stall", params={"ms": 3000}, timeout=Timeout(read=0.3)) as s:
+        err, _ = timed(lambda: list(s.iter_bytes()))
+    assert isinstance(err, TimeoutException) and "300ms" in str(err), err
+    api = manager.client("api")
+    err, _ = timed(lambda: api.download("/stall?ms=3000", tmp_path / "x.bin", timeout=Timeout(read=0.3)))
+    assert isinstance(err, TimeoutException) and "300ms" in str(err), err
+    assert list(tmp_path.iterdir()) == []

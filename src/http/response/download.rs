@@ -221,7 +221,7 @@ impl StreamingResponse {
         match self.read_failure(e) {
             Ok(err) => err,
             Err(e) => {
-                let err = classify(&self.conn.pool, ureq::Error::from(e));
+                let err = classify(&self.conn.pool, ureq::Error::from(e), &self.limits);
                 self.count_once(&err);
                 err
             }

@@ -19,6 +19,7 @@ from backend_pool.types import (
     RequestFiles,
     ShutdownReport,
     TimeoutTypes,
+    UploadProgressCallback,
 )
 
 __all__ = [
@@ -86,6 +87,7 @@ class PoolManager:
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
+        upload_progress: UploadProgressCallback | None = None,
     ) -> Response:
         """Sends a request and reads the whole response (the GIL is released meanwhile).
 
@@ -98,6 +100,10 @@ class PoolManager:
         ``Timeout``; ``wait_timeout`` the wait for a pooled connection (over ``timeout``'s).
         Non-2xx statuses are responses (see ``Response.raise_for_status``).
         ``cancel.cancel()`` from another thread makes the call raise ``Cancelled``.
+        ``upload_progress(sent, total)`` runs on the calling thread while a body goes out, at
+        most every 100 ms and once at the end (``sent == total``), holding the GIL only for
+        itself; what it raises stops the upload (the connection is closed, nothing is sent
+        again, counted as ``cancelled``) and propagates.
         Raises ``InvalidRequest`` (a bad path or header, before any connection is used),
         ``PoolTimeout``, ``ServiceUnavailable``, ``ShuttingDown``, ``TimeoutException``,
         ``BackendConnectionError``, ``TooLarge``, ``UnknownService``, ``Cancelled``;
@@ -113,17 +119,20 @@ class PoolManager:
         params: QueryParamTypes | None = None,
         data: RequestData | None = None,
         json: Any = None,
+        files: RequestFiles | None = None,
         headers: HeaderTypes | None = None,
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
+        upload_progress: UploadProgressCallback | None = None,
     ) -> StreamingResponse:
         """Like ``request`` with the body unread: for server-sent events and downloads.
 
         ``timeout``'s read bounds each wait for body bytes, not a stream that keeps sending;
         ``Timeout(total=)`` ends it. ``cancel`` cancels the request and every later read of its
         body; so does the stream's own ``cancel()``, which leaves ``cancel`` itself
-        uncancelled. No ``files``: a multipart body is for ``request``."""
+        uncancelled. ``files`` and ``upload_progress`` as for ``request``: the form goes out
+        once, then the answer streams."""
     def download(
         self,
         service: str,
@@ -225,6 +234,7 @@ class Client:
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
+        upload_progress: UploadProgressCallback | None = None,
     ) -> Response: ...
     def stream(
         self,
@@ -234,10 +244,12 @@ class Client:
         params: QueryParamTypes | None = None,
         data: RequestData | None = None,
         json: Any = None,
+        files: RequestFiles | None = None,
         headers: HeaderTypes | None = None,
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
+        upload_progress: UploadProgressCallback | None = None,
     ) -> StreamingResponse: ...
     def download(
         self,
@@ -264,6 +276,7 @@ class Client:
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
+        upload_progress: UploadProgressCallback | None = None,
     ) -> Response: ...
     def head(
         self,
@@ -277,6 +290,7 @@ class Client:
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
+        upload_progress: UploadProgressCallback | None = None,
     ) -> Response: ...
     def post(
         self,
@@ -290,6 +304,7 @@ class Client:
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
+        upload_progress: UploadProgressCallback | None = None,
     ) -> Response: ...
     def put(
         self,
@@ -303,6 +318,7 @@ class Client:
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
+        upload_progress: UploadProgressCallback | None = None,
     ) -> Response: ...
     def delete(
         self,
@@ -316,6 +332,7 @@ class Client:
         timeout: TimeoutTypes = None,
         wait_timeout: float | None = None,
         cancel: CancelToken | None = None,
+        upload_progress: UploadProgressCallback | None = None,
     ) -> Response: ...
 
 @final
@@ -411,7 +428,9 @@ class Response:
         """The body decoded as JSON; raises ``JsonError`` (a ``ValueError``)."""
     def raise_for_status(self) -> Response:
         """Raises ``HTTPStatusError`` (``.response`` is this response) for 4xx / 5xx;
-        returns the response otherwise."""
+        returns the response otherwise. The statistics count the status error (class
+        ``status``) once per response, as Rust's ``error_for_status``: raising it again is
+        not a second failure."""
 
 @final
 class StreamingResponse(Iterator[bytes]):
@@ -440,8 +459,10 @@ class StreamingResponse(Iterator[bytes]):
     def header(self, name: str, default: str | None = None) -> str | None: ...
     def raise_for_status(self) -> StreamingResponse:
         """For 4xx / 5xx: reads the body's first MiB, closes the stream and raises
-        ``HTTPStatusError`` whose ``.response`` is a ``Response`` with that body. Returns the
-        stream otherwise, unread."""
+        ``HTTPStatusError`` whose ``.response`` is a ``Response`` with that body, counted
+        (class ``status``) once, as the stream closes; raised again, or on a stream closed
+        before, it has the status alone and is not counted. Returns the stream otherwise,
+        unread."""
     def read(self, size: int = -1) -> bytes: ...
     def readline(self) -> bytes: ...
     def __iter__(self) -> StreamingResponse: ...

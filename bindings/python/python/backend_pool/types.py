@@ -25,6 +25,7 @@ __all__ = [
     "RequestData",
     "RequestFiles",
     "TimeoutTypes",
+    "UploadProgressCallback",
     "Health",
     "InUse",
     "ShutdownReport",
@@ -68,6 +69,10 @@ RequestFiles: TypeAlias = Mapping[str, FileTypes] | Sequence[tuple[str, FileType
 #: ``download(progress=)``: called as ``progress(downloaded, total)`` on the calling thread,
 #: ``total`` being the body's length or None; what it raises stops the download.
 ProgressCallback: TypeAlias = Callable[[int, int | None], object]
+
+#: ``upload_progress=``: called as ``upload_progress(sent, total)`` on the calling thread while
+#: a request body goes out (``total``: the body's length); what it raises stops the upload.
+UploadProgressCallback: TypeAlias = Callable[[int, int], object]
 
 #: ``timeout=``: seconds for each phase (connect, read, pool), a ``(connect, read)`` pair as in
 #: requests, or a ``Timeout``; None leaves the service's configured timeouts.
