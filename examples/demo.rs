@@ -4,6 +4,7 @@
 //! cargo run --release --example demo                      # mock backends on loopback
 //! cargo run --release --example demo -- --threads 200 --seconds 10
 //! cargo run --release --example demo -- --json            # final stats as one JSON object
+//! cargo run --release --example demo -- --endpoints 3   # 3 mock ComfyUI and LiteLLM machines
 //! cargo run --release --example demo -- --config examples/services.toml   # real backends
 //! ```
 //!
@@ -40,13 +41,18 @@ use backend_pool_testkit::{backends, TestServer};
 mod logging;
 use serde_json::{json, Value};
 
-const USAGE: &str = "usage: demo [--threads N] [--seconds S] [--json] [--config FILE]";
+const USAGE: &str =
+    "usage: demo [--threads N] [--seconds S] [--json] [--endpoints N] [--config FILE]";
+/// The most mock machines `--endpoints` starts per service.
+const MAX_ENDPOINTS: usize = 8;
 const LITELLM_KEY: &str = "sk-demo-master-key";
 
 struct Args {
     threads: usize,
     seconds: f64,
     json: bool,
+    /// Mock machines per service for ComfyUI and LiteLLM (`urls` when more than one).
+    endpoints: usize,
     config: Option<String>,
 }
 
@@ -101,6 +107,7 @@ fn parse_args() -> Result<Args, String> {
         threads: 120,
         seconds: 5.0,
         json: false,
+        endpoints: 1,
         config: None,
     };
     let mut it = std::env::args().skip(1);
@@ -122,10 +129,22 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or("--seconds takes a positive number")?
             }
             "--json" => args.json = true,
+            "--endpoints" => {
+                args.endpoints = value("--endpoints")?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_ENDPOINTS).contains(n))
+                    .ok_or(format!(
+                        "--endpoints takes an integer from 1 to {MAX_ENDPOINTS}"
+                    ))?
+            }
             "--config" => args.config = Some(value("--config")?),
             "-h" | "--help" => return Err("load demo for backend-pool".into()),
             other => return Err(format!("unknown argument '{other}'")),
         }
+    }
+    if args.config.is_some() && args.endpoints > 1 {
+        return Err("--endpoints starts mock machines: the file's `urls` name real ones".into());
     }
     Ok(args)
 }
@@ -137,7 +156,7 @@ fn run(args: &Args) -> Result<u64, String> {
             ManagerConfig::from_file(path).map_err(|e| e.chain().to_string())?,
             Vec::new(),
         ),
-        None => start_mocks(),
+        None => start_mocks(args.endpoints),
     };
     let targets = pick_targets(&config, args.config.as_deref());
     if targets.is_empty() {
@@ -175,32 +194,45 @@ fn run(args: &Args) -> Result<u64, String> {
     Ok(targets.iter().map(|t| t.failed.load(Relaxed)).sum())
 }
 
-/// Starts the five mock servers and a config pointing the presets at them.
-fn start_mocks() -> (ManagerConfig, Vec<(String, TestServer)>) {
-    let mocks = vec![
-        ("comfyui".to_string(), backends::comfyui()),
-        ("litellm".to_string(), backends::litellm(LITELLM_KEY)),
+/// Starts the five mock servers (`machines` each of ComfyUI and LiteLLM) and a config
+/// pointing the presets at them.
+fn start_mocks(machines: usize) -> (ManagerConfig, Vec<(String, TestServer)>) {
+    let mut mocks = Vec::new();
+    for _ in 0..machines {
+        mocks.push(("comfyui".to_string(), backends::comfyui()));
+        mocks.push(("litellm".to_string(), backends::litellm(LITELLM_KEY)));
+    }
+    mocks.extend([
         ("wan2gp".to_string(), backends::gradio()),
         ("rvc".to_string(), backends::rvc()),
         ("upscaler".to_string(), backends::generic()),
-    ];
-    let url = |name: &str| {
+    ]);
+    let urls = |name: &str| -> Vec<String> {
         mocks
             .iter()
-            .find(|(n, _)| n == name)
+            .filter(|(n, _)| n == name)
             .map(|(_, s)| s.http_url())
-            .unwrap_or_default()
+            .collect()
+    };
+    let url = |name: &str| urls(name).concat();
+    // One machine: `url`; several: `urls` (and no `url`).
+    let placed = |service: ServiceConfig| match urls(&service.name) {
+        several if several.len() > 1 => ServiceConfig {
+            url: String::new(),
+            urls: Some(several),
+            ..service
+        },
+        one => ServiceConfig {
+            url: one.concat(),
+            ..service
+        },
     };
     let config = ManagerConfig::empty()
-        .with_service(ServiceConfig {
-            url: url("comfyui"),
-            ..ServiceConfig::comfyui()
-        })
-        .with_service(ServiceConfig {
-            url: url("litellm"),
+        .with_service(placed(ServiceConfig::comfyui()))
+        .with_service(placed(ServiceConfig {
             bearer_token: Some(Secret::new(LITELLM_KEY)),
             ..ServiceConfig::litellm()
-        })
+        }))
         .with_service(ServiceConfig {
             url: url("wan2gp"),
             ..ServiceConfig::wan2gp()
@@ -548,7 +580,11 @@ fn print_table(stats: &ManagerStats, targets: &[Target], mocks: &[(String, TestS
             .iter()
             .find(|t| t.service == s.name)
             .map_or("-".to_string(), |t| t.ops.load(Relaxed).to_string());
-        let server = mocks.iter().find(|(n, _)| *n == s.name).map(|(_, m)| m);
+        let servers: Vec<&TestServer> = mocks
+            .iter()
+            .filter(|(n, _)| *n == s.name)
+            .map(|(_, m)| m)
+            .collect();
         let pools = s
             .http
             .iter()
@@ -556,10 +592,15 @@ fn print_table(stats: &ManagerStats, targets: &[Target], mocks: &[(String, TestS
             .chain(s.websocket.iter().map(|p| (p, "websocket")));
         for (i, (p, kind)) in pools.enumerate() {
             // The server counts every TCP connection; WebSocket ones separately.
-            let accepted = server.map_or("-".to_string(), |m| match kind {
-                "http" => (m.accepted() - m.ws_accepted()).to_string(),
-                _ => m.ws_accepted().to_string(),
-            });
+            let accepted = if servers.is_empty() {
+                "-".to_string()
+            } else {
+                servers
+                    .iter()
+                    .map(|m| accepted(m, kind))
+                    .sum::<usize>()
+                    .to_string()
+            };
             print_row(
                 &s.name,
                 kind,
@@ -576,6 +617,7 @@ fn print_table(stats: &ManagerStats, targets: &[Target], mocks: &[(String, TestS
                 .iter()
                 .map(|p| (p, "http"))
                 .chain(endpoint.websocket.iter().map(|p| (p, "websocket")));
+            let mock = servers.iter().find(|m| m.http_url() == endpoint.url);
             for (p, kind) in pools {
                 print_row(
                     &format!(" #{e}"),
@@ -583,7 +625,7 @@ fn print_table(stats: &ManagerStats, targets: &[Target], mocks: &[(String, TestS
                     "",
                     p,
                     &format!("{:?}", endpoint.health.state),
-                    &endpoint.url,
+                    &mock.map_or(endpoint.url.clone(), |m| accepted(m, kind).to_string()),
                 );
             }
         }
@@ -605,7 +647,16 @@ fn print_table(stats: &ManagerStats, targets: &[Target], mocks: &[(String, TestS
         println!("(opened: connections the pools opened; server: connections the mock accepted)");
     }
     if stats.services.iter().any(|s| !s.endpoints.is_empty()) {
-        println!("(#n: endpoint n of a service with several urls, its own figures and URL)");
+        println!("(#n: endpoint n of a service with several urls, its own figures and server)");
+    }
+}
+
+/// The connections mock `m` accepted for a pool of `kind`: the server counts every TCP
+/// connection, WebSocket ones also apart.
+fn accepted(m: &TestServer, kind: &str) -> usize {
+    match kind {
+        "http" => m.accepted() - m.ws_accepted(),
+        _ => m.ws_accepted(),
     }
 }
 
