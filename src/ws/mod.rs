@@ -36,7 +36,6 @@
 //! type and prompt id.
 
 use std::io;
-use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -458,6 +457,6 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-fn tcp_of(socket: &Socket) -> &Arc<TcpStream> {
+fn tcp_of(socket: &Socket) -> &Arc<crate::net::SharedTcp> {
     socket.get_ref().tcp()
 }
