@@ -228,6 +228,9 @@ impl WsPool {
         self.tend(&mut batch);
         let mut failure = None;
         let mut pinged = false;
+        // Sockets that failed their check: closed once the failure is recorded, so whoever
+        // reads `closed.health` going up finds the health state (`last_error`) that says why.
+        let mut failed = Vec::new();
         for Tended {
             conn,
             since,
@@ -250,7 +253,7 @@ impl WsPool {
                 Err(why) => {
                     self.core.slots.release_tended(None);
                     failure = Some(why);
-                    self.close_conn(conn, CloseCause::Health);
+                    failed.push(conn);
                 }
             }
         }
@@ -259,6 +262,9 @@ impl WsPool {
             self.core.health.probed(Err(why));
         } else if pinged {
             self.core.health.probed(Ok(()));
+        }
+        for conn in failed {
+            self.close_conn(conn, CloseCause::Health);
         }
         self.refill(min, now);
         self.core.report_leaks(now);
