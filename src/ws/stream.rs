@@ -25,12 +25,12 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-
-use crate::net::SharedTcp;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
+
+use crate::net::SharedTcp;
 
 use super::frames::Frames;
 
