@@ -75,14 +75,20 @@ cp "$SHIM/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/"
 # Skipped, each with its reason (RELIABILITY.md, "Windows under Wine"). cargo's --skip
 # matches a substring of a test's path.
 SKIP=(
-    # The same semantics in the test server: kill_connections() and stop() shut its sockets
-    # down, which does not end its threads blocked in a read while the client keeps the
-    # connection open: server.open() stays above 0, and stop() waits for ever.
+    # Windows' semantics in the test server: shutdown() of a socket does not wake a call
+    # blocked on it in another thread (the crate waits in slices for that: src/net.rs,
+    # "Windows"; the test server does not). Its kill_connections() and stop() shut its
+    # sockets down, which does not end its threads blocked in a read while the client keeps
+    # the connection open: server.open() stays above 0, and stop() waits for ever.
     every_fault_is_classified_or_recovered_and_leaks_nothing
     kill_connections_drops_every_socket
     upgrade_echo_broadcast_close
     stop_returns_to_baseline # hangs
-    # Hangs under Wine (after the streamed 500's first 64 KiB); not explained yet.
+    # Under Wine, about one run in three: after the streamed 500's first 64 KiB the pool
+    # drops the connection, yet the server's thread, blocked sending the rest of the 5 MiB
+    # body, does not see it closed within 2 s (server.open() stays 1), so the test fails;
+    # its server's stop() then waits for ever on that thread (the test server's gap above).
+    # Whether Wine delivers the close late or the socket outlives the drop is not settled.
     a_500_with_a_huge_body_keeps_64_kib_and_a_bounded_message
     # Wine 8.0's GetProcessHandleCount answers 0: no handle count to compare.
     a_pooled_socket_holds_one_descriptor
