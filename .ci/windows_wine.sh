@@ -5,6 +5,7 @@
 #
 #   bash .ci/windows_wine.sh [TEST-FILTER...]
 #
+# WINE_TEST_TIMEOUT (seconds, 900 by default) bounds the run of the tests (a hang ends there).
 # Installs what is missing: Debian's gcc-mingw-w64-x86-64 (the linker) and wine64 (8.0 in
 # Debian 12), Rust's x86_64-pc-windows-gnu target. The Wine prefix is target/wine, made anew.
 # cargo runs each test binary through wine64 (CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER).
