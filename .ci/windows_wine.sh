@@ -5,6 +5,7 @@
 #
 #   bash .ci/windows_wine.sh [TEST-FILTER...]
 #
+# WINE_TEST_TIMEOUT (seconds, 900 by default) bounds the run of the tests (a hang ends there).
 # Installs what is missing: Debian's gcc-mingw-w64-x86-64 (the linker) and wine64 (8.0 in
 # Debian 12), Rust's x86_64-pc-windows-gnu target. The Wine prefix is target/wine, made anew.
 # cargo runs each test binary through wine64 (CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER).
@@ -44,34 +45,21 @@ wine_prefix "$ROOT/target/wine"
 # Skipped, each with its reason (RELIABILITY.md, "Windows under Wine"). cargo's --skip
 # matches a substring of a test's path.
 SKIP=(
-    # Windows' semantics, not Wine's: shutdown() of a socket does not wake a call already
-    # blocked on it in another thread (on Windows only closesocket does), so a cancel, an
-    # abort handle or the manager's shutdown ends a blocked read, send or handshake at the
-    # call's own deadline, not at once; and a connect in progress is not cancellable at all
-    # off unix (src/net.rs makes the socket first, to register it, on unix only). A gap of
-    # the crate on Windows.
-    abort::tests::abort_all_wakes_a_blocked_read_and_later_watches_fire_at_once
-    cancel::tests::cancel_shuts_a_watched_socket_down_and_later_registrations_never_fire
-    an_abort_handle_ends_a_send_to_a_reader_that_stopped
-    http_connects_in_progress_are_cancelled_and_leave_no_thread
-    websocket_connects_in_progress_are_cancelled_and_leave_no_thread
-    shutdown_abandons_connects_and_handshakes_in_progress
-    websocket_sends_to_a_reader_that_stopped_are_cancelled # hangs
-    websocket_upgrades_in_progress_are_cancelled # hangs
-    a_health_probe_that_never_answers_does_not_stall_others_or_the_shutdown
-    a_cancelled_upload_stops_in_the_send_phase # passes when the cancel lands between sends
-    # The same semantics in the test server: kill_connections() and stop() shut its sockets
-    # down, which does not end its threads blocked in a read while the client keeps the
-    # connection open: server.open() stays above 0, and stop() waits for ever.
+    # Windows' semantics in the test server: shutdown() of a socket does not wake a call
+    # blocked on it in another thread (the crate waits in slices for that: src/net.rs,
+    # "Windows"; the test server does not). Its kill_connections() and stop() shut its
+    # sockets down, which does not end its threads blocked in a read while the client keeps
+    # the connection open: server.open() stays above 0, and stop() waits for ever.
     every_fault_is_classified_or_recovered_and_leaks_nothing
     kill_connections_drops_every_socket
     upgrade_echo_broadcast_close
     stop_returns_to_baseline # hangs
-    # Hangs under Wine (after the streamed 500's first 64 KiB); not explained yet.
+    # Hangs under Wine about one run in three, in the test server, not the pool: the pool
+    # has closed every connection (its stats: none open, the streamed 500's counted
+    # closed), yet the server's stop() at the test's end waits for ever joining its threads
+    # (server.open() already 0); once in ten runs, its thread sending the rest of the 5 MiB
+    # body did not see the pool's close within the test's 2 s either.
     a_500_with_a_huge_body_keeps_64_kib_and_a_bounded_message
-    # Windows: opening a directory fails ("Access denied") before the crate's own check
-    # ("not a regular file"), so the message differs. A gap of the crate's message.
-    an_invalid_form_or_file_is_rejected_before_checkout
     # Wine 8.0's GetProcessHandleCount answers 0: no handle count to compare.
     a_pooled_socket_holds_one_descriptor
 )
@@ -81,7 +69,7 @@ for t in "${SKIP[@]}"; do skip_args+=(--skip "$t"); done
 step "run under Wine"
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=$WINE
 run_tests() {
-    timeout 900 cargo test --target "$TARGET" -p backend-pool -p backend-pool-testkit --lib --tests \
+    timeout "${WINE_TEST_TIMEOUT:-900}" cargo test --target "$TARGET" -p backend-pool -p backend-pool-testkit --lib --tests \
         --no-fail-fast -- "${skip_args[@]}" "$@"
 }
 LOG=$ROOT/target/wine-tests.log

@@ -2,22 +2,23 @@
 //!
 //! A connect, a WebSocket ping or an HTTP health probe can block for as long as its own
 //! deadline when a server drips or never answers. Before such a step blocks, it registers a
-//! way to shut its socket down ([`Aborts::watch_tcp`]: the shared `TcpStream`, registered
+//! way to shut its socket down ([`Aborts::watch_tcp`]: the shared socket, registered
 //! before it connects (`crate::net`); [`Aborts::watch_agent`]: a clone of the ureq agent,
 //! whose `shutdown` interrupts the request in flight, its connect included); the returned
 //! [`Watch`] unregisters it when the step ends.
 //! [`Aborts::abort_all`], called once by `PoolManager::shutdown`, shuts every registered
-//! socket down, so each blocked read or write returns at once; a watch registered after that
-//! fires at once.
+//! socket down, so each blocked read or write returns at once (on Windows within a slice:
+//! `crate::net`, "Windows"); a watch registered after that fires at once.
 //!
 //! A connect is ended by shutting its socket down, on its own thread (no helper thread is
 //! left behind). Not interrupted: a host name's lookup (the system resolver offers no
 //! handle), bounded by `connect_timeout_ms` / `health_timeout_ms`; an IP literal needs none.
 
-use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+
+use crate::net::SharedTcp;
 
 /// One service's blocked-I/O registry. See the module docs.
 #[derive(Default)]
@@ -33,17 +34,14 @@ struct State {
 }
 
 enum Target {
-    Tcp(Arc<TcpStream>),
+    Tcp(Arc<SharedTcp>),
     Agent(ureq::Agent),
 }
 
 impl Target {
     fn fire(self) {
         match self {
-            // An error means the socket is closed already.
-            Target::Tcp(stream) => {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
+            Target::Tcp(stream) => stream.shut_down(),
             Target::Agent(agent) => agent.shutdown(),
         }
     }
@@ -52,7 +50,7 @@ impl Target {
 impl Aborts {
     /// Registers `stream` (the socket itself, shared: no second descriptor) until the
     /// returned watch drops.
-    pub(crate) fn watch_tcp(&self, stream: &Arc<TcpStream>) -> Watch<'_> {
+    pub(crate) fn watch_tcp(&self, stream: &Arc<SharedTcp>) -> Watch<'_> {
         self.watch(Target::Tcp(Arc::clone(stream)))
     }
 
@@ -122,14 +120,15 @@ impl Drop for Watch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::blocking_read;
     use std::io::Read;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::time::{Duration, Instant};
 
-    fn pair() -> (Arc<TcpStream>, TcpStream) {
+    fn pair() -> (Arc<SharedTcp>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (Arc::new(client), listener.accept().unwrap().0)
+        (Arc::new(client.into()), listener.accept().unwrap().0)
     }
 
     #[test]
@@ -147,7 +146,7 @@ mod tests {
                 aborts.abort_all();
             });
             assert_eq!(
-                (&*client).read(&mut [0u8; 8]).unwrap(),
+                blocking_read(&client, &mut [0u8; 8]).unwrap(),
                 0,
                 "EOF after shutdown"
             );
@@ -158,7 +157,7 @@ mod tests {
 
         let (late, _server) = pair();
         let _watch = aborts.watch_tcp(&late);
-        assert_eq!((&*late).read(&mut [0u8; 8]).unwrap(), 0);
+        assert_eq!(blocking_read(&late, &mut [0u8; 8]).unwrap(), 0);
     }
 
     #[test]
@@ -169,7 +168,7 @@ mod tests {
         assert!(aborts.state.lock().watched.is_empty());
         aborts.abort_all();
         use std::io::Write;
-        (&*client).write_all(b"x").unwrap();
+        (&**client).write_all(b"x").unwrap();
         let mut byte = [0u8; 1];
         server.read_exact(&mut byte).unwrap();
         assert_eq!(&byte, b"x");

@@ -9,7 +9,8 @@
 //!   and its sleep, and notifies that waiter's condvar);
 //! * [`Hook::Tcp`]: shuts a socket down through a clone of it, so a blocked connect, read or
 //!   write on it returns at once (as `crate::abort` does at shutdown; a connect's socket is
-//!   registered before it connects: `crate::net`). The call then sees the token cancelled
+//!   registered before it connects: `crate::net`; on Windows within a slice: `crate::net`,
+//!   "Windows"). The call then sees the token cancelled
 //!   and reports [`crate::Error::Cancelled`], not the I/O error.
 //!
 //! A hook registered after `cancel` is not stored and never fires: a caller registers first,
@@ -19,8 +20,9 @@
 //! releases the token's lock before it fires a hook (which may take the slots lock).
 
 use std::fmt;
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
+
+use crate::net::SharedTcp;
 
 use crate::sync::{lock, Arc, AtomicBool, Mutex};
 
@@ -56,7 +58,7 @@ struct Hooks {
 /// What `cancel` does for one blocked call. See the module docs.
 pub(crate) enum Hook {
     /// Shut this socket (the call's own, shared) down.
-    Tcp(std::sync::Arc<TcpStream>),
+    Tcp(std::sync::Arc<SharedTcp>),
     /// Run this: wake a waiter, shut an HTTP item's agent down (see `Wire::cancel_hook`).
     Wake(Box<dyn Fn() + Send + Sync>),
 }
@@ -64,10 +66,7 @@ pub(crate) enum Hook {
 impl Hook {
     fn fire(self) {
         match self {
-            // An error means the socket is closed already.
-            Hook::Tcp(stream) => {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
+            Hook::Tcp(stream) => stream.shut_down(),
             Hook::Wake(wake) => wake(),
         }
     }
@@ -131,7 +130,7 @@ impl CancelToken {
 
     /// Registers `stream` (the socket itself, shared: no second descriptor), shut down on
     /// `cancel`.
-    pub(crate) fn watch_tcp(&self, stream: &std::sync::Arc<TcpStream>) -> Registration {
+    pub(crate) fn watch_tcp(&self, stream: &std::sync::Arc<SharedTcp>) -> Registration {
         self.register(Hook::Tcp(std::sync::Arc::clone(stream)))
     }
 }
@@ -174,15 +173,18 @@ impl Drop for Registration {
 #[cfg(all(test, not(backend_pool_loom)))]
 mod tests {
     use super::*;
-    use std::io::Read;
-    use std::net::TcpListener;
+    use crate::net::blocking_read;
+    use std::net::{TcpListener, TcpStream};
     use std::time::{Duration, Instant};
 
     #[test]
     fn cancel_shuts_a_watched_socket_down_and_later_registrations_never_fire() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client =
-            std::sync::Arc::new(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+        let client: std::sync::Arc<SharedTcp> = std::sync::Arc::new(
+            TcpStream::connect(listener.local_addr().unwrap())
+                .unwrap()
+                .into(),
+        );
         let _server = listener.accept().unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -197,7 +199,7 @@ mod tests {
                 other.cancel();
             });
             assert_eq!(
-                (&*client).read(&mut [0u8; 8]).unwrap(),
+                blocking_read(&client, &mut [0u8; 8]).unwrap(),
                 0,
                 "EOF after cancel"
             );

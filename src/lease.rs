@@ -24,7 +24,7 @@ pub(crate) enum Interrupt {
     /// The item's ureq agent (`Agent::shutdown` interrupts its request in flight).
     Agent(ureq::Agent),
     /// The WebSocket's TCP stream (shared with the socket: no second descriptor).
-    Tcp(Arc<std::net::TcpStream>),
+    Tcp(Arc<crate::net::SharedTcp>),
 }
 
 impl Lease {
@@ -84,9 +84,7 @@ impl LeaseRegistry {
             }
             match lease.interrupt.lock().as_ref() {
                 Some(Interrupt::Agent(agent)) => agent.clone().shutdown(),
-                Some(Interrupt::Tcp(tcp)) => {
-                    let _ = tcp.shutdown(std::net::Shutdown::Both);
-                }
+                Some(Interrupt::Tcp(tcp)) => tcp.shut_down(),
                 None => continue,
             }
             fired += 1;

@@ -23,15 +23,39 @@
 //! `ConnectionReset`, and one that had not yet begun fails as soon as it begins (checked by
 //! `a_socket_shut_down_ends_its_connect_whenever_the_shutdown_comes`); BSD-derived kernels
 //! close a connecting socket on shutdown too. The watch lives on with the connected socket,
-//! so what it registered cuts the handshakes that follow short as well. Where the socket
-//! cannot be made first (targets without `socket2`: not unix), the watch sees the socket
-//! once connected, and the connect ends by its deadline.
+//! so what it registered cuts the handshakes that follow short as well.
 //!
 //! A name lookup cannot be interrupted (the system resolver offers no handle): it ends by the
 //! deadline, and an IP literal needs none.
+//!
+//! # Windows: a shut-down flag, and blocking calls in slices
+//!
+//! On Windows, `shutdown` of a socket does not wake a call already blocked on it in another
+//! thread (Rust's issue 121594; Wine does the same), and does not end a connect in progress:
+//! only `closesocket` does, and closing a handle another thread is about to use is unsound
+//! (the handle's number may be reused by a new socket in between, whose bytes that thread
+//! would then read or write). So [`SharedTcp::shut_down`] also sets a flag, and on Windows
+//! every blocking step on a [`SharedTcp`] that can be shut down waits in slices of at most
+//! [`windows::SLICE`], checking the flag between them (`windows`):
+//!
+//! * a connect: socket2's non-blocking connect and poll for a first slice, then the socket's
+//!   state (`SO_ERROR`, `getpeername`) checked between naps;
+//! * a read: a one-byte peek with the socket's read timeout armed to the slice, then the read
+//!   once something (or the end of the stream) is there. A peek that times out took nothing,
+//!   whereas Windows documents a receive that times out as leaving the socket in an
+//!   indeterminate state;
+//! * a write: made non-blocking for the call, so a send takes what fits and says how much
+//!   (a blocking send that times out may have sent part of its data without saying so: the
+//!   stream would be corrupt), with naps of 1 ms doubling up to the slice while the
+//!   peer's window stays full; blocking again when it returns.
+//!
+//! A shut-down socket then behaves as on unix: a read returns the end of the stream, a write
+//! fails with `BrokenPipe`, a connect with `ConnectionReset`. Unix pays nothing for this:
+//! there the flag does not exist and every call blocks as one system call.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::ops::Deref;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,14 +63,63 @@ use std::time::{Duration, Instant};
 /// The least time an address is given, however many are left to try.
 const MIN_SHARE: Duration = Duration::from_millis(10);
 
+/// A connection's TCP socket, shared (in an `Arc`, no second descriptor) between the thread
+/// doing its I/O and whatever may cut that I/O short from another thread: a cancel token,
+/// the service's aborts, a lease's interrupt, a ureq agent's shutdown handles. Derefs to the
+/// [`TcpStream`]. See the module docs, "Windows".
+#[derive(Debug)]
+pub(crate) struct SharedTcp {
+    tcp: TcpStream,
+    /// Set by [`SharedTcp::shut_down`]: the slices of a blocked call see it.
+    #[cfg(windows)]
+    shut: std::sync::atomic::AtomicBool,
+}
+
+impl SharedTcp {
+    /// Ends every call blocked on the socket, from any thread, and every later one: a read
+    /// sees the end of the stream, a write fails, a connect in progress fails. Idempotent.
+    pub(crate) fn shut_down(&self) {
+        #[cfg(windows)]
+        self.shut.store(true, std::sync::atomic::Ordering::SeqCst);
+        // An error means the socket is closed already, or not yet connected (on Windows: the
+        // flag ends that connect).
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+}
+
+impl From<TcpStream> for SharedTcp {
+    fn from(tcp: TcpStream) -> SharedTcp {
+        SharedTcp {
+            tcp,
+            #[cfg(windows)]
+            shut: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl Deref for SharedTcp {
+    type Target = TcpStream;
+
+    fn deref(&self) -> &TcpStream {
+        &self.tcp
+    }
+}
+
+/// What `ureq::Agent::shutdown` calls on each socket the HTTP connector registered.
+impl ureq::unversioned::transport::ShutdownHandle for SharedTcp {
+    fn shutdown(&self) {
+        self.shut_down();
+    }
+}
+
 /// Resolves `host` (brackets around an IPv6 literal allowed) and connects to one of its
 /// addresses, all by `deadline`; see [`connect_tcp`] for `watch`.
 pub(crate) fn connect<W>(
     host: &str,
     port: u16,
     deadline: Instant,
-    watch: impl FnMut(&Arc<TcpStream>) -> io::Result<W>,
-) -> io::Result<(Arc<TcpStream>, W)> {
+    watch: impl FnMut(&Arc<SharedTcp>) -> io::Result<W>,
+) -> io::Result<(Arc<SharedTcp>, W)> {
     let addrs = resolve(host, port, Some(deadline))?;
     connect_tcp(&addrs, Some(deadline), watch)
 }
@@ -125,8 +198,8 @@ pub(crate) fn resolve(
 pub(crate) fn connect_tcp<W>(
     addrs: &[SocketAddr],
     deadline: Option<Instant>,
-    mut watch: impl FnMut(&Arc<TcpStream>) -> io::Result<W>,
-) -> io::Result<(Arc<TcpStream>, W)> {
+    mut watch: impl FnMut(&Arc<SharedTcp>) -> io::Result<W>,
+) -> io::Result<(Arc<SharedTcp>, W)> {
     let mut last = None;
     for (i, addr) in addrs.iter().enumerate() {
         let share = match deadline {
@@ -160,45 +233,31 @@ pub(crate) fn connect_tcp<W>(
 
 /// One attempt: the outer error is the watch's (it ends the connect), the inner result the
 /// connect's (classified by [`connect_tcp`]).
-type Attempt<W> = io::Result<io::Result<(Arc<TcpStream>, W)>>;
+type Attempt<W> = io::Result<io::Result<(Arc<SharedTcp>, W)>>;
 
 /// Makes the socket, hands it to `watch`, then connects it within `share`.
-#[cfg(unix)]
 fn attempt<W>(
     addr: &SocketAddr,
     share: Duration,
-    watch: &mut impl FnMut(&Arc<TcpStream>) -> io::Result<W>,
+    watch: &mut impl FnMut(&Arc<SharedTcp>) -> io::Result<W>,
 ) -> Attempt<W> {
-    use socket2::{Domain, Protocol, SockRef, Socket, Type};
+    use socket2::{Domain, Protocol, Socket, Type};
     let socket = match Socket::new(
         Domain::for_address(*addr),
         Type::STREAM,
         Some(Protocol::TCP),
     ) {
-        Ok(socket) => Arc::new(TcpStream::from(socket)),
+        Ok(socket) => Arc::new(SharedTcp::from(TcpStream::from(socket))),
         Err(e) => return Ok(Err(e)),
     };
     let watched = watch(&socket)?;
+    #[cfg(not(windows))]
     // Non-blocking connect, then `poll` for the time given (resumed after a signal); the
     // socket is blocking again when it returns.
-    let connected = SockRef::from(&*socket).connect_timeout(&(*addr).into(), share);
+    let connected = socket2::SockRef::from(&**socket).connect_timeout(&(*addr).into(), share);
+    #[cfg(windows)]
+    let connected = windows::connect(&socket, addr, share);
     Ok(connected.map(|()| (socket, watched)))
-}
-
-/// Connects within `share`, then hands the socket to `watch` (std makes and connects a
-/// socket in one call: the connect itself cannot be ended from another thread).
-#[cfg(not(unix))]
-fn attempt<W>(
-    addr: &SocketAddr,
-    share: Duration,
-    watch: &mut impl FnMut(&Arc<TcpStream>) -> io::Result<W>,
-) -> Attempt<W> {
-    let socket = match TcpStream::connect_timeout(addr, share) {
-        Ok(socket) => Arc::new(socket),
-        Err(e) => return Ok(Err(e)),
-    };
-    let watched = watch(&socket)?;
-    Ok(Ok((socket, watched)))
 }
 
 fn timed_out(addr: &SocketAddr) -> io::Error {
@@ -220,13 +279,172 @@ fn concerns_one_address(kind: io::ErrorKind) -> bool {
     )
 }
 
+/// Windows: the blocking steps of a [`SharedTcp`] in slices, the shut-down flag checked
+/// between them (see the module docs, "Windows").
+#[cfg(windows)]
+pub(crate) mod windows {
+    use std::io::{self, Read, Write};
+    use std::net::SocketAddr;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+
+    use super::SharedTcp;
+
+    /// The longest a blocked call waits before it looks at the flag: how late, at most, a
+    /// cancel or a shutdown ends it.
+    pub(crate) const SLICE: Duration = Duration::from_millis(20);
+
+    /// The first nap of a write or connect that waits; doubled up to [`SLICE`].
+    const FIRST_NAP: Duration = Duration::from_millis(1);
+
+    fn is_shut(socket: &SharedTcp) -> bool {
+        socket.shut.load(SeqCst)
+    }
+
+    fn broken_pipe() -> io::Error {
+        io::Error::new(io::ErrorKind::BrokenPipe, "the socket was shut down")
+    }
+
+    /// The time left before `deadline` (`None`: a whole slice), at most a slice; `TimedOut`
+    /// once it has passed.
+    fn slice(deadline: Option<Instant>) -> io::Result<Duration> {
+        match deadline {
+            None => Ok(SLICE),
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Ok(left.min(SLICE)),
+                _ => Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed")),
+            },
+        }
+    }
+
+    /// Connects `socket` to `addr` within `share`, or fails with `ConnectionReset` once it
+    /// is shut down.
+    pub(super) fn connect(
+        socket: &SharedTcp,
+        addr: &SocketAddr,
+        share: Duration,
+    ) -> io::Result<()> {
+        let reset = || io::Error::new(io::ErrorKind::ConnectionReset, "the socket was shut down");
+        if is_shut(socket) {
+            return Err(reset());
+        }
+        let started = Instant::now();
+        let sock = socket2::SockRef::from(&socket.tcp);
+        // socket2's non-blocking connect and `WSAPoll`, for one slice: most connects end
+        // within it. A connect still in progress goes on (the socket blocking again).
+        let first = share.min(SLICE);
+        match sock.connect_timeout(&(*addr).into(), first) {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && share > first => {}
+            done => return done,
+        }
+        let mut nap = FIRST_NAP;
+        loop {
+            if is_shut(socket) {
+                return Err(reset());
+            }
+            if let Some(e) = sock.take_error()? {
+                return Err(e);
+            }
+            if socket.tcp.peer_addr().is_ok() {
+                return Ok(());
+            }
+            let left = share.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            std::thread::sleep(nap.min(left));
+            nap = (nap * 2).min(SLICE);
+        }
+    }
+
+    /// Reads into `buf` by `deadline` (`None`: no deadline): waits for something to read
+    /// with a peek, `arm` setting the socket's read timeout to each slice. The end of the
+    /// stream once the socket is shut down; `TimedOut` once the deadline passed. A
+    /// non-blocking socket's `WouldBlock` is returned as it is.
+    pub(crate) fn read(
+        socket: &SharedTcp,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+        mut arm: impl FnMut(Duration) -> io::Result<()>,
+    ) -> io::Result<usize> {
+        loop {
+            if is_shut(socket) {
+                return Ok(0);
+            }
+            arm(slice(deadline)?)?;
+            match socket.tcp.peek(&mut [0u8; 1]) {
+                Ok(_) => break,
+                // The slice ended, or a signal: the loop looks at the flag and the deadline.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if is_shut(socket) {
+            return Ok(0);
+        }
+        (&socket.tcp).read(buf)
+    }
+
+    /// Writes some of `buf` by `deadline` (`None`: no deadline), the socket non-blocking for
+    /// the call (blocking again when it returns). `BrokenPipe` once the socket is shut down;
+    /// `TimedOut` once the deadline passed.
+    pub(crate) fn write(
+        socket: &SharedTcp,
+        buf: &[u8],
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
+        if is_shut(socket) {
+            return Err(broken_pipe());
+        }
+        socket.tcp.set_nonblocking(true)?;
+        let mut nap = FIRST_NAP;
+        let written = loop {
+            match (&socket.tcp).write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                done => break done,
+            }
+            // The peer's window is full: nap, unless shut down or out of time.
+            if is_shut(socket) {
+                break Err(broken_pipe());
+            }
+            match slice(deadline) {
+                Ok(left) => std::thread::sleep(nap.min(left)),
+                Err(e) => break Err(e),
+            }
+            nap = (nap * 2).min(SLICE);
+        };
+        let blocking = socket.tcp.set_nonblocking(false);
+        written.and_then(|n| blocking.map(|()| n))
+    }
+}
+
+/// A read on `socket` that blocks until something comes or the socket is shut down, as a
+/// connection's I/O does on this platform (on Windows: in slices).
+#[cfg(test)]
+pub(crate) fn blocking_read(socket: &SharedTcp, buf: &mut [u8]) -> io::Result<usize> {
+    #[cfg(windows)]
+    {
+        windows::read(socket, buf, None, |d| socket.set_read_timeout(Some(d)))
+    }
+    #[cfg(not(windows))]
+    {
+        use std::io::Read;
+        (&**socket).read(buf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use backend_pool_testkit::Blackhole;
     use std::net::TcpListener;
 
-    fn no_watch(_: &Arc<TcpStream>) -> io::Result<()> {
+    fn no_watch(_: &Arc<SharedTcp>) -> io::Result<()> {
         Ok(())
     }
 
@@ -301,19 +519,17 @@ mod tests {
     /// What ending a connect from another thread relies on (module docs): a shutdown of the
     /// socket ends its connect at once whether it comes while the connect waits or before it
     /// began, on the connecting thread, and a watch's error ends the connect as it is.
-    #[cfg(unix)]
     #[test]
     fn a_socket_shut_down_ends_its_connect_whenever_the_shutdown_comes() {
-        use std::net::Shutdown;
         let hole = Blackhole::new().unwrap();
         let deadline = Some(Instant::now() + Duration::from_secs(5));
         let started = Instant::now();
         let err = std::thread::scope(|s| {
             let (tx, rx) = mpsc::channel();
             s.spawn(move || {
-                let socket: Arc<TcpStream> = rx.recv().unwrap();
+                let socket: Arc<SharedTcp> = rx.recv().unwrap();
                 std::thread::sleep(Duration::from_millis(50));
-                socket.shutdown(Shutdown::Both).unwrap();
+                socket.shut_down();
             });
             connect_tcp(&[hole.addr()], deadline, |socket| {
                 tx.send(Arc::clone(socket)).unwrap();
@@ -330,7 +546,7 @@ mod tests {
 
         let started = Instant::now();
         let err = connect_tcp(&[hole.addr()], deadline, |socket| {
-            let _ = socket.shutdown(Shutdown::Both); // before the connect begins
+            socket.shut_down(); // before the connect begins
             Ok(())
         })
         .unwrap_err();

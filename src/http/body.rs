@@ -311,12 +311,29 @@ impl RequestBuilder {
 }
 
 /// Opens a file to send: the file and its length, or why not.
+///
+/// What the path names is looked at before it is opened: Windows refuses to open a
+/// directory ("Access denied"), which would hide the real problem. The opened file is looked
+/// at again (the path may have changed in between).
 pub(super) fn open_file(path: &Path) -> Result<(std::fs::File, u64), String> {
     let cannot = |e: io::Error| format!("cannot read the file '{}': {e}", path.display());
+    let not_a_file = |meta: &std::fs::Metadata| {
+        let what = if meta.is_dir() {
+            "a directory, not a regular file"
+        } else {
+            "not a regular file"
+        };
+        format!("'{}' is {what}", path.display())
+    };
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() {
+            return Err(not_a_file(&meta));
+        }
+    }
     let file = std::fs::File::open(path).map_err(cannot)?;
     let meta = file.metadata().map_err(cannot)?;
     if !meta.is_file() {
-        return Err(format!("'{}' is not a regular file", path.display()));
+        return Err(not_a_file(&meta));
     }
     Ok((file, meta.len()))
 }

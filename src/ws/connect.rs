@@ -5,7 +5,6 @@
 //! ([`Error::Status`]), not a failed connect.
 
 use std::io;
-use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,6 +15,7 @@ use super::handshake::{self, Failure};
 use super::{tcp_of, PooledSocket, WsPool, WsStream};
 use crate::cancel::CancelToken;
 use crate::error::{Error, ErrorClass, Phase};
+use crate::net::SharedTcp;
 use crate::service::{jittered, random_u64};
 use crate::stats::{CloseCause, PoolCounters};
 
@@ -116,7 +116,7 @@ impl WsPool {
         // Shutdown, or the caller's cancel, shuts the socket down: that ends the connect (the
         // socket is watched before it connects: `crate::net`), and cuts a TLS or WebSocket
         // handshake that drips or stalls short (see `crate::abort`, `crate::cancel`).
-        let watch = |socket: &Arc<TcpStream>| {
+        let watch = |socket: &Arc<SharedTcp>| {
             let watches = (
                 core.aborts.watch_tcp(socket),
                 cancel.map(|token| token.watch_tcp(socket)),

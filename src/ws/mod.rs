@@ -36,7 +36,6 @@
 //! type and prompt id.
 
 use std::io;
-use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -229,6 +228,9 @@ impl WsPool {
         self.tend(&mut batch);
         let mut failure = None;
         let mut pinged = false;
+        // Sockets that failed their check: closed once the failure is recorded, so whoever
+        // reads `closed.health` going up finds the health state (`last_error`) that says why.
+        let mut failed = Vec::new();
         for Tended {
             conn,
             since,
@@ -251,7 +253,7 @@ impl WsPool {
                 Err(why) => {
                     self.core.slots.release_tended(None);
                     failure = Some(why);
-                    self.close_conn(conn, CloseCause::Health);
+                    failed.push(conn);
                 }
             }
         }
@@ -260,6 +262,9 @@ impl WsPool {
             self.core.health.probed(Err(why));
         } else if pinged {
             self.core.health.probed(Ok(()));
+        }
+        for conn in failed {
+            self.close_conn(conn, CloseCause::Health);
         }
         self.refill(min, now);
         self.core.report_leaks(now);
@@ -458,6 +463,6 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-fn tcp_of(socket: &Socket) -> &Arc<TcpStream> {
+fn tcp_of(socket: &Socket) -> &Arc<crate::net::SharedTcp> {
     socket.get_ref().tcp()
 }

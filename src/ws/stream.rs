@@ -12,7 +12,10 @@
 //!   exits signals the process) is retried within the same deadline: tungstenite and rustls
 //!   never see it. Without a deadline (idle sockets, worked on by the maintenance thread),
 //!   the socket's own timeouts and blocking mode rule, and an interrupted call resumes within
-//!   the timeout it started with.
+//!   the timeout it started with. On Windows, a read or a write that waits does so in slices,
+//!   so that a cancel or a shutdown (which shuts the socket down) ends it (`crate::net`,
+//!   "Windows"); a write without a deadline (a ping or a pong of the maintenance thread, on
+//!   an idle socket) is the one exception: one blocking call within the socket's timeout.
 //! * **Frame boundaries** (at the top, on the plaintext). The stream follows the frame
 //!   headers of both directions, so the pool knows whether a socket stopped between two
 //!   messages or holds half a frame (a read that timed out mid-message, a partial frame that
@@ -26,6 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
+
+use crate::net::SharedTcp;
 
 use super::frames::Frames;
 
@@ -46,7 +51,7 @@ enum Io {
 impl WsStream {
     /// Wraps a connected socket, with `deadline` for the TLS and WebSocket handshakes.
     pub(crate) fn open(
-        tcp: Arc<TcpStream>,
+        tcp: Arc<SharedTcp>,
         tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
         deadline: Instant,
     ) -> Result<WsStream, rustls::Error> {
@@ -92,7 +97,7 @@ impl WsStream {
 
     /// The TCP socket, shared: a clone of the `Arc` lets another thread shut it down (see
     /// `crate::abort`, `crate::cancel`) without a second descriptor.
-    pub(crate) fn tcp(&self) -> &Arc<TcpStream> {
+    pub(crate) fn tcp(&self) -> &Arc<SharedTcp> {
         &self.timed().tcp
     }
 
@@ -189,7 +194,7 @@ enum Dir {
 
 /// The TCP socket with an optional deadline. See the module docs.
 struct Timed {
-    tcp: Arc<TcpStream>,
+    tcp: Arc<SharedTcp>,
     /// `Some`: every call ends by then. `None`: the socket's own timeouts rule.
     deadline: Option<Instant>,
     /// The timeout this wrapper last set on the socket, per direction (`None`: unknown).
@@ -226,27 +231,32 @@ impl Timed {
         }
     }
 
-    /// Sets the socket timeout to `left`, unless the one set is within a small slack of it
-    /// (a call may end that much past the deadline; saves a system call per message on a
-    /// busy socket).
+    /// Sets the socket timeout to `left`, unless the one armed is close to it (see [`arm`]).
     fn arm(&mut self, dir: Dir, left: Duration) -> io::Result<()> {
-        let slack = (left / 16).min(Duration::from_millis(10));
-        if let Some(cur) = self.armed[dir as usize] {
-            let off = if cur > left { cur - left } else { left - cur };
-            if off <= slack {
-                return Ok(());
-            }
-        }
-        self.set_timeout(dir, Some(left))?;
-        self.armed[dir as usize] = Some(left);
-        Ok(())
+        arm(&mut self.armed, &self.tcp, dir, left)
     }
 
     fn set_timeout(&self, dir: Dir, t: Option<Duration>) -> io::Result<()> {
-        match dir {
-            Dir::Read => self.tcp.set_read_timeout(t),
-            Dir::Write => self.tcp.set_write_timeout(t),
+        set_timeout(&self.tcp, dir, t)
+    }
+
+    /// Windows: a read in slices (`crate::net`, "Windows"), by the deadline or, without
+    /// one, within the socket's own read timeout (restored afterwards).
+    #[cfg(windows)]
+    fn read_in_slices(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use crate::net::windows;
+        let (tcp, armed): (&SharedTcp, _) = (&self.tcp, &mut self.armed);
+        if let Some(deadline) = self.deadline {
+            return windows::read(tcp, buf, Some(deadline), |slice| {
+                arm(armed, tcp, Dir::Read, slice)
+            });
         }
+        let own = tcp.read_timeout()?;
+        let read = windows::read(tcp, buf, own.map(|t| Instant::now() + t), |slice| {
+            tcp.set_read_timeout(Some(slice))
+        });
+        tcp.set_read_timeout(own)?;
+        read
     }
 
     /// Without a deadline: the socket's own timeout bounds the call as a whole, interrupted
@@ -292,14 +302,52 @@ impl Timed {
     }
 }
 
+/// Sets the socket timeout to `left`, unless the one `armed` is within a small slack of it
+/// (a call may end that much past the deadline; saves a system call per message on a busy
+/// socket).
+fn arm(
+    armed: &mut [Option<Duration>; 2],
+    tcp: &TcpStream,
+    dir: Dir,
+    left: Duration,
+) -> io::Result<()> {
+    let slack = (left / 16).min(Duration::from_millis(10));
+    if let Some(cur) = armed[dir as usize] {
+        let off = if cur > left { cur - left } else { left - cur };
+        if off <= slack {
+            return Ok(());
+        }
+    }
+    set_timeout(tcp, dir, Some(left))?;
+    armed[dir as usize] = Some(left);
+    Ok(())
+}
+
+fn set_timeout(tcp: &TcpStream, dir: Dir, t: Option<Duration>) -> io::Result<()> {
+    match dir {
+        Dir::Read => tcp.set_read_timeout(t),
+        Dir::Write => tcp.set_write_timeout(t),
+    }
+}
+
 impl Read for Timed {
+    #[cfg(not(windows))]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.io(Dir::Read, |mut tcp| tcp.read(buf))
+    }
+
+    #[cfg(windows)]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_in_slices(buf)
     }
 }
 
 impl Write for Timed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(windows)]
+        if let Some(deadline) = self.deadline {
+            return crate::net::windows::write(&self.tcp, buf, Some(deadline));
+        }
         self.io(Dir::Write, |mut tcp| tcp.write(buf))
     }
 

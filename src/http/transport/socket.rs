@@ -1,6 +1,7 @@
 //! The socket layer under ureq: [`PoolResolver`] (in `resolve`), [`PoolConnector`] (in
 //! `connect`) and, here, [`PoolTransport`] (see the parent module's docs), and [`SocketIo`],
-//! which runs every read and write against one deadline and resumes it after a signal.
+//! which runs every read and write against one deadline and resumes it after a signal (on
+//! Windows, in slices that a cancel or a shutdown ends: `crate::net`, "Windows").
 
 mod connect;
 mod resolve;
@@ -17,6 +18,7 @@ use ureq::unversioned::transport::{Buffers, NextTimeout, Transport};
 
 use super::buffers::PoolBuffers;
 use super::Wire;
+use crate::net::SharedTcp;
 use connect::CountedTcp;
 pub(super) use connect::PoolConnector;
 pub(super) use resolve::PoolResolver;
@@ -199,6 +201,7 @@ impl Deadline {
 
     /// The time left, as [`Deadline::left`]; the first call after [`Deadline::start`] takes
     /// it from there.
+    #[cfg_attr(windows, allow(dead_code))] // Windows reads and writes take `at` (`crate::net`)
     fn next(&mut self) -> io::Result<Option<Duration>> {
         match self.fresh.take() {
             Some(left) => Ok(Some(left)),
@@ -223,6 +226,7 @@ impl Deadline {
 #[derive(Default)]
 struct Armed {
     read: Option<Duration>,
+    #[cfg_attr(windows, allow(dead_code))] // Windows writes are non-blocking (`crate::net`)
     write: Option<Duration>,
     /// Written or read since the last `is_open`: the next check is the one on return
     /// (see [`PoolTransport::is_open`]).
@@ -251,9 +255,10 @@ fn arm(
 }
 
 /// The socket seen as `Read + Write` under one deadline: a read or write interrupted by a
-/// signal resumes with the time left; one that runs out of time fails with `TimedOut`.
+/// signal resumes with the time left; one that runs out of time fails with `TimedOut`. On
+/// Windows, one that waits does so in slices, and ends once the socket is shut down.
 struct SocketIo<'a> {
-    stream: &'a TcpStream,
+    stream: &'a SharedTcp,
     deadline: Deadline,
     armed: &'a mut Armed,
 }
@@ -262,6 +267,7 @@ impl SocketIo<'_> {
     /// Runs `op` until it completes: armed with the time left (`timeout` picks the direction's
     /// armed value, `set` sets it on the socket), resumed after a signal or after the socket
     /// timeout expired while the deadline has not.
+    #[cfg(not(windows))]
     fn resume(
         &mut self,
         timeout: fn(&mut Armed) -> &mut Option<Duration>,
@@ -270,7 +276,7 @@ impl SocketIo<'_> {
     ) -> io::Result<usize> {
         loop {
             let left = self.deadline.next()?;
-            let stream = self.stream;
+            let stream: &TcpStream = self.stream;
             arm(timeout(self.armed), left, |d| set(stream, d))?;
             match op(stream) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -283,6 +289,7 @@ impl SocketIo<'_> {
 }
 
 impl Read for SocketIo<'_> {
+    #[cfg(not(windows))]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.resume(
             |a| &mut a.read,
@@ -290,15 +297,29 @@ impl Read for SocketIo<'_> {
             |mut s| s.read(buf),
         )
     }
+
+    #[cfg(windows)]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (stream, armed) = (self.stream, &mut self.armed.read);
+        crate::net::windows::read(stream, buf, self.deadline.at, |slice| {
+            arm(armed, Some(slice), |d| stream.set_read_timeout(d))
+        })
+    }
 }
 
 impl Write for SocketIo<'_> {
+    #[cfg(not(windows))]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.resume(
             |a| &mut a.write,
             TcpStream::set_write_timeout,
             |mut s| s.write(buf),
         )
+    }
+
+    #[cfg(windows)]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        crate::net::windows::write(self.stream, buf, self.deadline.at)
     }
 
     fn flush(&mut self) -> io::Result<()> {

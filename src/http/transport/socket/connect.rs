@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::io;
-use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 
@@ -17,6 +16,7 @@ use ureq::unversioned::transport::{ConnectionDetails, Connector, ShutdownHandle}
 use super::super::buffers::PoolBuffers;
 use super::super::Wire;
 use super::{io_error, Armed, Deadline, PoolTransport, SocketIo};
+use crate::net::SharedTcp;
 use crate::stats::{CloseCause, PoolCounters};
 
 /// Connects TCP (and TLS for `https`) and counts every real connect.
@@ -89,7 +89,7 @@ impl PoolConnector {
     fn handshake(
         &self,
         details: &ConnectionDetails<'_>,
-        stream: &TcpStream,
+        stream: &SharedTcp,
         armed: &mut Armed,
         deadline: Deadline,
     ) -> Result<rustls::ClientConnection, ureq::Error> {
@@ -126,8 +126,8 @@ impl PoolConnector {
 fn connect_tcp(
     details: &ConnectionDetails<'_>,
     deadline: Deadline,
-) -> Result<Arc<TcpStream>, ureq::Error> {
-    let register = |socket: &Arc<TcpStream>| {
+) -> Result<Arc<SharedTcp>, ureq::Error> {
+    let register = |socket: &Arc<SharedTcp>| {
         (details.register_shutdown)(Arc::downgrade(socket) as Weak<dyn ShutdownHandle>).map_err(
             |e| match e {
                 ureq::Error::Io(e) => e,
@@ -151,7 +151,7 @@ pub(super) fn from_net(e: io::Error, reason: ureq::Timeout) -> ureq::Error {
 /// A TCP connection, counted: opened when made, closed when dropped; closed as broken when
 /// its TLS handshake failed or a cancel shut it down (once, whichever came).
 pub(super) struct CountedTcp {
-    pub(super) stream: Arc<TcpStream>,
+    pub(super) stream: Arc<SharedTcp>,
     counters: Arc<PoolCounters>,
     wire: Arc<Wire>,
     /// Its TLS handshake failed.
@@ -160,7 +160,7 @@ pub(super) struct CountedTcp {
 
 impl CountedTcp {
     fn opened(
-        stream: Arc<TcpStream>,
+        stream: Arc<SharedTcp>,
         counters: &Arc<PoolCounters>,
         wire: &Arc<Wire>,
     ) -> CountedTcp {
