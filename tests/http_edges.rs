@@ -8,8 +8,8 @@
 
 mod support;
 
-use std::io::{BufRead, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -733,6 +733,8 @@ mod eintr {
     use super::support::raw::content_length;
     use super::support::signals::{current_thread, install_handler, Interrupter};
     use super::*;
+    use std::io::{BufRead, Write};
+    use std::net::TcpStream;
     use std::time::Instant;
 
     const EVERY: Duration = Duration::from_millis(2);
