@@ -37,5 +37,5 @@ pub mod proc_stats;
 mod server;
 
 pub use blackhole::Blackhole;
-pub use proc_stats::{fd_count, rss_kib, thread_count, thread_names};
+pub use proc_stats::{fd_count, rss_kib, socket_fds_on_port, thread_count, thread_names};
 pub use server::{Fault, Request, Response, ServerBuilder, TaskCtx, TestServer, WsHandle};

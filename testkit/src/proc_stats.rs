@@ -53,6 +53,56 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// This process's descriptors that are TCP sockets with `port` at either end (local or
+/// remote), from `/proc/self/fd` and `/proc/net/tcp{,6}`: unlike [`fd_count`], blind to
+/// what other tests in the same binary open meanwhile. Linux only (0 elsewhere).
+pub fn socket_fds_on_port(port: u16) -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        // Each row: `sl local_address rem_address st ... inode`, addresses as HEX_IP:HEX_PORT.
+        let inodes: std::collections::HashSet<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|table| std::fs::read_to_string(table).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .skip(1)
+                    .filter_map(|row| {
+                        let cols: Vec<&str> = row.split_whitespace().collect();
+                        let on_port = |addr: &str| {
+                            addr.rsplit(':')
+                                .next()
+                                .and_then(|p| u16::from_str_radix(p, 16).ok())
+                                == Some(port)
+                        };
+                        let (local, remote, inode) = (cols.get(1)?, cols.get(2)?, cols.get(9)?);
+                        (on_port(local) || on_port(remote)).then(|| inode.to_string())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        std::fs::read_dir("/proc/self/fd")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter_map(|link| {
+                let link = link.to_string_lossy().into_owned();
+                Some(
+                    link.strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .to_string(),
+                )
+            })
+            .filter(|inode| inodes.contains(inode))
+            .count()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = port;
+        0
+    }
+}
+
 #[cfg(not(windows))]
 fn count_entries(dir: &str) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
