@@ -1389,6 +1389,14 @@ def reconfigure_phase(baseline):
         check(got["reachable"] is reachable, f"{service}: {got}")
         check(text.startswith("reachable" if reachable else "unreachable"), f"{service}: {text!r}")
         log(f"test connection {service}: {text} (operator {op_ms:.1f} ms)")
+    # Two machines in one field: the service gets two endpoints, the others stay untouched.
+    prefs.comfyui_url = f"{WS_URL}, {dead}"
+    report = runtime().last_apply
+    check(report is not None and report.get("replaced") == ["comfyui"], f"apply: {report}")
+    endpoints = [e["url"] for e in service_stats("comfyui")["endpoints"]]
+    check(endpoints == [WS_URL, dead], f"comfyui endpoints after a two-machine edit: {endpoints}")
+    check(service_stats("litellm")["http"]["connections_created"] == after["connections_created"],
+          "litellm's pool was disturbed by the two-machine edit")
     results["reconfigure"] = {"litellm_connections": after["connections_created"],
                               "probes": {k: v.get("reachable") for k, v in probes.items()}}
     prefs.comfyui_url = WS_URL

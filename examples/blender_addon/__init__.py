@@ -55,6 +55,10 @@ DEFAULT_URLS = {
     "rvc": "http://127.0.0.1:5050",
 }
 SERVICES = tuple(DEFAULT_URLS)
+URL_HELP = (
+    "The service's base URL; several machines (e.g. two ComfyUI GPU machines): their URLs "
+    "separated by commas. A job stays on one machine; empty: not used"
+)
 
 
 def _prefs(context=None):
@@ -82,10 +86,18 @@ def _reconfigure(self, context):
 class BackendPoolPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
-    comfyui_url: bpy.props.StringProperty(name="ComfyUI", default=DEFAULT_URLS["comfyui"], update=_reconfigure)
-    litellm_url: bpy.props.StringProperty(name="LiteLLM", default=DEFAULT_URLS["litellm"], update=_reconfigure)
-    wan2gp_url: bpy.props.StringProperty(name="Wan2GP", default=DEFAULT_URLS["wan2gp"], update=_reconfigure)
-    rvc_url: bpy.props.StringProperty(name="RVC", default=DEFAULT_URLS["rvc"], update=_reconfigure)
+    comfyui_url: bpy.props.StringProperty(
+        name="ComfyUI", description=URL_HELP, default=DEFAULT_URLS["comfyui"], update=_reconfigure
+    )
+    litellm_url: bpy.props.StringProperty(
+        name="LiteLLM", description=URL_HELP, default=DEFAULT_URLS["litellm"], update=_reconfigure
+    )
+    wan2gp_url: bpy.props.StringProperty(
+        name="Wan2GP", description=URL_HELP, default=DEFAULT_URLS["wan2gp"], update=_reconfigure
+    )
+    rvc_url: bpy.props.StringProperty(
+        name="RVC", description=URL_HELP, default=DEFAULT_URLS["rvc"], update=_reconfigure
+    )
     litellm_key: bpy.props.StringProperty(name="LiteLLM key", subtype="PASSWORD", update=_reconfigure)
     config_file: bpy.props.StringProperty(
         name="Config file",
@@ -99,7 +111,7 @@ class BackendPoolPreferences(bpy.types.AddonPreferences):
 
     def draw(self, context):
         col = self.layout.column()
-        col.label(text="Service URLs (empty: not used)")
+        col.label(text="Service URLs (empty: not used; several machines: comma-separated)")
         for name in SERVICES:
             col.prop(self, f"{name}_url")
         col.prop(self, "litellm_key")

@@ -41,14 +41,26 @@ KNOWN = {
 }
 
 
+def split_urls(field: str) -> list[str]:
+    """A preference's URLs: one machine, or several separated by commas or spaces (two ComfyUI
+    GPU machines: ``http://10.0.0.11:8188, http://10.0.0.12:8188``)."""
+    return [u for u in field.replace(",", " ").split() if u]
+
+
 def build_config(urls: dict[str, str], litellm_key: str = "") -> dict:
-    """A manager configuration from the preferences: one service per non-empty URL."""
+    """A manager configuration from the preferences: one service per non-empty field, with
+    ``url`` for one machine and ``urls`` for several (each job's calls then stay on one
+    machine through its session; stateless calls spread)."""
     services = []
-    for name, url in urls.items():
-        url = url.strip()
-        if not url:
+    for name, field in urls.items():
+        machines = split_urls(field)
+        if not machines:
             continue
-        service = {"name": name, "url": url, "http": {"max_connections": 10, "min_connections": 0}}
+        service = {"name": name, "http": {"max_connections": 10, "min_connections": 0}}
+        if len(machines) == 1:
+            service["url"] = machines[0]
+        else:
+            service["urls"] = machines
         service.update(KNOWN.get(name, {}))
         if name == "litellm" and litellm_key:
             service["bearer_token"] = litellm_key
