@@ -229,7 +229,8 @@ for v in "${VERSIONS[@]}"; do
     # Wine schedules threads unlike Linux, and the machine is shared: a test that failed is
     # run once more, alone, and must pass then. Not retried: a run that ended otherwise (an
     # error outside a test, a crash, the time limit).
-    mapfile -t again < <(sed -n 's/^FAILED \([^ ]*\).*/\1/p' "$log" | sort -u)
+    # Windows' Python ends its lines with CR LF: the CR is not part of a test's id.
+    mapfile -t again < <(tr -d '\r' <"$log" | sed -n 's/^FAILED \([^ ]*\).*/\1/p' | sort -u)
     if [ ${#again[@]} = 0 ] || grep -qE '^(ERROR|.* [0-9]+ errors? in )' "$log" ||
         ! grep -qE '^[0-9]+ failed, [0-9]+ passed' "$log"; then
         failed+=("$v: pytest")

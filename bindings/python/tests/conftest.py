@@ -64,6 +64,10 @@ def config(backends):
 @pytest.fixture
 def manager(config):
     m = backend_pool.PoolManager(config)
+    # The first maintenance tick probes `api` (GET /ok), holding one of its connections
+    # while it runs: tests that count `in_use` start once it is over (under Wine it could
+    # still be running at a test's first check).
+    assert wait_until(lambda: m.health("api")["last_check_unix_ms"] is not None, 5.0)
     yield m
     m.shutdown(2.0)
 
