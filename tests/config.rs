@@ -596,3 +596,29 @@ fn the_presets_follow_the_backends() {
     assert!(wan.read_idle_timeout_ms > 15_000);
     assert_eq!(ServiceConfig::rvc().health_path.as_deref(), Some("/models"));
 }
+
+/// One machine written two ways is one endpoint listed twice: a trailing slash, the default
+/// port spelled out, a host name in capitals. Different ports, prefixes or schemes are not.
+#[test]
+fn urls_naming_one_machine_twice_are_rejected_however_spelled() {
+    let urls = |list: &str| format!("[[service]]\nname = \"c\"\nurls = [{list}]\n");
+    for list in [
+        r#""http://127.0.0.1:8188", "http://127.0.0.1:8188""#,
+        r#""http://127.0.0.1:8188", "http://127.0.0.1:8188/""#,
+        r#""http://gpu1", "http://gpu1:80""#,
+        r#""https://gpu1/api", "https://GPU1:443/api/""#,
+    ] {
+        let e = err(&urls(list));
+        assert!(
+            e.contains("urls[1]") && e.contains("same endpoint as urls[0]"),
+            "{list}: {e}"
+        );
+    }
+    for list in [
+        r#""http://gpu1:8188", "http://gpu1:8189""#,
+        r#""http://gpu1:8188/a", "http://gpu1:8188/b""#,
+        r#""http://gpu1", "https://gpu1:80""#,
+    ] {
+        ManagerConfig::from_toml_str(&urls(list)).unwrap_or_else(|e| panic!("{list}: {e}"));
+    }
+}

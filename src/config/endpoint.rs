@@ -103,6 +103,15 @@ impl Endpoint {
         })
     }
 
+    /// Names the same server and prefix as `other`: host names compare without case (DNS
+    /// ignores it); the port is the parsed one (the default spelled out or not).
+    pub(crate) fn same_as(&self, other: &Endpoint) -> bool {
+        self.tls == other.tls
+            && self.port == other.port
+            && self.prefix == other.prefix
+            && self.host.eq_ignore_ascii_case(&other.host)
+    }
+
     /// `http(s)://host:port` followed by the prefix.
     pub(crate) fn http_base(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };

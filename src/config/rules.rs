@@ -311,18 +311,22 @@ impl ServiceConfig {
             ));
         }
         let mut first: Option<Endpoint> = None;
+        let mut seen: Vec<Endpoint> = Vec::with_capacity(urls.len());
         for (i, url) in urls.iter().enumerate() {
             let field = format!("urls[{i}]");
             let endpoint = Endpoint::parse(url).map_err(|why| bad(&field, why))?;
-            if urls[..i].iter().any(|u| u == url) {
+            // Compared parsed: a trailing slash, a default port spelled out or a host in
+            // capitals name the same machine (its calls would be counted as two).
+            if let Some(j) = seen.iter().position(|e| e.same_as(&endpoint)) {
                 return Err(bad(
                     &field,
-                    "repeats an earlier entry: list each endpoint once",
+                    format!("'{url}' is the same endpoint as urls[{j}]: list each endpoint once"),
                 ));
             }
             if first.as_ref().map_or(true, |f| f.tls && !endpoint.tls) {
-                first = Some(endpoint);
+                first = Some(endpoint.clone());
             }
+            seen.push(endpoint);
         }
         first.ok_or_else(|| bad("urls", "is empty"))
     }
