@@ -54,6 +54,23 @@ fn manager(s: ServiceConfig) -> PoolManager {
     .expect("valid config")
 }
 
+/// Two ComfyUI machines reporting queues of 0 and 5 (the first takes new sessions) as one
+/// service, `tweak`ed, and its manager once both queue lengths were probed.
+fn two_machines(
+    tweak: impl FnOnce(&mut ServiceConfig),
+) -> (Vec<TestServer>, Vec<String>, PoolManager) {
+    let depth = [0, 5].map(|n| Arc::new(AtomicU64::new(n)));
+    let servers: Vec<TestServer> = depth.iter().map(|q| comfy(Arc::clone(q))).collect();
+    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
+    let mut s = service(urls.clone());
+    tweak(&mut s);
+    let m = manager(s);
+    assert!(eventually(Duration::from_secs(5), || {
+        queues(&m) == [Some(0), Some(5)]
+    }));
+    (servers, urls, m)
+}
+
 /// Each endpoint's reported queue length, in configuration order.
 fn queues(m: &PoolManager) -> Vec<Option<u64>> {
     let stats = m.stats();
@@ -301,15 +318,7 @@ fn a_session_on_an_endpoint_dead_before_its_first_call_moves_to_a_live_one() {
 
 #[test]
 fn a_session_whose_job_reached_its_endpoint_never_moves() {
-    let depth = [0, 5].map(|n| Arc::new(AtomicU64::new(n)));
-    let mut servers: Vec<TestServer> = depth.iter().map(|q| comfy(Arc::clone(q))).collect();
-    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
-    let mut s = service(urls.clone());
-    s.health_interval_ms = 60_000;
-    let m = manager(s);
-    assert!(eventually(Duration::from_secs(5), || {
-        queues(&m) == [Some(0), Some(5)]
-    }));
+    let (mut servers, urls, m) = two_machines(|s| s.health_interval_ms = 60_000);
     let job = m.session("comfyui").unwrap();
     assert_eq!(job.endpoint(), urls[0]);
     job.http()
@@ -345,16 +354,10 @@ fn a_session_whose_job_reached_its_endpoint_never_moves() {
 
 #[test]
 fn a_session_whose_endpoints_are_all_dead_unnoticed_fails_its_first_call_once_per_endpoint() {
-    let depth = [0, 5].map(|n| Arc::new(AtomicU64::new(n)));
-    let servers: Vec<TestServer> = depth.iter().map(|q| comfy(Arc::clone(q))).collect();
-    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
-    let mut s = service(urls.clone());
-    s.health_interval_ms = 60_000;
-    s.unhealthy_after = 5;
-    let m = manager(s);
-    assert!(eventually(Duration::from_secs(5), || {
-        queues(&m) == [Some(0), Some(5)]
-    }));
+    let (servers, _, m) = two_machines(|s| {
+        s.health_interval_ms = 60_000;
+        s.unhealthy_after = 5;
+    });
     drop(servers);
     let job = m.session("comfyui").unwrap();
     let err = job
@@ -390,15 +393,7 @@ fn a_session_whose_endpoints_are_all_dead_unnoticed_fails_its_first_call_once_pe
 
 #[test]
 fn a_session_whose_endpoint_turned_unhealthy_before_its_first_call_moves() {
-    let depth = [0, 5].map(|n| Arc::new(AtomicU64::new(n)));
-    let mut servers: Vec<TestServer> = depth.iter().map(|q| comfy(Arc::clone(q))).collect();
-    let urls: Vec<String> = servers.iter().map(TestServer::http_url).collect();
-    let mut s = service(urls.clone());
-    s.unhealthy_after = 2;
-    let m = manager(s);
-    assert!(eventually(Duration::from_secs(5), || {
-        queues(&m) == [Some(0), Some(5)]
-    }));
+    let (mut servers, urls, m) = two_machines(|s| s.unhealthy_after = 2);
     let job = m.session("comfyui").unwrap();
     assert_eq!(job.endpoint(), urls[0]);
     // Its machine dies and health notices before the job's first call: the fail-fast
