@@ -335,6 +335,13 @@ pub(crate) mod windows {
         let first = share.min(SLICE);
         match sock.connect_timeout(&(*addr).into(), first) {
             Err(e) if e.kind() == io::ErrorKind::TimedOut && share > first => {}
+            // `WSAPoll` reports a peer that accepted and closed at once as `POLLHUP`, which
+            // socket2 takes for a failed connect; the connection was made (as a blocking
+            // connect on unix would say): the read that follows meets the close.
+            Err(e) if e.kind() != io::ErrorKind::TimedOut && connected(socket) => {
+                log::trace!("connect to {addr}: made, then closed by the peer ({e})");
+                return Ok(());
+            }
             done => return done,
         }
         let mut nap = FIRST_NAP;
@@ -345,7 +352,7 @@ pub(crate) mod windows {
             if let Some(e) = sock.take_error()? {
                 return Err(e);
             }
-            if socket.tcp.peer_addr().is_ok() {
+            if connected(socket) {
                 return Ok(());
             }
             let left = share.saturating_sub(started.elapsed());
@@ -355,6 +362,11 @@ pub(crate) mod windows {
             std::thread::sleep(nap.min(left));
             nap = (nap * 2).min(SLICE);
         }
+    }
+
+    /// The socket has a peer: its connect succeeded (a closed peer's FIN leaves it so).
+    fn connected(socket: &SharedTcp) -> bool {
+        socket.tcp.peer_addr().is_ok()
     }
 
     /// Reads into `buf` by `deadline` (`None`: no deadline): waits for something to read
