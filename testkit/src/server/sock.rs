@@ -9,18 +9,20 @@
 //! thread (Rust's issue 121594; Wine does the same): a connection thread blocked in a read
 //! while the client keeps the connection open would outlive `kill_connections`, and `stop`
 //! would wait for ever joining it. So on Windows [`Sock::kill`] also sets a flag, and every
-//! read and write waits in slices of at most `SLICE` (20 ms), checking it between them (as the
-//! crate's own sockets do):
+//! read and write waits in slices, checking it between them (as the crate's own sockets do):
 //!
 //! * a read: a one-byte peek with the socket's read timeout armed to the slice (a peek that
 //!   times out took nothing, whereas Windows documents a receive that times out as leaving
 //!   the socket in an indeterminate state), then the read once something (or the end of the
-//!   stream) is there. The idle timeout ([`Sock::set_read_timeout`]) is a deadline over the
-//!   slices;
+//!   stream) is there. The slices grow from 20 ms to 200 ms while nothing comes: data ends a
+//!   peek at once whatever its slice, so the slice only bounds how late a kill is seen, and
+//!   a thousand idle connections cost 5,000 peeks a second, not 50,000 (under Wine each is a
+//!   round trip to its single-threaded wineserver). The idle timeout
+//!   ([`Sock::set_read_timeout`]) is a deadline over the slices;
 //! * a write: the socket non-blocking for the call, so a send takes what fits and says how
 //!   much (a blocking send that times out may have sent part of its data without saying so),
-//!   with naps of 1 ms doubling up to the slice while the client's window stays full. A
-//!   thread reading meanwhile (a WebSocket's) sees `WouldBlock` from its peek then, and naps.
+//!   with naps of 1 ms doubling up to 20 ms while the client's window stays full. A thread
+//!   reading meanwhile (a WebSocket's) sees `WouldBlock` from its peek then, and naps.
 //!
 //! A killed socket then behaves as on unix: a read returns the end of the stream, a write
 //! fails with `BrokenPipe`. On unix every call blocks as one system call, as before.
@@ -30,9 +32,24 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// The longest a blocked read or write waits, on Windows, before it looks at the kill flag.
+/// On Windows: the first slice of a blocked read, and the longest nap of a blocked write,
+/// before it looks at the kill flag.
 #[cfg(windows)]
 const SLICE: Duration = Duration::from_millis(20);
+
+/// On Windows: the longest slice of a read that has waited a while.
+#[cfg(windows)]
+const MAX_READ_SLICE: Duration = Duration::from_millis(200);
+
+/// On Windows: the reading thread's timeouts.
+#[cfg(windows)]
+#[derive(Default)]
+struct ReadTimeouts {
+    /// How long a read waits for its first byte (`None`: for ever).
+    idle: Option<Duration>,
+    /// The socket's read timeout as last armed (re-armed only when a slice differs).
+    armed: Option<Duration>,
+}
 
 /// The socket of one connection and its kill flag.
 pub(crate) struct Sock {
@@ -42,7 +59,7 @@ pub(crate) struct Sock {
     killed: AtomicBool,
     /// The idle timeout of a read (the socket's own timeout is armed to each slice).
     #[cfg(windows)]
-    read_timeout: std::sync::Mutex<Option<Duration>>,
+    read_timeouts: std::sync::Mutex<ReadTimeouts>,
 }
 
 impl Sock {
@@ -51,7 +68,7 @@ impl Sock {
             tcp,
             killed: AtomicBool::new(false),
             #[cfg(windows)]
-            read_timeout: std::sync::Mutex::new(None),
+            read_timeouts: std::sync::Mutex::new(ReadTimeouts::default()),
         }
     }
 
@@ -81,7 +98,10 @@ impl Sock {
         self.tcp.set_read_timeout(timeout)?;
         #[cfg(windows)]
         {
-            *super::shared::lock(&self.read_timeout) = timeout;
+            *super::shared::lock(&self.read_timeouts) = ReadTimeouts {
+                idle: timeout,
+                armed: timeout,
+            };
         }
         Ok(())
     }
@@ -110,20 +130,26 @@ impl Read for &Sock {
     /// The end of the stream once killed; `TimedOut` once the idle timeout passed.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use std::time::Instant;
-        let timeout = *super::shared::lock(&self.read_timeout);
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // Only this connection's reading thread reads, and sets the timeouts.
+        let mut timeouts = super::shared::lock(&self.read_timeouts);
+        let deadline = timeouts.idle.map(|t| Instant::now() + t);
+        let mut next = SLICE;
         loop {
             if self.is_killed() {
                 return Ok(0);
             }
             let slice = match deadline {
-                None => SLICE,
+                None => next,
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left.min(SLICE),
+                    Some(left) if !left.is_zero() => left.min(next),
                     _ => return Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
                 },
             };
-            self.tcp.set_read_timeout(Some(slice))?;
+            next = (next * 2).min(MAX_READ_SLICE);
+            if timeouts.armed != Some(slice) {
+                self.tcp.set_read_timeout(Some(slice))?;
+                timeouts.armed = Some(slice);
+            }
             match self.tcp.peek(&mut [0u8; 1]) {
                 Ok(_) => break,
                 // The slice ended, or a signal: the loop looks at the flag and the deadline.
