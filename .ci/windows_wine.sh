@@ -45,21 +45,12 @@ wine_prefix "$ROOT/target/wine"
 # Skipped, each with its reason (RELIABILITY.md, "Windows under Wine"). cargo's --skip
 # matches a substring of a test's path.
 SKIP=(
-    # Windows' semantics in the test server: shutdown() of a socket does not wake a call
-    # blocked on it in another thread (the crate waits in slices for that: src/net.rs,
-    # "Windows"; the test server does not). Its kill_connections() and stop() shut its
-    # sockets down, which does not end its threads blocked in a read while the client keeps
-    # the connection open: server.open() stays above 0, and stop() waits for ever.
+    # The crate's, not the test server's: under Fault::Refuse (the server accepts and
+    # closes at once) the pool's HTTP connect fails "no error set after POLLHUP", classified
+    # Connect, not Closed, in about half the runs: on Windows the crate connects through
+    # socket2's connect_timeout (WSAPoll), which takes a peer's close before the poll (Wine
+    # and Windows report POLLHUP for it) for a failed connect.
     every_fault_is_classified_or_recovered_and_leaks_nothing
-    kill_connections_drops_every_socket
-    upgrade_echo_broadcast_close
-    stop_returns_to_baseline # hangs
-    # Hangs under Wine about one run in three, in the test server, not the pool: the pool
-    # has closed every connection (its stats: none open, the streamed 500's counted
-    # closed), yet the server's stop() at the test's end waits for ever joining its threads
-    # (server.open() already 0); once in ten runs, its thread sending the rest of the 5 MiB
-    # body did not see the pool's close within the test's 2 s either.
-    a_500_with_a_huge_body_keeps_64_kib_and_a_bounded_message
     # Wine 8.0's GetProcessHandleCount answers 0: no handle count to compare.
     a_pooled_socket_holds_one_descriptor
 )

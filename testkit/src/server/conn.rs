@@ -2,7 +2,6 @@
 //! and the hand-over to the WebSocket loop on upgrade.
 
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +10,7 @@ use super::fault::Fault;
 use super::request::{ReadOutcome, Reader, Request};
 use super::response::{chunk, sse_event, Body, Response, SlowWriter};
 use super::shared::{lock, Shared};
+use super::sock::Sock;
 use super::ws;
 
 /// What a garbage answer looks like under [`Fault::MalformedResponse`].
@@ -26,7 +26,7 @@ impl Drop for ConnGuard<'_> {
     fn drop(&mut self) {
         if let Some(entry) = lock(&self.shared.conns).remove(&self.id) {
             // Other clones (e.g. a WsHandle kept by a mock) must not keep it open.
-            let _ = entry.stream.shutdown(Shutdown::Both);
+            entry.stream.kill();
         }
         self.shared.open.fetch_sub(1, Ordering::SeqCst);
     }
@@ -34,13 +34,14 @@ impl Drop for ConnGuard<'_> {
 
 /// Serves connection `id` until it closes. The connection must already be
 /// registered in `shared.conns` and counted in `shared.open`.
-pub(crate) fn serve(shared: Arc<Shared>, stream: Arc<TcpStream>, id: u64, killed: Arc<AtomicBool>) {
+pub(crate) fn serve(shared: Arc<Shared>, stream: Arc<Sock>, id: u64) {
+    let killed = stream.killed();
     let _guard = ConnGuard {
         shared: &shared,
         id,
     };
     if let Some(d) = shared.config.accept_delay {
-        if !shared.sleep(d, Some(&killed)) {
+        if !shared.sleep(d, Some(killed)) {
             return;
         }
     }
@@ -48,11 +49,11 @@ pub(crate) fn serve(shared: Arc<Shared>, stream: Arc<TcpStream>, id: u64, killed
         return;
     }
     let mut reader = Reader::new(&*stream);
-    let mut writer: &TcpStream = &stream;
+    let mut writer: &Sock = &stream;
     let mut served = 0usize;
 
     loop {
-        if shared.is_stopping() || killed.load(Ordering::SeqCst) {
+        if shared.is_stopping() || stream.is_killed() {
             return;
         }
         let head = match reader.read_head() {
@@ -71,11 +72,11 @@ pub(crate) fn serve(shared: Arc<Shared>, stream: Arc<TcpStream>, id: u64, killed
         };
         if let Some(on_open) = upgrade {
             shared.log_request(&head.method, &head.path);
-            if apply_fault(&shared, &mut writer, &killed).is_none() {
+            if apply_fault(&shared, &mut writer, killed).is_none() {
                 return;
             }
             let leftover = reader.take_buffered();
-            ws::serve(&shared, &stream, leftover, head, id, killed, on_open);
+            ws::serve(&shared, &stream, leftover, head, id, on_open);
             return;
         }
 
@@ -106,7 +107,7 @@ pub(crate) fn serve(shared: Arc<Shared>, stream: Arc<TcpStream>, id: u64, killed
         let keep_alive = req.wants_keep_alive(head.http10)
             && shared.config.max_requests.map_or(true, |max| served < max);
 
-        let Some(fault) = apply_fault(&shared, &mut writer, &killed) else {
+        let Some(fault) = apply_fault(&shared, &mut writer, killed) else {
             return;
         };
 
@@ -118,15 +119,15 @@ pub(crate) fn serve(shared: Arc<Shared>, stream: Arc<TcpStream>, id: u64, killed
 
         let written = match fault {
             Fault::SlowBytes(delay) => {
-                let sleep = |d: Duration| shared.sleep(d, Some(&killed));
+                let sleep = |d: Duration| shared.sleep(d, Some(killed));
                 let mut slow = SlowWriter {
                     inner: &mut writer,
                     delay,
                     sleep: &sleep,
                 };
-                write_response(&shared, &mut slow, &resp, head_only, keep_alive, &killed)
+                write_response(&shared, &mut slow, &resp, head_only, keep_alive, killed)
             }
-            _ => write_response(&shared, &mut writer, &resp, head_only, keep_alive, &killed),
+            _ => write_response(&shared, &mut writer, &resp, head_only, keep_alive, killed),
         };
         if let Some(job) = resp.after.take() {
             shared.spawn_task(job);
@@ -140,7 +141,7 @@ pub(crate) fn serve(shared: Arc<Shared>, stream: Arc<TcpStream>, id: u64, killed
 /// Applies the fault in force to a request that has just been read: waits out
 /// [`Fault::Stall`], and answers the faults that end the connection. Returns the
 /// fault to serve the request under, or `None` if the connection must close.
-fn apply_fault(shared: &Shared, writer: &mut &TcpStream, killed: &AtomicBool) -> Option<Fault> {
+fn apply_fault(shared: &Shared, writer: &mut &Sock, killed: &AtomicBool) -> Option<Fault> {
     let mut fault = shared.fault();
     if fault == Fault::Stall {
         if !shared.wait_while_fault(|f| f == Fault::Stall, killed) {

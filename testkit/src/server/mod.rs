@@ -3,21 +3,25 @@
 //!
 //! Threading: one accept thread plus one thread per connection (small stacks, so
 //! thousands of idle connections are fine), plus one thread per
-//! [`Response::after`] job. [`TestServer::stop`] (or drop) joins all of them.
+//! [`Response::after`] job. [`TestServer::stop`] (or drop) joins all of them: it kills
+//! every connection (`sock.rs`: on Windows, where a shutdown does not wake a thread
+//! blocked on the socket, the connection threads read and write in slices and see the
+//! kill flag).
 
 mod conn;
 mod fault;
 mod request;
 mod response;
 mod shared;
+mod sock;
 mod task;
 mod ws;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use fault::Fault;
 pub use request::Request;
@@ -26,6 +30,7 @@ pub use task::TaskCtx;
 pub use ws::WsHandle;
 
 use shared::{lock, Config, ConnEntry, HttpHandler, Shared, WsOpen, THREAD_STACK};
+use sock::Sock;
 
 /// Configures and starts a [`TestServer`]. Every setting is optional.
 pub struct ServerBuilder {
@@ -138,8 +143,7 @@ fn bind_loopback() -> std::io::Result<TcpListener> {
 /// A connection accepted and registered, waiting for its thread.
 struct Accepted {
     id: u64,
-    stream: Arc<TcpStream>,
-    killed: Arc<AtomicBool>,
+    stream: Arc<Sock>,
 }
 
 /// Accepts as fast as possible (the kernel's accept queue is only 128 long, and a
@@ -178,19 +182,17 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             drop(stream);
             continue;
         }
+        let stream = Arc::new(Sock::new(stream));
         let _ = stream.set_nodelay(true);
-        let stream = Arc::new(stream);
-        let killed = Arc::new(AtomicBool::new(false));
         lock(&shared.conns).insert(
             id,
             ConnEntry {
                 stream: Arc::clone(&stream),
-                killed: Arc::clone(&killed),
                 ws: None,
             },
         );
         shared.open.fetch_add(1, Ordering::SeqCst);
-        if tx.send(Accepted { id, stream, killed }).is_err() {
+        if tx.send(Accepted { id, stream }).is_err() {
             break;
         }
     }
@@ -200,18 +202,18 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 
 /// Starts one thread per accepted connection.
 fn spawn_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Accepted>) {
-    for Accepted { id, stream, killed } in rx {
+    for Accepted { id, stream } in rx {
         let conn_shared = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name(format!("testkit-conn-{id}"))
             .stack_size(THREAD_STACK)
-            .spawn(move || conn::serve(conn_shared, stream, id, killed));
+            .spawn(move || conn::serve(conn_shared, stream, id));
         match spawned {
             Ok(h) => shared.adopt_thread(h),
             Err(e) => {
                 log::warn!("testkit: cannot spawn connection thread: {e}");
                 if let Some(entry) = lock(&shared.conns).remove(&id) {
-                    let _ = entry.stream.shutdown(std::net::Shutdown::Both);
+                    entry.stream.kill();
                 }
                 shared.open.fetch_sub(1, Ordering::SeqCst);
             }
@@ -297,7 +299,8 @@ impl TestServer {
     }
 
     /// Shuts down (both directions) every open connection, HTTP and WebSocket,
-    /// as a crashing or restarting backend would.
+    /// as a crashing or restarting backend would, and ends their threads, whatever they
+    /// are blocked in (on Windows too, where a shutdown alone does not wake them).
     pub fn kill_connections(&self) {
         self.shared.kill_connections();
     }
@@ -325,8 +328,15 @@ impl TestServer {
             return;
         };
         self.shared.begin_stop();
-        // Wake the blocking accept() with a throw-away connection.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        // Wake the blocking accept() with a throw-away connection, and with another should
+        // that one not reach it (a connect that failed or timed out on a loaded machine).
+        while !accept.is_finished() {
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+            let until = Instant::now() + Duration::from_millis(500);
+            while !accept.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         let _ = accept.join();
         self.shared.kill_connections();
         self.shared.join_all();
@@ -338,3 +348,6 @@ impl Drop for TestServer {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests;

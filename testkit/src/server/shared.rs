@@ -1,7 +1,6 @@
 //! State shared between a [`TestServer`](crate::TestServer) handle and its threads.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -10,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::fault::Fault;
 use super::request::Request;
 use super::response::{AfterFn, Response};
+use super::sock::Sock;
 use super::task::TaskCtx;
 use super::ws::WsHandle;
 
@@ -38,10 +38,8 @@ struct Control {
 
 /// One open TCP connection, as seen by the server handle.
 pub(crate) struct ConnEntry {
-    /// The socket (shared with the connection thread), to shut it down from outside.
-    pub stream: Arc<TcpStream>,
-    /// Set by `kill_connections`; wakes threads parked on a fault.
-    pub killed: Arc<AtomicBool>,
+    /// The socket (shared with the connection thread), to kill it from outside.
+    pub stream: Arc<Sock>,
     /// Set once the connection became a WebSocket.
     pub ws: Option<WsHandle>,
 }
@@ -227,8 +225,7 @@ impl Shared {
     /// Shuts down every open connection (HTTP and WebSocket).
     pub fn kill_connections(&self) {
         for entry in lock(&self.conns).values() {
-            entry.killed.store(true, Ordering::SeqCst);
-            let _ = entry.stream.shutdown(Shutdown::Both);
+            entry.stream.kill();
         }
         self.wake_all();
     }

@@ -6,7 +6,6 @@
 //! socket, one whole buffer per `write` call, so frames never interleave.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +17,7 @@ use tungstenite::{Message, WebSocket};
 use super::fault::Fault;
 use super::request::{query_param, Head};
 use super::shared::{lock, Shared, WsOpen};
+use super::sock::Sock;
 
 /// A handle on one open server-side WebSocket; cheap to clone and usable from
 /// any thread.
@@ -29,7 +29,7 @@ pub struct WsHandle {
 struct WsInner {
     id: u64,
     target: String,
-    stream: Arc<TcpStream>,
+    stream: Arc<Sock>,
     /// Serializes writes so that frames never interleave.
     write_lock: Mutex<()>,
     open: AtomicBool,
@@ -46,7 +46,7 @@ impl std::fmt::Debug for WsHandle {
 }
 
 impl WsHandle {
-    fn new(id: u64, target: String, stream: Arc<TcpStream>) -> WsHandle {
+    fn new(id: u64, target: String, stream: Arc<Sock>) -> WsHandle {
         WsHandle {
             inner: Arc::new(WsInner {
                 id,
@@ -92,10 +92,11 @@ impl WsHandle {
         self.inner.open.load(Ordering::SeqCst)
     }
 
-    /// Shuts the socket down (no close frame), like a crashed server.
+    /// Shuts the socket down (no close frame), like a crashed server, and ends the
+    /// connection's thread.
     pub fn kill(&self) {
         self.mark_closed();
-        let _ = self.inner.stream.shutdown(Shutdown::Both);
+        self.inner.stream.kill();
     }
 
     fn mark_closed(&self) {
@@ -129,15 +130,14 @@ impl WsHandle {
 struct WsIo {
     handle: WsHandle,
     shared: Arc<Shared>,
-    killed: Arc<AtomicBool>,
 }
 
 impl WsIo {
     fn gate(&self) -> io::Result<()> {
-        if self
-            .shared
-            .wait_while_fault(|f| f == Fault::WsIgnorePings, &self.killed)
-        {
+        if self.shared.wait_while_fault(
+            |f| f == Fault::WsIgnorePings,
+            self.handle.inner.stream.killed(),
+        ) {
             Ok(())
         } else {
             Err(io::Error::new(io::ErrorKind::ConnectionAborted, "stopped"))
@@ -185,11 +185,10 @@ pub(crate) fn route<'a>(shared: &'a Shared, head: &Head) -> Option<&'a WsOpen> {
 /// Completes the handshake and runs the echo loop until the socket closes.
 pub(crate) fn serve(
     shared: &Arc<Shared>,
-    stream: &Arc<TcpStream>,
+    stream: &Arc<Sock>,
     leftover: Vec<u8>,
     head: Head,
     conn_id: u64,
-    killed: Arc<AtomicBool>,
     on_open: &WsOpen,
 ) {
     let key = head.header("sec-websocket-key").map(str::to_string);
@@ -216,7 +215,6 @@ pub(crate) fn serve(
     let io = WsIo {
         handle: handle.clone(),
         shared: Arc::clone(shared),
-        killed,
     };
     let config = WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
