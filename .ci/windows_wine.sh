@@ -45,12 +45,6 @@ wine_prefix "$ROOT/target/wine"
 # Skipped, each with its reason (RELIABILITY.md, "Windows under Wine"). cargo's --skip
 # matches a substring of a test's path.
 SKIP=(
-    # The crate's, not the test server's: under Fault::Refuse (the server accepts and
-    # closes at once) the pool's HTTP connect fails "no error set after POLLHUP", classified
-    # Connect, not Closed, in about half the runs: on Windows the crate connects through
-    # socket2's connect_timeout (WSAPoll), which takes a peer's close before the poll (Wine
-    # and Windows report POLLHUP for it) for a failed connect.
-    every_fault_is_classified_or_recovered_and_leaks_nothing
     # Wine 8.0's GetProcessHandleCount answers 0: no handle count to compare.
     a_pooled_socket_holds_one_descriptor
 )

@@ -219,7 +219,9 @@ fn urls_is_validated_and_names_the_service() {
     let bad = service(&["http://127.0.0.1:1".into(), "ftp://h".into()]);
     assert!(reason(bad).starts_with("urls[1]: 'ftp://h' must start with http://"));
     let twice = service(&["http://127.0.0.1:1".into(), "http://127.0.0.1:1".into()]);
-    assert!(reason(twice).starts_with("urls[1]: repeats"));
+    assert!(
+        reason(twice).starts_with("urls[1]: 'http://127.0.0.1:1' is the same endpoint as urls[0]")
+    );
     let mut ca = service(&["https://a:1".into(), "http://b:1".into()]);
     ca.ca_file = Some("ca.pem".into());
     assert!(reason(ca).starts_with("ca_file: is set but the url is http://"));
