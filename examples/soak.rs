@@ -20,7 +20,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use backend_pool::{ManagerConfig, PoolManager, ServiceConfig, WsPoolConfig};
-use backend_pool_testkit::{fd_count, rss_kib, thread_count, Fault, Response, TestServer};
+use backend_pool_testkit::{
+    fd_count, rss_kib, thread_count, thread_names, Fault, Response, TestServer,
+};
 
 /// The system allocator, counting live heap bytes: what a leak grows, whatever the
 /// allocator does with freed pages.
@@ -214,7 +216,10 @@ fn main() {
         servers.iter().all(|s| s.open() == 0)
     });
     let accepted_before: usize = servers.iter().map(TestServer::accepted).sum();
-    let (base_fds, base_threads) = (fd_count(), thread_count());
+    // A server's connection thread counts itself closed just before it ends: the baseline
+    // waits for the counts to hold still (a CI run once took one such thread into it).
+    let (base_fds, base_threads) = steady_counts();
+    let base_names = thread_names();
     let m = Arc::new(PoolManager::new(config(&servers)).expect("valid config"));
 
     let ops = Arc::new(AtomicU64::new(0));
@@ -312,15 +317,8 @@ fn main() {
             && servers.iter().all(|s| s.open() == 0)
     });
     if !settled {
-        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
-                    .map(|n| n.trim().to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        eprintln!("threads now: {names:?}");
+        eprintln!("threads at the baseline: {base_names:?}");
+        eprintln!("threads now: {:?}", thread_names());
         failures.push(format!(
             "fds {base_fds} -> {}, threads {base_threads} -> {}",
             fd_count(),
@@ -396,6 +394,21 @@ fn quiet_rss(paused: &AtomicBool) -> (u64, i64) {
     let sample = (rss_kib(), live_kib());
     paused.store(false, Relaxed);
     sample
+}
+
+/// Open fds and threads once both held still for 200 ms (at most 3 s of waiting).
+fn steady_counts() -> (usize, usize) {
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut last = (fd_count(), thread_count());
+    let mut still_since = Instant::now();
+    while Instant::now() < end && still_since.elapsed() < Duration::from_millis(200) {
+        thread::sleep(Duration::from_millis(20));
+        let now = (fd_count(), thread_count());
+        if now != last {
+            (last, still_since) = (now, Instant::now());
+        }
+    }
+    last
 }
 
 fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
