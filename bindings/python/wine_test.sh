@@ -46,16 +46,6 @@ SKIP=(
     # Linux only: it finds the manager's threads by name in /proc/self/task. (Under Wine,
     # Z:\proc is the Linux host's, where the Windows threads have no such names.)
     tests/test_manager.py::test_background_threads_stop
-    # Windows' semantics: shutdown() of a socket does not wake a send already blocked on it
-    # (only closesocket does), so WebSocket.cancel() ends a send to a reader that stopped at
-    # the call's deadline (2.7 s here), not within the test's 1 s. A gap of the crate on
-    # Windows (the core's websocket_sends_to_a_reader_that_stopped_are_cancelled, skipped by
-    # .ci/windows_wine.sh for the same reason).
-    tests/test_cancel.py::test_a_websocket_send_to_a_reader_that_stopped_is_cancelled
-    # Windows: opening a directory fails ("Access denied"; OSError errno 5 here) before the
-    # crate's own check, so no IsADirectoryError. A gap of the crate's error on Windows (the
-    # core's an_invalid_form_or_file_is_rejected_before_checkout, skipped likewise).
-    tests/test_files.py::test_an_unreadable_path_raises_oserror_naming_it_before_anything_is_sent
 )
 # Python 3.13 only: platform.machine() asks WMI (the _wmi module, new in 3.13), which calls
 # propsys.dll's VariantToString, unimplemented in Wine 8.0: the process dies ("Windows fatal

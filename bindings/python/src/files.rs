@@ -166,22 +166,39 @@ fn open(py: Python<'_>, path: &Path) -> PyResult<(File, u64)> {
             return PyOSError::new_err(format!("cannot read '{shown}': {e}"));
         };
         // OSError(errno, strerror, filename) is the subclass for errno, as open() raises it.
-        py.import("os")
+        // On Windows the code is a Win32 error, not an errno: OSError's fourth argument
+        // (winerror) maps it, as Python's own open() does (5, "Access is denied", is
+        // PermissionError there, not errno 5's "Input/output error").
+        #[cfg(windows)]
+        let oserror = {
+            let text = e.to_string();
+            let strerror = text
+                .rsplit_once(" (os error")
+                .map_or(text.as_str(), |(t, _)| t)
+                .to_string();
+            py.get_type::<PyOSError>()
+                .call1((0, strerror, shown.as_str(), errno))
+        };
+        #[cfg(not(windows))]
+        let oserror = py
+            .import("os")
             .and_then(|os| os.call_method1("strerror", (errno,)))
             .and_then(|strerror| {
                 py.get_type::<PyOSError>()
                     .call1((errno, strerror, shown.as_str()))
-            })
-            .map_or_else(|err| err, PyErr::from_value)
+            });
+        oserror.map_or_else(|err| err, PyErr::from_value)
     };
+    // A directory first: Windows refuses to open one ("Access is denied"), and the answer
+    // should say what it is on every platform, as open() does (IsADirectoryError).
+    let is_a_directory = || PyIsADirectoryError::new_err((21, "Is a directory", shown.clone()));
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(is_a_directory());
+    }
     let file = File::open(path).map_err(os_error)?;
     let meta = file.metadata().map_err(os_error)?;
     if meta.is_dir() {
-        return Err(PyIsADirectoryError::new_err((
-            21,
-            "Is a directory",
-            shown.clone(),
-        )));
+        return Err(is_a_directory());
     }
     if !meta.is_file() {
         return Err(PyOSError::new_err(format!(
