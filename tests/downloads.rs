@@ -332,14 +332,7 @@ fn a_download_cancelled_from_another_thread_stops_and_leaves_no_file() {
     assert_eq!(err.class(), ErrorClass::Cancelled, "{err:?}");
     assert!(took < Duration::from_secs(3), "{took:?}");
     assert!(entries(&dir).is_empty(), "{:?}", entries(&dir));
-    let stats = http_stats(&m);
-    assert_eq!(
-        stats.errors.get(ErrorClass::Cancelled),
-        1,
-        "{:?}",
-        stats.errors
-    );
-    assert_eq!(stats.errors.total(), 1, "{:?}", stats.errors);
+    support::assert_one_error(&m, ErrorClass::Cancelled);
     // The half-read connection was closed, not returned.
     assert!(eventually(Duration::from_secs(2), || server.open() == 0));
     assert_eq!(http.get("/bytes/3").call().unwrap().body().len(), 3);

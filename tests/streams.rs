@@ -492,14 +492,7 @@ fn a_stream_s_status_error_counts_once_whatever_reading_its_evidence_met() {
     assert_eq!(err.status(), Some(500), "{err:?}");
     assert_eq!(err.body().unwrap().len(), 100);
     assert!(err.body().unwrap().is_truncated());
-    let stats = m.stats().services[0].http.clone().unwrap();
-    assert_eq!(
-        stats.errors.get(ErrorClass::Status),
-        1,
-        "{:?}",
-        stats.errors
-    );
-    assert_eq!(stats.errors.total(), 1, "{:?}", stats.errors);
+    support::assert_one_error(&m, ErrorClass::Status);
 
     // A head, some bytes, then silence.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -528,14 +521,7 @@ fn a_stream_s_status_error_counts_once_whatever_reading_its_evidence_met() {
     stalling.join().unwrap();
     assert_eq!(err.status(), Some(503), "{err:?}");
     assert_eq!(&err.body().unwrap()[..], b"busy");
-    let stats = m.stats().services[0].http.clone().unwrap();
-    assert_eq!(
-        stats.errors.get(ErrorClass::Status),
-        1,
-        "{:?}",
-        stats.errors
-    );
-    assert_eq!(stats.errors.total(), 1, "{:?}", stats.errors);
+    support::assert_one_error(&m, ErrorClass::Status);
 }
 
 /// A multipart form sent with a streamed answer (`stream_multipart`): the form arrives with

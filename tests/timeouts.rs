@@ -286,14 +286,7 @@ fn a_stream_read_names_the_request_s_read_timeout_and_counts_it_once() {
     let again = read_until_failure(&mut stream);
     assert_eq!(again.kind(), std::io::ErrorKind::TimedOut, "{again:?}");
     drop(stream);
-    let stats = m.stats().services[0].http.clone().unwrap();
-    assert_eq!(
-        stats.errors.get(ErrorClass::Timeout),
-        1,
-        "{:?}",
-        stats.errors
-    );
-    assert_eq!(stats.errors.total(), 1, "{:?}", stats.errors);
+    support::assert_one_error(&m, ErrorClass::Timeout);
 }
 
 #[test]

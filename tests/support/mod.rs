@@ -132,3 +132,10 @@ pub fn http_echo_server() -> backend_pool_testkit::TestServer {
         .build()
         .unwrap()
 }
+
+/// The first service's HTTP pool counted exactly one error, of `class`.
+pub fn assert_one_error(m: &backend_pool::PoolManager, class: backend_pool::ErrorClass) {
+    let stats = m.stats().services[0].http.clone().expect("an HTTP pool");
+    assert_eq!(stats.errors.get(class), 1, "{:?}", stats.errors);
+    assert_eq!(stats.errors.total(), 1, "{:?}", stats.errors);
+}
